@@ -1,0 +1,219 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import PocketSAMFormat
+
+public let pocketSAMQuantizeVersion = "0.1.0"
+
+/// How `Converter` stores each tensor.
+public struct ConversionOptions: Sendable {
+    public var precision: Precision = .int8
+    /// An int8 tensor whose relative RMS error would exceed this is stored as fp16 instead.
+    public var maxInt8RelativeError: Double = 0.01
+    /// Weight matrices smaller than this stay fp32 (the int8 GEMM has nothing to gain on them).
+    public var minInt8Elements: Int = 1024
+    /// Glob patterns (fnmatch) of tensor names that stay fp32 whatever the precision.
+    public var keepFP32: [String] = []
+
+    public init(precision: Precision = .int8) {
+        self.precision = precision
+    }
+}
+
+/// What happened to one tensor.
+public struct TensorReport: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var role: TensorRole
+    public var dtype: DType
+    /// `‖w − dequant(q(w))‖ / ‖w‖` of the stored values against the fp32 (BN-folded) weights.
+    public var relativeRMSError: Double
+    public var note: String
+}
+
+public struct ConversionResult: Sendable {
+    public var config: ModelConfig
+    public var writer: PSAMWriter
+    public var reports: [TensorReport]
+    /// Checkpoint tensors that the runtime does not use (classification head, BN counters).
+    public var ignored: [String]
+    public var foldedBatchNorms: Int
+    public var sourceSHA256: String
+}
+
+/// checkpoint → detected configuration → BN folding → per-tensor precision → `.psam` writer.
+public enum Converter {
+    public static let batchNormEps = 1e-5
+
+    public static func convert(_ ckpt: Checkpoint, options: ConversionOptions = ConversionOptions(),
+                               progress: (String) -> Void = { _ in }) throws(CheckpointError) -> ConversionResult {
+        // Strip a DistributedDataParallel "module." prefix when every name carries it.
+        var tensors: [String: SourceTensor] = [:]
+        let stripModule = !ckpt.tensors.isEmpty && ckpt.tensors.allSatisfy { $0.name.hasPrefix("module.") }
+        for t in ckpt.tensors {
+            tensors[stripModule ? String(t.name.dropFirst("module.".count)) : t.name] = t
+        }
+        let config = try ArchitectureDetector.detect(tensors.mapValues(\.shape))
+        progress("detected \(describe(config))")
+
+        var consumed: Set<String> = []
+        var folded: [String: (weight: [Float], bias: [Float])] = [:]
+        func load(_ name: String, _ shape: [Int]) throws(CheckpointError) -> [Float] {
+            guard let t = tensors[name] else { throw .missingTensor(name: name, needed: "the detected \(config.family) model") }
+            guard t.shape == shape else { throw .shapeMismatch(name: name, expected: shape, found: t.shape) }
+            let v = try t.floats()
+            guard v.allSatisfy(\.isFinite) else { throw .nonFinite(tensor: name) }
+            consumed.insert(name)
+            return v
+        }
+        // Conv2d_BN `X`: conv `X.c.weight` (no bias) followed by BatchNorm `X.bn.*`, folded into
+        // weight' = w · γ/√(σ²+ε) per output channel and bias' = β − μ · γ/√(σ²+ε).
+        func fold(_ prefix: String, _ shape: [Int]) throws(CheckpointError) -> (weight: [Float], bias: [Float]) {
+            if let f = folded[prefix] { return f }
+            let w = try load(prefix + ".c.weight", shape)
+            let c = shape[0]
+            let gamma = try load(prefix + ".bn.weight", [c]), beta = try load(prefix + ".bn.bias", [c])
+            let mean = try load(prefix + ".bn.running_mean", [c]), variance = try load(prefix + ".bn.running_var", [c])
+            var fw = w
+            var fb = [Float](repeating: 0, count: c)
+            let inner = w.count / max(c, 1)
+            for o in 0..<c {
+                let v = Double(variance[o]) + batchNormEps
+                guard v > 0 else { throw .badTensor(tensor: prefix + ".bn.running_var", reason: "negative variance") }
+                let s = Double(gamma[o]) / v.squareRoot()
+                for i in 0..<inner { fw[o * inner + i] = Float(Double(w[o * inner + i]) * s) }
+                fb[o] = Float(Double(beta[o]) - Double(mean[o]) * s)
+            }
+            folded[prefix] = (fw, fb)
+            return (fw, fb)
+        }
+
+        var writer = PSAMWriter()
+        var reports: [TensorReport] = []
+        let specs = config.tensorSpecs()
+        for (i, spec) in specs.enumerated() {
+            let values: [Float]
+            if tensors[spec.name] != nil {
+                values = try load(spec.name, spec.shape)
+            } else if spec.name.hasSuffix(".weight"), tensors[String(spec.name.dropLast(7)) + ".c.weight"] != nil {
+                values = try fold(String(spec.name.dropLast(7)), spec.shape).weight
+            } else if spec.name.hasSuffix(".bias"), tensors[String(spec.name.dropLast(5)) + ".c.weight"] != nil {
+                let prefix = String(spec.name.dropLast(5))
+                guard let w = tensors[prefix + ".c.weight"] else { throw .missingTensor(name: prefix + ".c.weight", needed: spec.name) }
+                values = try fold(prefix, w.shape).bias
+                guard values.count == spec.shape.reduce(1, *) else {
+                    throw .shapeMismatch(name: prefix + ".bn.bias", expected: spec.shape, found: [values.count])
+                }
+            } else {
+                throw .missingTensor(name: spec.name, needed: "the detected \(config.family) model")
+            }
+            let report = try store(spec, values, options, &writer)
+            reports.append(report)
+            if (i + 1) % 100 == 0 || i + 1 == specs.count { progress("stored \(i + 1)/\(specs.count) tensors") }
+        }
+        let foldedCount = folded.count
+
+        var ignored: [String] = []
+        for t in ckpt.tensors {
+            let name = stripModule ? String(t.name.dropFirst("module.".count)) : t.name
+            if consumed.contains(name) { continue }
+            guard ArchitectureDetector.isIgnorable(name) else { throw .unexpectedTensor(name: name) }
+            ignored.append(name)
+        }
+
+        var sha = SHA256()
+        sha.update(ckpt.file.bytes)
+        let digest = sha.finalize()
+        config.write(to: &writer.metadata)
+        writer.metadata["psam.precision"] = .string(options.precision.rawValue)
+        writer.metadata["psam.quantization"] = .string("int8 symmetric per output channel, fp32 scales")
+        writer.metadata["psam.source_format"] = .string(ckpt.format.rawValue)
+        writer.metadata["psam.source_sha256"] = .string(digest)
+        writer.metadata["psam.tool_version"] = .string("pocketsam-quantize " + pocketSAMQuantizeVersion)
+        return ConversionResult(config: config, writer: writer, reports: reports, ignored: ignored,
+                                foldedBatchNorms: foldedCount, sourceSHA256: digest)
+    }
+
+    static func matches(_ name: String, _ patterns: [String]) -> Bool {
+        patterns.contains { fnmatch($0, name, 0) == 0 }
+    }
+
+    static func store(_ spec: TensorSpec, _ w: [Float], _ o: ConversionOptions,
+                      _ writer: inout PSAMWriter) throws(CheckpointError) -> TensorReport {
+        var report = TensorReport(name: spec.name, shape: spec.shape, role: spec.role, dtype: .f32, relativeRMSError: 0, note: "")
+        func add(_ body: () throws(PSAMError) -> Void) throws(CheckpointError) {
+            do { try body() } catch { throw .badTensor(tensor: spec.name, reason: error.description) }
+        }
+        func storeF16(_ why: String) throws(CheckpointError) {
+            let h = w.map { Float16($0) }
+            guard h.allSatisfy(\.isFinite) else {
+                report.note = "kept fp32: values beyond the fp16 range"
+                try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
+                return
+            }
+            report.dtype = .f16
+            report.relativeRMSError = Quantizer.relativeRMSError(w, h.map { Float($0) })
+            report.note = why
+            try add { () throws(PSAMError) in try writer.addF16(spec.name, shape: spec.shape, values: h) }
+        }
+        if matches(spec.name, o.keepFP32) {
+            report.note = "kept fp32 (--keep-fp32)"
+            try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
+            return report
+        }
+        switch o.precision {
+        case .fp32:
+            try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
+        case .fp16:
+            try storeF16("")
+        case .int8:
+            guard let axis = spec.role.int8ScaleAxis, w.count >= o.minInt8Elements else {
+                try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
+                return report
+            }
+            // One scale per output channel; where that misses the error limit, one per group of 256,
+            // 128, 64 or 32 consecutive weights of the channel (axis 0 only), the largest that meets it.
+            let inner = spec.shape[(axis + 1)...].reduce(1, *)
+            var candidates = [0]
+            if axis == 0 { candidates += [256, 128, 64, 32].filter { $0 < inner && inner % $0 == 0 } }
+            var firstError = 0.0
+            for group in candidates {
+                let (q, scales) = Quantizer.int8PerChannel(w, shape: spec.shape, axis: axis, groupSize: group)
+                let err = Quantizer.relativeRMSError(
+                    w, Quantizer.dequantize(q, scales: scales, shape: spec.shape, axis: axis, groupSize: group))
+                if group == 0 { firstError = err }
+                if err < o.maxInt8RelativeError {
+                    report.dtype = .i8
+                    report.relativeRMSError = err
+                    if group != 0 {
+                        report.note = "groups of \(group): per-channel error \(formatPercent(firstError)) was over the limit"
+                    }
+                    try add { () throws(PSAMError) in
+                        try writer.addI8(spec.name, shape: spec.shape, values: q, scaleAxis: axis, groupSize: group, scales: scales)
+                    }
+                    return report
+                }
+            }
+            try storeF16("fp16: int8 error \(formatPercent(firstError)) over the \(formatPercent(o.maxInt8RelativeError)) limit")
+        }
+        return report
+    }
+
+    public static func describe(_ c: ModelConfig) -> String {
+        switch c.encoder {
+        case let .vit(v):
+            return "SAM ViT (\(c.variant.rawValue)): \(v.imageSize) px, patch \(v.patchSize), width \(v.embedDim), depth \(v.depth), \(v.numHeads) heads, window \(v.windowSize), global blocks \(v.globalAttnIndexes)"
+        case let .tinyViT(t):
+            return "TinyViT (\(c.variant.rawValue)): \(t.imageSize) px, widths \(t.embedDims), depths \(t.depths), heads \(t.numHeads), windows \(t.windowSizes)"
+        }
+    }
+}
+
+func formatPercent(_ x: Double) -> String {
+    let v = (x * 10000).rounded() / 100
+    return "\(v)%"
+}

@@ -1,0 +1,143 @@
+import ArgumentParser
+import PocketSAMFormat
+import PocketSAMQuantize
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension Precision: ExpressibleByArgument {}
+
+@main
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pocketsam-quantize",
+        abstract: "Convert a PyTorch SAM / MobileSAM / LiteMedSAM checkpoint into a .psam weights file.",
+        discussion: """
+        Reads a checkpoint as torch.save writes it (a zip with data.pkl; a {"model": ...} or \
+        {"state_dict": ...} wrapper is fine) or a .safetensors file, without Python. The architecture \
+        and its hyper-parameters are detected from tensor names and shapes, BatchNorm is folded into \
+        the preceding convolutions, and weight matrices are quantized per output channel.
+
+        Example:
+          pocketsam-quantize lite_medsam.pth -o lite_medsam.psam --report
+
+        Exit codes: 0 written, 1 the checkpoint was rejected, 3 the output could not be written or \
+        did not read back.
+        """,
+        version: pocketSAMQuantizeVersion
+    )
+
+    @Argument(help: "The checkpoint: .pth/.pt (torch.save zip) or .safetensors.")
+    var input: String
+
+    @Option(name: .shortAndLong, help: "The .psam file to write.")
+    var output: String
+
+    @Option(help: "int8 (weight matrices int8 per output channel, the rest fp32), fp16 or fp32.")
+    var precision: Precision = .int8
+
+    @Flag(help: "Print the detected configuration and every tensor's precision and error.")
+    var report = false
+
+    @Option(name: .customLong("keep-fp32"), help: "Keep tensors whose name matches this glob in fp32 (repeatable).")
+    var keepFP32: [String] = []
+
+    @Option(help: "Store a weight matrix as fp16 instead when its int8 relative RMS error exceeds this.")
+    var maxInt8Error: Double = 0.01
+
+    @Flag(name: .shortAndLong, help: "No progress output.")
+    var quiet = false
+
+    func validate() throws {
+        guard maxInt8Error.isFinite, maxInt8Error > 0 else {
+            throw ValidationError("--max-int8-error must be a positive number")
+        }
+    }
+
+    func run() throws {
+        func say(_ s: String) {
+            if !quiet { FileHandleStderr.write("pocketsam-quantize: " + s + "\n") }
+        }
+        let checkpoint: Checkpoint
+        let result: ConversionResult
+        var options = ConversionOptions(precision: precision)
+        options.keepFP32 = keepFP32
+        options.maxInt8RelativeError = maxInt8Error
+        do {
+            say("reading \(input)")
+            checkpoint = try Checkpoint(path: input)
+            say("\(checkpoint.tensors.count) tensors (\(checkpoint.format.rawValue))")
+            result = try Converter.convert(checkpoint, options: options, progress: say)
+        } catch {
+            FileHandleStderr.write("pocketsam-quantize: error: \(error)\n")
+            throw ExitCode(1)
+        }
+        do {
+            try result.writer.write(to: output)
+            // Read the file back with every check the runtime makes.
+            let file = try PSAMFile.open(path: output)
+            guard file.config == result.config else { throw PSAMError.invalidConfig("configuration did not read back") }
+        } catch {
+            FileHandleStderr.write("pocketsam-quantize: error: \(error)\n")
+            throw ExitCode(3)
+        }
+        let inSize = checkpoint.file.count
+        let outSize = fileSize(output)
+        if report { printReport(result) }
+        let worst = result.reports.filter { $0.dtype == .i8 }.max { $0.relativeRMSError < $1.relativeRMSError }
+        let counts = Dictionary(grouping: result.reports, by: \.dtype).mapValues(\.count)
+        var summary = "wrote \(output): \(outSize) bytes (\(String(format1(Double(inSize) / Double(max(outSize, 1)))))x smaller than the \(inSize)-byte checkpoint); "
+        summary += DType.allCases.compactMap { d in counts[d].map { "\($0) \(d)" } }.joined(separator: ", ") + " tensors"
+        if let w = worst { summary += "; worst int8 error \(percent(w.relativeRMSError)) (\(w.name))" }
+        say(summary)
+    }
+
+    func printReport(_ r: ConversionResult) {
+        print("architecture: \(Converter.describe(r.config))")
+        var meta = Metadata()
+        r.config.write(to: &meta)
+        for (k, v) in meta.entries { print("  \(k) = \(v)") }
+        print("batchnorms folded: \(r.foldedBatchNorms)")
+        if !r.ignored.isEmpty { print("ignored checkpoint tensors (unused by the runtime): \(r.ignored.count)") }
+        print("source sha256: \(r.sourceSHA256)")
+        print("")
+        print(pad("tensor", 72) + pad("shape", 20) + pad("role", 15) + pad("dtype", 6) + "rel. RMS error")
+        for t in r.reports {
+            let shape = t.shape.map(String.init).joined(separator: "x")
+            print(pad(t.name, 72) + pad(shape, 20) + pad(t.role.rawValue, 15) + pad(t.dtype.description, 6)
+                  + percent(t.relativeRMSError) + (t.note.isEmpty ? "" : "  " + t.note))
+        }
+        let params = r.reports.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        print("\n\(r.reports.count) tensors, \(params) parameters")
+    }
+}
+
+func pad(_ s: String, _ n: Int) -> String {
+    s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count)
+}
+
+func percent(_ x: Double) -> String {
+    let v = (x * 100_000).rounded() / 1000
+    return "\(v)%"
+}
+
+func format1(_ x: Double) -> String {
+    "\((x * 10).rounded() / 10)"
+}
+
+func fileSize(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_size) : 0
+}
+
+enum FileHandleStderr {
+    static func write(_ s: String) {
+        var bytes = Array(s.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
