@@ -56,8 +56,15 @@ public final class ByteStorage: @unchecked Sendable {
         release = .deallocate(p)
     }
 
-    public convenience init(copying bytes: [UInt8]) {
-        self.init(copying: bytes.withUnsafeBytes { UnsafeRawBufferPointer($0) })
+    public init(copying bytes: [UInt8]) {
+        let n = bytes.count
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 64)
+        bytes.withUnsafeBytes { src in
+            if let b = src.baseAddress, n > 0 { p.copyMemory(from: b, byteCount: n) }
+        }
+        base = UnsafeRawPointer(p)
+        count = n
+        release = .deallocate(p)
     }
 
     /// Wraps memory the caller owns and keeps alive for this object's lifetime (no copy).

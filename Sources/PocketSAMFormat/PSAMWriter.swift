@@ -20,6 +20,17 @@ public struct PSAMWriter: Sendable {
         /// 0: one scale per channel; otherwise the group size (see `TensorEntry.groupSize`).
         public var groupSize: Int = 0
         public var scales: [Float]
+
+        public init(name: String, dtype: DType, shape: [Int], data: [UInt8], scaleAxis: Int?, groupSize: Int = 0,
+                    scales: [Float]) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.data = data
+            self.scaleAxis = scaleAxis
+            self.groupSize = groupSize
+            self.scales = scales
+        }
     }
 
     public var metadata = Metadata()

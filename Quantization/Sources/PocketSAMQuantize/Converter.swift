@@ -51,10 +51,20 @@ public enum Converter {
 
     public static func convert(_ ckpt: Checkpoint, options: ConversionOptions = ConversionOptions(),
                                progress: (String) -> Void = { _ in }) throws(CheckpointError) -> ConversionResult {
+        var sha = SHA256()
+        sha.update(ckpt.file.bytes)
+        return try convert(tensors: ckpt.tensors, format: ckpt.format, sourceSHA256: sha.finalize(), options: options,
+                           progress: progress)
+    }
+
+    /// Converts a list of checkpoint tensors (a whole state dict).
+    public static func convert(tensors source: [SourceTensor], format: Checkpoint.Format, sourceSHA256 digest: String,
+                               options: ConversionOptions = ConversionOptions(),
+                               progress: (String) -> Void = { _ in }) throws(CheckpointError) -> ConversionResult {
         // Strip a DistributedDataParallel "module." prefix when every name carries it.
         var tensors: [String: SourceTensor] = [:]
-        let stripModule = !ckpt.tensors.isEmpty && ckpt.tensors.allSatisfy { $0.name.hasPrefix("module.") }
-        for t in ckpt.tensors {
+        let stripModule = !source.isEmpty && source.allSatisfy { $0.name.hasPrefix("module.") }
+        for t in source {
             tensors[stripModule ? String(t.name.dropFirst("module.".count)) : t.name] = t
         }
         let config = try ArchitectureDetector.detect(tensors.mapValues(\.shape))
@@ -118,20 +128,17 @@ public enum Converter {
         let foldedCount = folded.count
 
         var ignored: [String] = []
-        for t in ckpt.tensors {
+        for t in source {
             let name = stripModule ? String(t.name.dropFirst("module.".count)) : t.name
             if consumed.contains(name) { continue }
             guard ArchitectureDetector.isIgnorable(name) else { throw .unexpectedTensor(name: name) }
             ignored.append(name)
         }
 
-        var sha = SHA256()
-        sha.update(ckpt.file.bytes)
-        let digest = sha.finalize()
         config.write(to: &writer.metadata)
         writer.metadata["psam.precision"] = .string(options.precision.rawValue)
         writer.metadata["psam.quantization"] = .string("int8 symmetric per output channel, fp32 scales")
-        writer.metadata["psam.source_format"] = .string(ckpt.format.rawValue)
+        writer.metadata["psam.source_format"] = .string(format.rawValue)
         writer.metadata["psam.source_sha256"] = .string(digest)
         writer.metadata["psam.tool_version"] = .string("pocketsam-quantize " + pocketSAMQuantizeVersion)
         return ConversionResult(config: config, writer: writer, reports: reports, ignored: ignored,

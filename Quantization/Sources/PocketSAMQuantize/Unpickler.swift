@@ -7,7 +7,7 @@ public indirect enum PickleValue: Sendable {
     case float(Double)
     case string(String)
     case bytes([UInt8])
-    case tuple([PickleValue])
+    case tuple(PickleTuple)
     case list(PickleList)
     case dict(PickleDict)
     /// An allow-listed global (a callable or a storage type), never executed as code.
@@ -16,12 +16,48 @@ public indirect enum PickleValue: Sendable {
     case tensor(TensorRef)
 }
 
+extension PickleValue {
+    /// Nesting depth (1 for a scalar); containers keep theirs, so reading it costs O(1).
+    var depth: Int {
+        switch self {
+        case let .tuple(t): return t.depth
+        case let .list(l): return l.depth
+        case let .dict(d): return d.depth
+        default: return 1
+        }
+    }
+
+    func freeze() {
+        switch self {
+        case let .list(l): l.frozen = true
+        case let .dict(d): d.frozen = true
+        default: break
+        }
+    }
+}
+
+public final class PickleTuple: @unchecked Sendable {
+    public let items: [PickleValue]
+    let depth: Int
+    init(_ items: [PickleValue]) {
+        self.items = items
+        depth = 1 + (items.map(\.depth).max() ?? 0)
+        for i in items { i.freeze() }
+    }
+}
+
 public final class PickleList: @unchecked Sendable {
     public var items: [PickleValue] = []
+    var depth = 1
+    /// Set once the list is inside another container: it may not change after that, so the depths
+    /// recorded above it stay true.
+    var frozen = false
 }
 
 public final class PickleDict: @unchecked Sendable {
     public var pairs: [(key: PickleValue, value: PickleValue)] = []
+    var depth = 1
+    var frozen = false
     public func string(_ key: String) -> PickleValue? {
         for (k, v) in pairs { if case let .string(s) = k, s == key { return v } }
         return nil
@@ -86,6 +122,9 @@ public struct Unpickler {
     var memo: [Int: PickleValue] = [:]
     public static let maxMemo = 10_000_000
     public static let maxStack = 10_000_000
+    /// A state dict nests a few levels. A hostile pickle nesting thousands deep would overflow the
+    /// stack when its values are freed (release is recursive), so nesting is capped.
+    public static let maxDepth = 64
 
     public init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
@@ -136,6 +175,7 @@ public struct Unpickler {
 
     mutating func push(_ v: PickleValue) throws(CheckpointError) {
         guard stack.count < Unpickler.maxStack else { throw fail("stack too deep") }
+        guard v.depth <= Unpickler.maxDepth else { throw fail("values nested deeper than \(Unpickler.maxDepth) levels") }
         stack.append(v)
     }
 
@@ -174,32 +214,35 @@ public struct Unpickler {
             case 0x28: marks.append(stack.count)  // MARK
             case 0x7D: try push(.dict(PickleDict()))  // EMPTY_DICT
             case 0x5D: try push(.list(PickleList()))  // EMPTY_LIST
-            case 0x29: try push(.tuple([]))  // EMPTY_TUPLE
-            case 0x74: try push(.tuple(try popMark()))  // TUPLE
-            case 0x85: let a = try pop(); try push(.tuple([a]))  // TUPLE1
-            case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))  // TUPLE2
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))  // TUPLE3
-            case 0x6C: let l = PickleList(); l.items = try popMark(); try push(.list(l))  // LIST
+            case 0x29: try push(.tuple(PickleTuple([])))  // EMPTY_TUPLE
+            case 0x74: try push(.tuple(PickleTuple(try popMark())))  // TUPLE
+            case 0x85: let a = try pop(); try push(.tuple(PickleTuple([a])))  // TUPLE1
+            case 0x86: let b = try pop(), a = try pop(); try push(.tuple(PickleTuple([a, b])))  // TUPLE2
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple(PickleTuple([a, b, c])))  // TUPLE3
+            case 0x6C:  // LIST
+                let l = PickleList()
+                for v in try popMark() { try append(v, to: l) }
+                try push(.list(l))
             case 0x64:  // DICT
                 let items = try popMark()
                 try push(.dict(try makeDict(items)))
             case 0x73:  // SETITEM
                 let v = try pop(), k = try pop()
                 guard case let .dict(d)? = stack.last else { throw fail("SETITEM on a non-dict") }
-                d.pairs.append((k, v))
+                try set(k, v, in: d)
             case 0x75:  // SETITEMS
                 let items = try popMark()
                 guard case let .dict(d)? = stack.last else { throw fail("SETITEMS on a non-dict") }
                 guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of values") }
-                for i in stride(from: 0, to: items.count, by: 2) { d.pairs.append((items[i], items[i + 1])) }
+                for i in stride(from: 0, to: items.count, by: 2) { try set(items[i], items[i + 1], in: d) }
             case 0x61:  // APPEND
                 let v = try pop()
                 guard case let .list(l)? = stack.last else { throw fail("APPEND on a non-list") }
-                l.items.append(v)
+                try append(v, to: l)
             case 0x65:  // APPENDS
                 let items = try popMark()
                 guard case let .list(l)? = stack.last else { throw fail("APPENDS on a non-list") }
-                l.items.append(contentsOf: items)
+                for v in items { try append(v, to: l) }
             case 0x4E: try push(.none)  // NONE
             case 0x88: try push(.bool(true))  // NEWTRUE
             case 0x89: try push(.bool(false))  // NEWFALSE
@@ -266,6 +309,29 @@ public struct Unpickler {
         }
     }
 
+    /// Containers are mutated after they are memoized, so a value may be put into itself; the depth
+    /// check refuses such cycles too (a cycle would also leak).
+    mutating func append(_ v: PickleValue, to l: PickleList) throws(CheckpointError) {
+        guard !l.frozen else { throw fail("a list is changed after being put into another container") }
+        if case let .list(inner) = v, inner === l { throw fail("a list contains itself") }
+        v.freeze()
+        let d = max(l.depth, v.depth + 1)
+        guard d <= Unpickler.maxDepth else { throw fail("values nested deeper than \(Unpickler.maxDepth) levels") }
+        l.depth = d
+        l.items.append(v)
+    }
+
+    mutating func set(_ k: PickleValue, _ v: PickleValue, in dict: PickleDict) throws(CheckpointError) {
+        guard !dict.frozen else { throw fail("a dict is changed after being put into another container") }
+        if case let .dict(inner) = v, inner === dict { throw fail("a dict contains itself") }
+        v.freeze()
+        k.freeze()
+        let d = max(dict.depth, v.depth + 1, k.depth + 1)
+        guard d <= Unpickler.maxDepth else { throw fail("values nested deeper than \(Unpickler.maxDepth) levels") }
+        dict.depth = d
+        dict.pairs.append((k, v))
+    }
+
     mutating func global(_ module: String, _ name: String) throws(CheckpointError) -> AllowedGlobal {
         guard let g = AllowedGlobal.lookup(module: module, name: name) else {
             throw CheckpointError.disallowedGlobal(module: module, name: name)
@@ -276,12 +342,12 @@ public struct Unpickler {
     mutating func makeDict(_ items: [PickleValue]) throws(CheckpointError) -> PickleDict {
         guard items.count % 2 == 0 else { throw fail("DICT with an odd number of values") }
         let d = PickleDict()
-        for i in stride(from: 0, to: items.count, by: 2) { d.pairs.append((items[i], items[i + 1])) }
+        for i in stride(from: 0, to: items.count, by: 2) { try set(items[i], items[i + 1], in: d) }
         return d
     }
 
     mutating func persistent(_ pid: PickleValue) throws(CheckpointError) -> PickleValue {
-        guard case let .tuple(t) = pid, t.count == 5, case .string("storage") = t[0],
+        guard case let .tuple(tuple) = pid, case let t = tuple.items, t.count == 5, case .string("storage") = t[0],
               case let .global(.storageType(dtype)) = t[1], case let .string(key) = t[2],
               case .string = t[3], case let .int(numel) = t[4], numel >= 0, numel < (1 << 48)
         else { throw fail("persistent id is not ('storage', <storage type>, key, location, numel)") }
@@ -289,7 +355,8 @@ public struct Unpickler {
     }
 
     func intTuple(_ v: PickleValue) -> [Int]? {
-        guard case let .tuple(items) = v else { return nil }
+        guard case let .tuple(t) = v else { return nil }
+        let items = t.items
         var out: [Int] = []
         for i in items {
             guard case let .int(x) = i, x >= 0, x < (1 << 48) else { return nil }
@@ -299,7 +366,8 @@ public struct Unpickler {
     }
 
     mutating func call(_ callable: PickleValue, _ args: PickleValue) throws(CheckpointError) -> PickleValue {
-        guard case let .global(g) = callable, case let .tuple(a) = args else { throw fail("REDUCE of a non-callable") }
+        guard case let .global(g) = callable, case let .tuple(tuple) = args else { throw fail("REDUCE of a non-callable") }
+        let a = tuple.items
         switch g {
         case .orderedDict:
             guard a.isEmpty else { throw fail("OrderedDict called with arguments") }
