@@ -36,7 +36,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PocketSAMQuantizeTests",
-            dependencies: ["PocketSAMQuantize", "PocketSAMFormat"],
+            dependencies: ["PocketSAMQuantize", "PocketSAMFormat", "pocketsam-quantize"],
             path: "Tests/PocketSAMQuantizeTests"
         ),
     ],

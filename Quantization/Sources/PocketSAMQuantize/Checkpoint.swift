@@ -113,14 +113,21 @@ public final class Checkpoint: @unchecked Sendable {
 
     public static let stateDictWrappers = ["state_dict", "model"]
 
-    public init(path: String) throws(CheckpointError) {
-        self.path = path
+    public convenience init(path: String) throws(CheckpointError) {
+        let file: ByteStorage
         do {
             file = try ByteStorage(mapping: path)
         } catch {
             if case let .cannotOpen(_, reason) = error { throw .cannotOpen(path: path, reason: reason) }
             throw .cannotOpen(path: path, reason: error.description)
         }
+        try self.init(storage: file, path: path)
+    }
+
+    /// Reads a checkpoint already in memory; `path` is only used in messages.
+    public init(storage file: ByteStorage, path: String) throws(CheckpointError) {
+        self.path = path
+        self.file = file
         let b = file.bytes
         if b.count >= 4, b[0] == 0x50, b[1] == 0x4B {
             format = .pytorchZip
