@@ -4,7 +4,9 @@ import PackageDescription
 let package = Package(
     name: "PocketSAM",
     products: [
+        .library(name: "PocketSAM", targets: ["PocketSAM"]),
         .library(name: "PocketSAMFormat", targets: ["PocketSAMFormat"]),
+        .library(name: "PocketSAMIO", targets: ["PocketSAMIO"]),
         .executable(name: "pocketsam-quantize", targets: ["pocketsam-quantize"]),
     ],
     dependencies: [
@@ -13,6 +15,17 @@ let package = Package(
     targets: [
         // The .psam layout: one reader and one writer shared by the runtime and the tool.
         .target(name: "PocketSAMFormat", path: "Sources/PocketSAMFormat"),
+
+        // OpenBLAS (system library) for the fp32 path.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+
+        // The runtime: model, session, encoders, prompt encoder, mask decoder, pre/post-processing.
+        .target(name: "PocketSAM", dependencies: ["PocketSAMFormat", "COpenBLAS"], path: "Sources/PocketSAM"),
+
+        // Image and mask I/O: JPEG (libturbojpeg), PNG (libpng), NPY.
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
+        .target(name: "PocketSAMIO", dependencies: ["CPNG", "CTurboJPEG"], path: "Sources/PocketSAMIO"),
 
         // The quantization tool: checkpoint readers, architecture detection, BN folding, quantization.
         .target(
@@ -33,6 +46,11 @@ let package = Package(
             name: "PocketSAMFormatTests",
             dependencies: ["PocketSAMFormat"],
             path: "Tests/PocketSAMFormatTests"
+        ),
+        .testTarget(
+            name: "PocketSAMTests",
+            dependencies: ["PocketSAM", "PocketSAMFormat", "PocketSAMIO", "PocketSAMQuantize"],
+            path: "Tests/PocketSAMTests"
         ),
         .testTarget(
             name: "PocketSAMQuantizeTests",

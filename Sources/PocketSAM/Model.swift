@@ -1,0 +1,56 @@
+import PocketSAMFormat
+
+/// A loaded `.psam` model: immutable, shared by any number of sessions and threads.
+///
+/// fp32 tensors are used in place from the memory-mapped file. The fp32 reference path needs fp32
+/// values, so fp16 and int8 tensors are dequantized once here (the int8 kernels read them in place).
+public final class Model: @unchecked Sendable {
+    public let file: PSAMFile
+    public let config: ModelConfig
+    private let weights: [String: UnsafePointer<Float>]
+    private let owned: [UnsafeMutablePointer<Float>]
+
+    /// Opens, validates (every offset, CRC and tensor shape) and maps `path`.
+    public convenience init(path: String) throws {
+        do {
+            try self.init(file: try PSAMFile.open(path: path))
+        } catch let e as PSAMError {
+            throw PocketSAMError.model(e)
+        }
+    }
+
+    public init(file: PSAMFile) throws {
+        guard let config = file.config else {
+            throw PocketSAMError.unsupportedModel("the file was opened without model validation")
+        }
+        self.file = file
+        self.config = config
+        var w: [String: UnsafePointer<Float>] = [:]
+        var owned: [UnsafeMutablePointer<Float>] = []
+        for e in file.tensors {
+            if e.dtype == .f32 {
+                let raw = file.data(of: e)
+                w[e.name] = raw.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: Float.self)) }
+                    ?? UnsafePointer(UnsafeMutablePointer<Float>.allocate(capacity: 1))
+            } else {
+                let values = file.floatValues(of: e)
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: max(values.count, 1))
+                p.initialize(from: values, count: values.count)
+                owned.append(p)
+                w[e.name] = UnsafePointer(p)
+            }
+        }
+        weights = w
+        self.owned = owned
+    }
+
+    deinit {
+        for p in owned { p.deallocate() }
+    }
+
+    /// The weights of a tensor the configuration's spec names (validated at load, so always present).
+    func w(_ name: String) -> UnsafePointer<Float> {
+        guard let p = weights[name] else { preconditionFailure("tensor \(name) missing after validation") }
+        return p
+    }
+}

@@ -1,0 +1,203 @@
+import COpenBLAS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+typealias FPtr = UnsafeMutablePointer<Float>
+typealias CPtr = UnsafePointer<Float>
+
+/// fp32 building blocks on raw pointers. Activations are channels-last: an image is `[H, W, C]`,
+/// a sequence `[N, C]`, so 1×1 convolutions and linears are the same GEMM and norms run over
+/// contiguous channels.
+enum Ops {
+    /// `out[M, N] = a[M, K] · w[N, K]ᵀ (+ bias[N])`, with row strides `lda`, `ldo` (PyTorch's Linear).
+    static func linear(_ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
+                       lda: Int? = nil, ldo: Int? = nil) {
+        let lo = ldo ?? n
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda ?? k),
+                    w, Int32(k), 0, out, Int32(lo))
+        if let b = bias {
+            for i in 0..<m {
+                let row = out + i * lo
+                for j in 0..<n { row[j] += b[j] }
+            }
+        }
+    }
+
+    /// `c[M, N] = alpha · a[M, K] · b[K, N] (+ beta · c)`, plain row-major matrices with strides.
+    static func matmul(_ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
+                       transB: Bool = false, alpha: Float = 1, beta: Float = 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// Layer norm over the last dimension of `x[M, C]` into `out` (may alias `x`).
+    static func layerNorm(_ x: CPtr, _ out: FPtr, m: Int, c: Int, weight: CPtr, bias: CPtr, eps: Float) {
+        for i in 0..<m {
+            let r = x + i * c, o = out + i * c
+            var mean: Float = 0
+            for j in 0..<c { mean += r[j] }
+            mean /= Float(c)
+            var v: Float = 0
+            for j in 0..<c { let d = r[j] - mean; v += d * d }
+            v /= Float(c)
+            let inv = 1 / (v + eps).squareRoot()
+            for j in 0..<c { o[j] = (r[j] - mean) * inv * weight[j] + bias[j] }
+        }
+    }
+
+    /// Exact GELU, `x · Φ(x)` with erf (PyTorch's `nn.GELU()` default).
+    static func gelu(_ x: FPtr, _ n: Int) {
+        for i in 0..<n {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + erff(v * 0.707_106_781_186_547_5))
+        }
+    }
+
+    static func relu(_ x: FPtr, _ n: Int) {
+        for i in 0..<n where x[i] < 0 { x[i] = 0 }
+    }
+
+    static func add(_ x: FPtr, _ y: CPtr, _ n: Int) {
+        for i in 0..<n { x[i] += y[i] }
+    }
+
+    /// Softmax of each row of `x[M, N]` (row stride `ld`), in place.
+    static func softmaxRows(_ x: FPtr, m: Int, n: Int, ld: Int) {
+        for i in 0..<m {
+            let r = x + i * ld
+            var mx = -Float.infinity
+            for j in 0..<n { mx = max(mx, r[j]) }
+            var s: Float = 0
+            for j in 0..<n { let e = expf(r[j] - mx); r[j] = e; s += e }
+            let inv = 1 / s
+            for j in 0..<n { r[j] *= inv }
+        }
+    }
+
+    /// Dense 2-D convolution, channels-last: `x[H, W, Cin]`, PyTorch weight `[Cout, Cin, kh, kw]`,
+    /// symmetric zero padding. Returns the output size; `out` holds `[Ho, Wo, Cout]`.
+    @discardableResult
+    static func conv2d(_ x: CPtr, h: Int, w: Int, cin: Int, weight: CPtr, bias: CPtr?, cout: Int, k: Int,
+                       stride: Int, pad: Int, out: FPtr, arena: Arena) -> (h: Int, w: Int) {
+        let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
+        if k == 1, stride == 1, pad == 0 {
+            linear(x, weight, bias, out, m: h * w, n: cout, k: cin)
+            return (ho, wo)
+        }
+        // im2col with K ordered (cin, ky, kx), PyTorch's weight order; rows in blocks to bound memory.
+        let kk = cin * k * k
+        let rowsPerBlock = max(1, min(ho * wo, (8 << 20) / max(kk, 1)))
+        let mark = arena.mark()
+        let col = arena.alloc(rowsPerBlock * kk)
+        var p0 = 0
+        while p0 < ho * wo {
+            let rows = min(rowsPerBlock, ho * wo - p0)
+            for r in 0..<rows {
+                let p = p0 + r
+                let oy = p / wo, ox = p % wo
+                let dst = col + r * kk
+                for c in 0..<cin {
+                    for ky in 0..<k {
+                        let iy = oy * stride - pad + ky
+                        for kx in 0..<k {
+                            let ix = ox * stride - pad + kx
+                            dst[(c * k + ky) * k + kx] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(iy * w + ix) * cin + c] : 0
+                        }
+                    }
+                }
+            }
+            linear(col, weight, bias, out + p0 * cout, m: rows, n: cout, k: kk)
+            p0 += rows
+        }
+        arena.reset(to: mark)
+        return (ho, wo)
+    }
+
+    /// Depthwise convolution, channels-last, weight `[C, 1, k, k]`, zero padding.
+    @discardableResult
+    static func depthwiseConv(_ x: CPtr, h: Int, w: Int, c: Int, weight: CPtr, bias: CPtr?, k: Int, stride: Int,
+                              pad: Int, out: FPtr) -> (h: Int, w: Int) {
+        let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
+        for oy in 0..<ho {
+            for ox in 0..<wo {
+                let o = out + (oy * wo + ox) * c
+                if let b = bias { for j in 0..<c { o[j] = b[j] } } else { o.initialize(repeating: 0, count: c) }
+                for ky in 0..<k {
+                    let iy = oy * stride - pad + ky
+                    if iy < 0 || iy >= h { continue }
+                    for kx in 0..<k {
+                        let ix = ox * stride - pad + kx
+                        if ix < 0 || ix >= w { continue }
+                        let src = x + (iy * w + ix) * c
+                        let widx = ky * k + kx
+                        for j in 0..<c { o[j] += src[j] * weight[j * k * k + widx] }
+                    }
+                }
+            }
+        }
+        return (ho, wo)
+    }
+
+    /// `ConvTranspose2d(kernel 2, stride 2)`, channels-last: `x[H, W, Cin]`, weight `[Cin, Cout, 2, 2]`,
+    /// into `out[2H, 2W, Cout]`.
+    static func convTranspose2x2(_ x: CPtr, h: Int, w: Int, cin: Int, weight: CPtr, bias: CPtr, cout: Int,
+                                 out: FPtr, arena: Arena) {
+        let mark = arena.mark()
+        let tmp = arena.alloc(h * w * cout * 4)
+        // tmp[p, (o, dy, dx)] = Σ_i x[p, i] · W[i, (o, dy, dx)]
+        matmul(x, weight, tmp, m: h * w, n: cout * 4, k: cin, lda: cin, ldb: cout * 4, ldc: cout * 4)
+        let w2 = 2 * w
+        for y in 0..<h {
+            for xx in 0..<w {
+                let src = tmp + (y * w + xx) * cout * 4
+                for dy in 0..<2 {
+                    for dx in 0..<2 {
+                        let dst = out + ((2 * y + dy) * w2 + 2 * xx + dx) * cout
+                        for o in 0..<cout { dst[o] = src[o * 4 + dy * 2 + dx] + bias[o] }
+                    }
+                }
+            }
+        }
+        arena.reset(to: mark)
+    }
+
+    /// Bilinear resize of planar `x[H, W]` to `[Ho, Wo]` (PyTorch `F.interpolate`, align_corners=False,
+    /// no antialiasing).
+    static func bilinear(_ x: CPtr, h: Int, w: Int, out: FPtr, ho: Int, wo: Int) {
+        let sy = Float(h) / Float(ho), sx = Float(w) / Float(wo)
+        for oy in 0..<ho {
+            let fy = max((Float(oy) + 0.5) * sy - 0.5, 0)
+            let y0 = min(Int(fy), h - 1)
+            let y1 = min(y0 + 1, h - 1)
+            let ly = fy - Float(y0)
+            for ox in 0..<wo {
+                let fx = max((Float(ox) + 0.5) * sx - 0.5, 0)
+                let x0 = min(Int(fx), w - 1)
+                let x1 = min(x0 + 1, w - 1)
+                let lx = fx - Float(x0)
+                let top = x[y0 * w + x0] * (1 - lx) + x[y0 * w + x1] * lx
+                let bot = x[y1 * w + x0] * (1 - lx) + x[y1 * w + x1] * lx
+                out[oy * wo + ox] = top * (1 - ly) + bot * ly
+            }
+        }
+    }
+
+    /// Multi-head attention on already-projected q, k, v. Head `h` of a row starts at column
+    /// `qOff(h)` / `kOff(h)` / `vOff(h)`; rows have strides `ldq`, `ldk`, `ldv`. Optional additive bias per
+    /// head: `bias(h)` is a `[Nq, Nk]` matrix. Output `[Nq, heads · dv]`.
+    static func attention(q: CPtr, k: CPtr, v: CPtr, nq: Int, nk: Int, heads: Int, d: Int, dv: Int,
+                          ldq: Int, ldk: Int, ldv: Int, qOff: (Int) -> Int, kOff: (Int) -> Int, vOff: (Int) -> Int,
+                          scale: Float, bias: ((Int, FPtr) -> Void)? = nil, out: FPtr, arena: Arena) {
+        let mark = arena.mark()
+        let s = arena.alloc(nq * nk)
+        for h in 0..<heads {
+            matmul(q + qOff(h), k + kOff(h), s, m: nq, n: nk, k: d, lda: ldq, ldb: ldk, ldc: nk, transB: true, alpha: scale)
+            bias?(h, s)
+            softmaxRows(s, m: nq, n: nk, ld: nk)
+            matmul(s, v + vOff(h), out + h * dv, m: nq, n: dv, k: nk, lda: nk, ldb: ldv, ldc: heads * dv)
+        }
+        arena.reset(to: mark)
+    }
+}

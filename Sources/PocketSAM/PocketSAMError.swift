@@ -1,0 +1,20 @@
+import PocketSAMFormat
+
+/// Errors of the runtime, each saying what was wrong with which input.
+public enum PocketSAMError: Error, Equatable, Sendable, CustomStringConvertible {
+    case model(PSAMError)
+    case unsupportedModel(String)
+    case invalidImage(String)
+    case invalidPrompt(String)
+    case noImage
+
+    public var description: String {
+        switch self {
+        case let .model(e): return "model file: \(e)"
+        case let .unsupportedModel(why): return "unsupported model: \(why)"
+        case let .invalidImage(why): return "invalid image: \(why)"
+        case let .invalidPrompt(why): return "invalid prompt: \(why)"
+        case .noImage: return "predict was called before setImage"
+        }
+    }
+}

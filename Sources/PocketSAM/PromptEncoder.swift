@@ -1,0 +1,103 @@
+import PocketSAMFormat
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SAM's prompt encoder: random-Fourier positional encoding of points and box corners, learned
+/// label embeddings, and the mask-input downscaling (or the no-mask embedding).
+struct PromptEncoder {
+    let c: PromptEncoderConfig
+    let m: Model
+    static let p = "prompt_encoder."
+
+    /// Fourier features of `n` points given in [0, 1]² (x, y): `[sin(2π·(2p−1)·G), cos(…)]`.
+    func fourier(_ xy: [(Float, Float)], out: UnsafeMutablePointer<Float>) {
+        let g = m.w(Self.p + "pe_layer.positional_encoding_gaussian_matrix")
+        let half = c.embedDim / 2
+        for (i, (x, y)) in xy.enumerated() {
+            let cx = 2 * x - 1, cy = 2 * y - 1
+            let row = out + i * c.embedDim
+            for j in 0..<half {
+                let v = 2 * Float.pi * (cx * g[j] + cy * g[half + j])
+                row[j] = sinf(v)
+                row[half + j] = cosf(v)
+            }
+        }
+    }
+
+    /// The dense positional encoding of the embedding grid, `[G·G, C]`.
+    func densePE(arena: Arena) -> UnsafeMutablePointer<Float> {
+        let g = c.embeddingSize
+        let out = arena.alloc(g * g * c.embedDim)
+        var pts: [(Float, Float)] = []
+        pts.reserveCapacity(g * g)
+        for y in 0..<g { for x in 0..<g { pts.append(((Float(x) + 0.5) / Float(g), (Float(y) + 0.5) / Float(g))) } }
+        fourier(pts, out: out)
+        return out
+    }
+
+    /// Sparse embeddings `[N, C]` of points (labels 1, 0) and a box, in input-image coordinates (after
+    /// the longest-side resize). Without a box a padding point (label −1) is appended, as SAM does.
+    func sparse(points: [(Float, Float)], labels: [Int], box: (Float, Float, Float, Float)?,
+                arena: Arena) -> (UnsafeMutablePointer<Float>, Int) {
+        let s = Float(c.inputImageSize)
+        var coords = points.map { (($0.0 + 0.5) / s, ($0.1 + 0.5) / s) }
+        var labs = labels
+        if box == nil {
+            coords.append((0, 0))  // the padding point; its encoding is replaced below
+            labs.append(-1)
+        }
+        if let b = box {
+            coords.append(((b.0 + 0.5) / s, (b.1 + 0.5) / s))
+            coords.append(((b.2 + 0.5) / s, (b.3 + 0.5) / s))
+        }
+        let n = coords.count, C = c.embedDim
+        let out = arena.alloc(n * C)
+        fourier(coords, out: out)
+        for (i, l) in labs.enumerated() {
+            let row = out + i * C
+            switch l {
+            case -1:
+                let e = m.w(Self.p + "not_a_point_embed.weight")
+                for j in 0..<C { row[j] = e[j] }
+            case 0: Ops.add(row, m.w(Self.p + "point_embeddings.0.weight"), C)
+            default: Ops.add(row, m.w(Self.p + "point_embeddings.1.weight"), C)
+            }
+        }
+        if box != nil {
+            Ops.add(out + (n - 2) * C, m.w(Self.p + "point_embeddings.2.weight"), C)
+            Ops.add(out + (n - 1) * C, m.w(Self.p + "point_embeddings.3.weight"), C)
+        }
+        return (out, n)
+    }
+
+    /// Dense embeddings `[G·G, C]`: the mask input (`[4G, 4G]` logits) downscaled, or `no_mask_embed`.
+    func dense(mask: UnsafePointer<Float>?, arena: Arena) -> UnsafeMutablePointer<Float> {
+        let g = c.embeddingSize, C = c.embedDim, mc = c.maskInChans
+        let out = arena.alloc(g * g * C)
+        guard let mask else {
+            let e = m.w(Self.p + "no_mask_embed.weight")
+            for i in 0..<(g * g) { (out + i * C).update(from: e, count: C) }
+            return out
+        }
+        let mark = arena.mark()
+        let s4 = 4 * g, s2 = 2 * g
+        let a = arena.alloc(s2 * s2 * mc / 4)
+        Ops.conv2d(mask, h: s4, w: s4, cin: 1, weight: m.w(Self.p + "mask_downscaling.0.weight"),
+                   bias: m.w(Self.p + "mask_downscaling.0.bias"), cout: mc / 4, k: 2, stride: 2, pad: 0, out: a, arena: arena)
+        Ops.layerNorm(a, a, m: s2 * s2, c: mc / 4, weight: m.w(Self.p + "mask_downscaling.1.weight"),
+                      bias: m.w(Self.p + "mask_downscaling.1.bias"), eps: 1e-6)
+        Ops.gelu(a, s2 * s2 * mc / 4)
+        let b = arena.alloc(g * g * mc)
+        Ops.conv2d(a, h: s2, w: s2, cin: mc / 4, weight: m.w(Self.p + "mask_downscaling.3.weight"),
+                   bias: m.w(Self.p + "mask_downscaling.3.bias"), cout: mc, k: 2, stride: 2, pad: 0, out: b, arena: arena)
+        Ops.layerNorm(b, b, m: g * g, c: mc, weight: m.w(Self.p + "mask_downscaling.4.weight"),
+                      bias: m.w(Self.p + "mask_downscaling.4.bias"), eps: 1e-6)
+        Ops.gelu(b, g * g * mc)
+        Ops.linear(b, m.w(Self.p + "mask_downscaling.6.weight"), m.w(Self.p + "mask_downscaling.6.bias"), out,
+                   m: g * g, n: C, k: mc)
+        arena.reset(to: mark)
+        return out
+    }
+}

