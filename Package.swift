@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "PocketSAM", targets: ["PocketSAM"]),
         .library(name: "PocketSAMFormat", targets: ["PocketSAMFormat"]),
         .library(name: "PocketSAMIO", targets: ["PocketSAMIO"]),
+        .executable(name: "pocketsam", targets: ["pocketsam"]),
         .executable(name: "pocketsam-quantize", targets: ["pocketsam-quantize"]),
     ],
     dependencies: [
@@ -26,6 +27,14 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
         .target(name: "PocketSAMIO", dependencies: ["CPNG", "CTurboJPEG"], path: "Sources/PocketSAMIO"),
+
+        // The command-line tool: segment, info, bench.
+        .executableTarget(
+            name: "pocketsam",
+            dependencies: ["PocketSAM", "PocketSAMIO", "PocketSAMFormat",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/pocketsam"
+        ),
 
         // The quantization tool: checkpoint readers, architecture detection, BN folding, quantization.
         .target(

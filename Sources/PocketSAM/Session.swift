@@ -96,8 +96,8 @@ public final class Session {
         switch model.config.encoder {
         case let .tinyViT(c):
             emb = TinyViTEncoder(c: c, m: model).run(input, arena: arena)
-        case .vit:
-            throw PocketSAMError.unsupportedModel("the SAM ViT encoder is not implemented yet")
+        case let .vit(c):
+            emb = ViTEncoder(c: c, m: model).run(input, arena: arena)
         }
         // Keep the embedding and the dense positional encoding; everything after is per-prompt scratch.
         let pe = PromptEncoder(c: model.config.prompt, m: model).densePE(arena: arena)

@@ -43,7 +43,7 @@ struct TinyViTEncoder {
                 let ho = (h + 2 - 3) / stride + 1
                 let bb = arena.alloc(ho * ho * o)
                 Ops.depthwiseConv(a, h: h, w: h, c: o, weight: m.w(p + "conv2.weight"), bias: m.w(p + "conv2.bias"), k: 3,
-                                  stride: stride, pad: 1, out: bb)
+                                  stride: stride, pad: 1, out: bb, arena: arena)
                 Ops.gelu(bb, ho * ho * o)
                 let out = arena.alloc(ho * ho * o)
                 Ops.linear(bb, m.w(p + "conv3.weight"), m.w(p + "conv3.bias"), out, m: ho * ho, n: o, k: o)
@@ -76,7 +76,7 @@ struct TinyViTEncoder {
         Ops.gelu(a, n * hid)
         let b = arena.alloc(n * hid)
         Ops.depthwiseConv(a, h: h, w: h, c: hid, weight: m.w(p + "conv2.weight"), bias: m.w(p + "conv2.bias"), k: 3,
-                          stride: 1, pad: 1, out: b)
+                          stride: 1, pad: 1, out: b, arena: arena)
         Ops.gelu(b, n * hid)
         let o = arena.alloc(n * d)
         Ops.linear(b, m.w(p + "conv3.weight"), m.w(p + "conv3.bias"), o, m: n, n: d, k: hid)
@@ -128,7 +128,7 @@ struct TinyViTEncoder {
         let lc = arena.alloc(n * d)
         let ks = c.localConvSize
         Ops.depthwiseConv(x, h: h, w: h, c: d, weight: m.w(p + "local_conv.weight"), bias: m.w(p + "local_conv.bias"), k: ks,
-                          stride: 1, pad: ks / 2, out: lc)
+                          stride: 1, pad: ks / 2, out: lc, arena: arena)
         x.update(from: lc, count: n * d)
         arena.reset(to: mark)
         // MLP with its own LayerNorm, + residual.
