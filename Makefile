@@ -23,7 +23,7 @@ assets:
 	scripts/fetch-assets.sh
 
 # Quantizes the real LiteMedSAM checkpoint to int8 and segments a sample image with a box prompt.
-demo: assets build
+demo: deps assets build
 	.build/$(CONFIG)/pocketsam-quantize .cache/lite_medsam.pth -o .cache/lite_medsam.psam
 	.build/$(CONFIG)/pocketsam segment --model .cache/lite_medsam.psam --image .cache/images/cell.png \
 		--box 355,300,500,448 --out .cache/demo
