@@ -4,7 +4,7 @@ CONFIG ?= release
 # Debian 12's OpenBLAS 0.3.21 does not recognise recent Xeons and falls back to its Prescott (SSE3)
 # kernels, 2-3x slower; name the core type unless the caller did.
 ifeq ($(shell uname -m),x86_64)
-export OPENBLAS_CORETYPE ?= Haswell
+export OPENBLAS_CORETYPE ?= $(if $(shell grep -m1 -o avx512f /proc/cpuinfo),SkylakeX,Haswell)
 endif
 
 .PHONY: all build test demo assets deps clean

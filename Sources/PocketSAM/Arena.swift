@@ -1,7 +1,11 @@
 /// Activation memory of one session: a stack of 64-byte aligned chunks with marks. Layers take
 /// scratch with `alloc` and give it back with `reset(to:)`, like a stack. Chunks are allocated the
 /// first time a pass needs them and reused after: a second pass of the same model allocates nothing.
+import Dispatch
+
 final class Arena {
+    /// Threads the compute kernels may use (the session's setting).
+    var threads = 1
     private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
     private var chunk = 0
     private var offset = 0
@@ -56,4 +60,34 @@ final class Arena {
         p.initialize(repeating: 0, count: count)
         return p
     }
+
+    /// Runs `body(j0, j1)` over `0..<n` in contiguous blocks. The blocks depend only on `n` and `work`
+    /// (the problem's shape), never on the thread count; threads only decide who runs which block. So
+    /// every kernel call, and every result bit, is the same for 1 or N threads.
+    func parallelColumns(n: Int, work: Int, _ body: (Int, Int) -> Void) {
+        let blocks = work < 1 << 18 ? 1 : max(1, min(16, n / 64))
+        let width = ((n + blocks - 1) / blocks + 15) & ~15
+        if threads == 1 || blocks == 1 {
+            var j0 = 0
+            while j0 < n {
+                body(j0, min(n, j0 + width))
+                j0 += width
+            }
+            return
+        }
+        withoutActuallyEscaping(body) { b in
+            // Each block writes disjoint columns of the output; the closure only runs during this call.
+            let box = UncheckedSendable(b)
+            DispatchQueue.concurrentPerform(iterations: blocks) { i in
+                let j0 = i * width, j1 = min(n, j0 + width)
+                if j0 < j1 { box.value(j0, j1) }
+            }
+        }
+    }
+}
+
+/// Hands a value to `concurrentPerform` whose use is race-free by construction (disjoint writes).
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -13,16 +13,16 @@ struct MaskDecoder {
         let D = c.transformerDim, p = Self.p + name
         let mark = arena.mark()
         let qp = arena.alloc(nq * inner), kp = arena.alloc(nk * inner), vp = arena.alloc(nk * inner)
-        Ops.linear(q, m.w(p + ".q_proj.weight"), m.w(p + ".q_proj.bias"), qp, m: nq, n: inner, k: D)
-        Ops.linear(k, m.w(p + ".k_proj.weight"), m.w(p + ".k_proj.bias"), kp, m: nk, n: inner, k: D)
-        Ops.linear(v, m.w(p + ".v_proj.weight"), m.w(p + ".v_proj.bias"), vp, m: nk, n: inner, k: D)
+        Ops.linear(arena, q, m.w(p + ".q_proj.weight"), m.w(p + ".q_proj.bias"), qp, m: nq, n: inner, k: D)
+        Ops.linear(arena, k, m.w(p + ".k_proj.weight"), m.w(p + ".k_proj.bias"), kp, m: nk, n: inner, k: D)
+        Ops.linear(arena, v, m.w(p + ".v_proj.weight"), m.w(p + ".v_proj.bias"), vp, m: nk, n: inner, k: D)
         let h = c.numHeads, dh = inner / h
         let o = arena.alloc(nq * inner)
         Ops.attention(q: qp, k: kp, v: vp, nq: nq, nk: nk, heads: h, d: dh, dv: dh, ldq: inner, ldk: inner, ldv: inner,
                       qOff: { $0 * dh }, kOff: { $0 * dh }, vOff: { $0 * dh }, scale: 1 / Float(dh).squareRoot(),
                       out: o, arena: arena)
         let r = arena.alloc(nq * D)
-        Ops.linear(o, m.w(p + ".out_proj.weight"), m.w(p + ".out_proj.bias"), r, m: nq, n: D, k: inner)
+        Ops.linear(arena, o, m.w(p + ".out_proj.weight"), m.w(p + ".out_proj.bias"), r, m: nq, n: D, k: inner)
         if accumulate { Ops.add(out, r, nq * D) } else { out.update(from: r, count: nq * D) }
         arena.reset(to: mark)
     }
@@ -73,9 +73,9 @@ struct MaskDecoder {
                       accumulate: true, arena: arena)
             norm(p + "norm2", queries, nt)
             let hid = arena.alloc(nt * c.mlpDim), mo = arena.alloc(nt * D)
-            Ops.linear(queries, m.w(Self.p + p + "mlp.lin1.weight"), m.w(Self.p + p + "mlp.lin1.bias"), hid, m: nt, n: c.mlpDim, k: D)
+            Ops.linear(arena, queries, m.w(Self.p + p + "mlp.lin1.weight"), m.w(Self.p + p + "mlp.lin1.bias"), hid, m: nt, n: c.mlpDim, k: D)
             Ops.relu(hid, nt * c.mlpDim)
-            Ops.linear(hid, m.w(Self.p + p + "mlp.lin2.weight"), m.w(Self.p + p + "mlp.lin2.bias"), mo, m: nt, n: D, k: c.mlpDim)
+            Ops.linear(arena, hid, m.w(Self.p + p + "mlp.lin2.weight"), m.w(Self.p + p + "mlp.lin2.bias"), mo, m: nt, n: D, k: c.mlpDim)
             Ops.add(queries, mo, nt * D)
             norm(p + "norm3", queries, nt)
             q = Self.sum(queries, pePoints, nt * D, arena)
@@ -102,23 +102,23 @@ struct MaskDecoder {
                              bias: m.w(Self.p + "output_upscaling.0.bias"), cout: d4, out: u1, arena: arena)
         Ops.layerNorm(u1, u1, m: g2 * g2, c: d4, weight: m.w(Self.p + "output_upscaling.1.weight"),
                       bias: m.w(Self.p + "output_upscaling.1.bias"), eps: 1e-6)
-        Ops.gelu(u1, g2 * g2 * d4)
+        Ops.gelu(u1, g2 * g2 * d4, arena)
         let u2 = arena.alloc(g4 * g4 * d8)
         Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: m.w(Self.p + "output_upscaling.3.weight"),
                              bias: m.w(Self.p + "output_upscaling.3.bias"), cout: d8, out: u2, arena: arena)
-        Ops.gelu(u2, g4 * g4 * d8)
+        Ops.gelu(u2, g4 * g4 * d8, arena)
 
         // Hypernetworks: one 3-layer MLP per mask token → [T, D/8]; masks = hyper · upscaledᵀ.
         let hyper = arena.alloc(T * d8), t1 = arena.alloc(D), t2 = arena.alloc(D)
         for t in 0..<T {
             let p = Self.p + "output_hypernetworks_mlps.\(t).layers."
-            Ops.linear(queries + (1 + t) * D, m.w(p + "0.weight"), m.w(p + "0.bias"), t1, m: 1, n: D, k: D)
+            Ops.linear(arena, queries + (1 + t) * D, m.w(p + "0.weight"), m.w(p + "0.bias"), t1, m: 1, n: D, k: D)
             Ops.relu(t1, D)
-            Ops.linear(t1, m.w(p + "1.weight"), m.w(p + "1.bias"), t2, m: 1, n: D, k: D)
+            Ops.linear(arena, t1, m.w(p + "1.weight"), m.w(p + "1.bias"), t2, m: 1, n: D, k: D)
             Ops.relu(t2, D)
-            Ops.linear(t2, m.w(p + "2.weight"), m.w(p + "2.bias"), hyper + t * d8, m: 1, n: d8, k: D)
+            Ops.linear(arena, t2, m.w(p + "2.weight"), m.w(p + "2.bias"), hyper + t * d8, m: 1, n: d8, k: D)
         }
-        Ops.matmul(hyper, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
+        Ops.matmul(arena, hyper, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
 
         // IoU head on the IoU token.
         let hidden = c.iouHeadHiddenDim
@@ -128,7 +128,7 @@ struct MaskDecoder {
             let last = l == c.iouHeadDepth - 1
             let outW = last ? T : hidden
             let o = last ? iou : arena.alloc(outW)
-            Ops.linear(inp, m.w(Self.p + "iou_prediction_head.layers.\(l).weight"),
+            Ops.linear(arena, inp, m.w(Self.p + "iou_prediction_head.layers.\(l).weight"),
                        m.w(Self.p + "iou_prediction_head.layers.\(l).bias"), o, m: 1, n: outW, k: width)
             if !last { Ops.relu(o, outW) }
             inp = o

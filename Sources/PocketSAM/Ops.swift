@@ -12,24 +12,32 @@ typealias CPtr = UnsafePointer<Float>
 /// contiguous channels.
 enum Ops {
     /// `out[M, N] = a[M, K] · w[N, K]ᵀ (+ bias[N])`, with row strides `lda`, `ldo` (PyTorch's Linear).
-    static func linear(_ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
+    /// With `ctx.threads > 1` the output columns are split into contiguous blocks, one per thread, each
+    /// a single-threaded sgemm: every element is the same K-long dot product in the same order
+    /// whatever the thread count, so results are bit-identical for 1 or N threads.
+    static func linear(_ ctx: Arena, _ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
                        lda: Int? = nil, ldo: Int? = nil) {
-        let lo = ldo ?? n
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda ?? k),
-                    w, Int32(k), 0, out, Int32(lo))
-        if let b = bias {
-            for i in 0..<m {
-                let row = out + i * lo
-                for j in 0..<n { row[j] += b[j] }
+        let lo = ldo ?? n, la = lda ?? k
+        ctx.parallelColumns(n: n, work: m * n * k) { j0, j1 in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(la),
+                        w + j0 * k, Int32(k), 0, out + j0, Int32(lo))
+            if let b = bias {
+                for i in 0..<m {
+                    let row = out + i * lo
+                    for j in j0..<j1 { row[j] += b[j] }
+                }
             }
         }
     }
 
-    /// `c[M, N] = alpha · a[M, K] · b[K, N] (+ beta · c)`, plain row-major matrices with strides.
-    static func matmul(_ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
+    /// `c[M, N] = alpha · a[M, K] · b[K, N] (+ beta · c)`, plain row-major matrices with strides; columns
+    /// split across threads as in `linear`.
+    static func matmul(_ ctx: Arena, _ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
                        transB: Bool = false, alpha: Float = 1, beta: Float = 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        ctx.parallelColumns(n: n, work: m * n * k) { j0, j1 in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
+                        alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
+        }
     }
 
     /// Layer norm over the last dimension of `x[M, C]` into `out` (may alias `x`).
@@ -48,11 +56,14 @@ enum Ops {
     }
 
     /// GELU `x · Φ(x)` (PyTorch's exact `nn.GELU()`), with erf evaluated by `erfApprox`.
-    static func gelu(_ x: FPtr, _ n: Int) {
-        for i in 0..<n {
-            let v = x[i]
-            x[i] = 0.5 * v * (1 + erfApprox(v * 0.707_106_781_186_547_5))
+    static func gelu(_ x: FPtr, _ n: Int, _ ctx: Arena? = nil) {
+        let run = { (i0: Int, i1: Int) in
+            for i in i0..<i1 {
+                let v = x[i]
+                x[i] = 0.5 * v * (1 + erfApprox(v * 0.707_106_781_186_547_5))
+            }
         }
+        if let ctx { ctx.parallelColumns(n: n, work: n * 64, run) } else { run(0, n) }
     }
 
     /// erf as a rational minimax fit on [−4, 4] (the fit Eigen and XLA use): max error 6.5e-8 in exact
@@ -104,7 +115,7 @@ enum Ops {
                        stride: Int, pad: Int, out: FPtr, arena: Arena) -> (h: Int, w: Int) {
         let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
         if k == 1, stride == 1, pad == 0 {
-            linear(x, weight, bias, out, m: h * w, n: cout, k: cin)
+            linear(arena, x, weight, bias, out, m: h * w, n: cout, k: cin)
             return (ho, wo)
         }
         // im2col with K ordered (cin, ky, kx), PyTorch's weight order; rows in blocks to bound memory.
@@ -129,7 +140,7 @@ enum Ops {
                     }
                 }
             }
-            linear(col, weight, bias, out + p0 * cout, m: rows, n: cout, k: kk)
+            linear(arena, col, weight, bias, out + p0 * cout, m: rows, n: cout, k: kk)
             p0 += rows
         }
         arena.reset(to: mark)
@@ -173,7 +184,7 @@ enum Ops {
         let mark = arena.mark()
         let tmp = arena.alloc(h * w * cout * 4)
         // tmp[p, (o, dy, dx)] = Σ_i x[p, i] · W[i, (o, dy, dx)]
-        matmul(x, weight, tmp, m: h * w, n: cout * 4, k: cin, lda: cin, ldb: cout * 4, ldc: cout * 4)
+        matmul(arena, x, weight, tmp, m: h * w, n: cout * 4, k: cin, lda: cin, ldb: cout * 4, ldc: cout * 4)
         let w2 = 2 * w
         for y in 0..<h {
             for xx in 0..<w {
@@ -219,10 +230,10 @@ enum Ops {
         let mark = arena.mark()
         let s = arena.alloc(nq * nk)
         for h in 0..<heads {
-            matmul(q + qOff(h), k + kOff(h), s, m: nq, n: nk, k: d, lda: ldq, ldb: ldk, ldc: nk, transB: true, alpha: scale)
+            matmul(arena, q + qOff(h), k + kOff(h), s, m: nq, n: nk, k: d, lda: ldq, ldb: ldk, ldc: nk, transB: true, alpha: scale)
             bias?(h, s)
             softmaxRows(s, m: nq, n: nk, ld: nk)
-            matmul(s, v + vOff(h), out + h * dv, m: nq, n: dv, k: nk, lda: nk, ldb: ldv, ldc: heads * dv)
+            matmul(arena, s, v + vOff(h), out + h * dv, m: nq, n: dv, k: nk, lda: nk, ldb: ldv, ldc: heads * dv)
         }
         arena.reset(to: mark)
     }

@@ -88,14 +88,14 @@ struct PromptEncoder {
                    bias: m.w(Self.p + "mask_downscaling.0.bias"), cout: mc / 4, k: 2, stride: 2, pad: 0, out: a, arena: arena)
         Ops.layerNorm(a, a, m: s2 * s2, c: mc / 4, weight: m.w(Self.p + "mask_downscaling.1.weight"),
                       bias: m.w(Self.p + "mask_downscaling.1.bias"), eps: 1e-6)
-        Ops.gelu(a, s2 * s2 * mc / 4)
+        Ops.gelu(a, s2 * s2 * mc / 4, arena)
         let b = arena.alloc(g * g * mc)
         Ops.conv2d(a, h: s2, w: s2, cin: mc / 4, weight: m.w(Self.p + "mask_downscaling.3.weight"),
                    bias: m.w(Self.p + "mask_downscaling.3.bias"), cout: mc, k: 2, stride: 2, pad: 0, out: b, arena: arena)
         Ops.layerNorm(b, b, m: g * g, c: mc, weight: m.w(Self.p + "mask_downscaling.4.weight"),
                       bias: m.w(Self.p + "mask_downscaling.4.bias"), eps: 1e-6)
-        Ops.gelu(b, g * g * mc)
-        Ops.linear(b, m.w(Self.p + "mask_downscaling.6.weight"), m.w(Self.p + "mask_downscaling.6.bias"), out,
+        Ops.gelu(b, g * g * mc, arena)
+        Ops.linear(arena, b, m.w(Self.p + "mask_downscaling.6.weight"), m.w(Self.p + "mask_downscaling.6.bias"), out,
                    m: g * g, n: C, k: mc)
         arena.reset(to: mark)
         return out

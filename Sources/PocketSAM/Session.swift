@@ -62,7 +62,10 @@ public final class Session {
 
     public init(model: Model, threads: Int = 1) {
         self.model = model
-        openblas_set_num_threads(Int32(max(1, threads)))
+        // OpenBLAS runs single-threaded; the session splits work itself, so that results do not depend
+        // on the thread count (OpenBLAS's own threading changes summation order).
+        openblas_set_num_threads(1)
+        arena.threads = max(1, threads)
     }
 
     /// Peak bytes of activation memory used so far.

@@ -18,7 +18,7 @@ struct ViTEncoder {
         for b in 0..<c.depth { block(tok, b, arena) }
         let oc = c.outChans
         let n1 = arena.alloc(n * oc)
-        Ops.linear(tok, m.w(e + "neck.0.weight"), nil, n1, m: n, n: oc, k: E)
+        Ops.linear(arena, tok, m.w(e + "neck.0.weight"), nil, n1, m: n, n: oc, k: E)
         Ops.layerNorm(n1, n1, m: n, c: oc, weight: m.w(e + "neck.1.weight"), bias: m.w(e + "neck.1.bias"), eps: 1e-6)
         let n2 = arena.alloc(n * oc)
         Ops.conv2d(n1, h: g, w: g, cin: oc, weight: m.w(e + "neck.2.weight"), bias: nil, cout: oc, k: 3, stride: 1, pad: 1,
@@ -48,7 +48,7 @@ struct ViTEncoder {
                     }
                 }
                 attention(win, side: ws, p, out: att, arena)
-                Ops.linear(att, m.w(p + "attn.proj.weight"), m.w(p + "attn.proj.bias"), out, m: wn, n: E, k: E)
+                Ops.linear(arena, att, m.w(p + "attn.proj.weight"), m.w(p + "attn.proj.bias"), out, m: wn, n: E, k: E)
                 for i in 0..<wn {
                     let y = wy * ws + i / ws, xx = wx * ws + i % ws
                     if y < g && xx < g { Ops.add(x + (y * g + xx) * E, out + i * E, E) }
@@ -58,9 +58,9 @@ struct ViTEncoder {
         arena.reset(to: mark)
         let t = arena.alloc(n * E), hid = arena.alloc(n * c.mlpDim), o = arena.alloc(n * E)
         Ops.layerNorm(x, t, m: n, c: E, weight: m.w(p + "norm2.weight"), bias: m.w(p + "norm2.bias"), eps: Self.eps)
-        Ops.linear(t, m.w(p + "mlp.lin1.weight"), m.w(p + "mlp.lin1.bias"), hid, m: n, n: c.mlpDim, k: E)
-        Ops.gelu(hid, n * c.mlpDim)
-        Ops.linear(hid, m.w(p + "mlp.lin2.weight"), m.w(p + "mlp.lin2.bias"), o, m: n, n: E, k: c.mlpDim)
+        Ops.linear(arena, t, m.w(p + "mlp.lin1.weight"), m.w(p + "mlp.lin1.bias"), hid, m: n, n: c.mlpDim, k: E)
+        Ops.gelu(hid, n * c.mlpDim, arena)
+        Ops.linear(arena, hid, m.w(p + "mlp.lin2.weight"), m.w(p + "mlp.lin2.bias"), o, m: n, n: E, k: c.mlpDim)
         Ops.add(x, o, n * E)
         arena.reset(to: mark)
     }
@@ -71,15 +71,15 @@ struct ViTEncoder {
         let E = c.embedDim, H = c.numHeads, hd = c.headDim, n = s * s, r = 2 * s - 1
         let mark = arena.mark()
         let qkv = arena.alloc(n * 3 * E)
-        Ops.linear(x, m.w(p + "attn.qkv.weight"), c.qkvBias ? m.w(p + "attn.qkv.bias") : nil, qkv, m: n, n: 3 * E, k: E)
+        Ops.linear(arena, x, m.w(p + "attn.qkv.weight"), c.qkvBias ? m.w(p + "attn.qkv.bias") : nil, qkv, m: n, n: 3 * E, k: E)
         let relH = m.w(p + "attn.rel_pos_h"), relW = m.w(p + "attn.rel_pos_w")
         let th = arena.alloc(n * r), tw = arena.alloc(n * r)
         Ops.attention(q: qkv, k: qkv, v: qkv, nq: n, nk: n, heads: H, d: hd, dv: hd, ldq: 3 * E, ldk: 3 * E, ldv: 3 * E,
                       qOff: { $0 * hd }, kOff: { E + $0 * hd }, vOff: { 2 * E + $0 * hd }, scale: 1 / Float(hd).squareRoot(),
                       bias: { h, scores in
                           // th[q, j] = q · rel_pos_h[j], tw likewise: two small GEMMs per head.
-                          Ops.matmul(qkv + h * hd, relH, th, m: n, n: r, k: hd, lda: 3 * E, ldb: hd, ldc: r, transB: true)
-                          Ops.matmul(qkv + h * hd, relW, tw, m: n, n: r, k: hd, lda: 3 * E, ldb: hd, ldc: r, transB: true)
+                          Ops.matmul(arena, qkv + h * hd, relH, th, m: n, n: r, k: hd, lda: 3 * E, ldb: hd, ldc: r, transB: true)
+                          Ops.matmul(arena, qkv + h * hd, relW, tw, m: n, n: r, k: hd, lda: 3 * E, ldb: hd, ldc: r, transB: true)
                           for q in 0..<n {
                               let qy = q / s, qx = q % s
                               let row = scores + q * n, rh = th + q * r, rw = tw + q * r

@@ -70,4 +70,23 @@ final class SessionTests: XCTestCase {
         let p = try s.predict(box: BoxPrompt(x0: 10, y0: 10, x1: 60, y1: 50))
         XCTAssertEqual(p.masks.count, w * h)
     }
+
+    /// Results do not depend on the thread count (work is split by output columns; every element is the
+    /// same dot product in the same order).
+    func testOneAndTwoThreadsGiveTheSameAnswer() throws {
+        let (w, h) = (300, 200)
+        let px = gradient(w, h)
+        var results: [Prediction] = []
+        var embeddings: [[Float]] = []
+        for t in [1, 2] {
+            let s = try session(threads: t)
+            try px.withUnsafeBufferPointer { try s.setImage(pixels: $0.baseAddress!, width: w, height: h) }
+            embeddings.append(try s.imageEmbedding())
+            results.append(try s.predict(points: [PointPrompt(x: 100, y: 50)], box: BoxPrompt(x0: 40, y0: 20, x1: 200, y1: 150)))
+        }
+        XCTAssertTrue(embeddings[0] == embeddings[1], "embeddings differ between 1 and 2 threads")
+        XCTAssertTrue(results[0].masks == results[1].masks, "masks differ")
+        XCTAssertEqual(results[0].iou, results[1].iou)
+        XCTAssertTrue(results[0].lowResLogits == results[1].lowResLogits, "low-res logits differ")
+    }
 }
