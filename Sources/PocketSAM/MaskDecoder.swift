@@ -3,33 +3,62 @@ import PocketSAMFormat
 /// SAM's mask decoder: two-way transformer, transposed-conv upscaling, hypernetwork MLPs, IoU head.
 struct MaskDecoder {
     let c: MaskDecoderConfig
-    let m: Model
     static let p = "mask_decoder."
+
+    struct Attn { let q, k, v, out: Lin }
+    struct Layer { let selfAttn: Attn; let norm1: Norm; let t2i: Attn; let norm2: Norm; let lin1, lin2: Lin; let norm3, norm4: Norm; let i2t: Attn }
+    let layers: [Layer]
+    let finalAttn: Attn
+    let normFinal: Norm
+    let iouToken, maskTokens: UnsafePointer<Float>
+    let up0: Lin, up1: Norm, up3: Lin
+    let hyper: [[Lin]]
+    let iouHead: [Lin]
+
+    init(c: MaskDecoderConfig, m: Model) {
+        self.c = c
+        let p = Self.p
+        func attn(_ n: String) -> Attn { Attn(q: m.lin(n + ".q_proj"), k: m.lin(n + ".k_proj"), v: m.lin(n + ".v_proj"), out: m.lin(n + ".out_proj")) }
+        layers = (0..<c.depth).map { l in
+            let t = p + "transformer.layers.\(l)."
+            return Layer(selfAttn: attn(t + "self_attn"), norm1: m.norm(t + "norm1"), t2i: attn(t + "cross_attn_token_to_image"),
+                         norm2: m.norm(t + "norm2"), lin1: m.lin(t + "mlp.lin1"), lin2: m.lin(t + "mlp.lin2"),
+                         norm3: m.norm(t + "norm3"), norm4: m.norm(t + "norm4"), i2t: attn(t + "cross_attn_image_to_token"))
+        }
+        finalAttn = attn(p + "transformer.final_attn_token_to_image")
+        normFinal = m.norm(p + "transformer.norm_final_attn")
+        iouToken = m.w(p + "iou_token.weight")
+        maskTokens = m.w(p + "mask_tokens.weight")
+        up0 = m.lin(p + "output_upscaling.0")
+        up1 = m.norm(p + "output_upscaling.1")
+        up3 = m.lin(p + "output_upscaling.3")
+        hyper = (0..<c.numMaskTokens).map { t in (0..<3).map { m.lin(p + "output_hypernetworks_mlps.\(t).layers.\($0)") } }
+        iouHead = (0..<c.iouHeadDepth).map { m.lin(p + "iou_prediction_head.layers.\($0)") }
+    }
 
     /// SAM's `Attention`: project q, k, v to the internal width, multi-head attention, project out.
     /// Adds the result into `out` when `accumulate`, else writes it.
-    func attention(_ name: String, q: UnsafePointer<Float>, nq: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    func attention(_ a: Attn, q: UnsafePointer<Float>, nq: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                    nk: Int, inner: Int, out: UnsafeMutablePointer<Float>, accumulate: Bool, arena: Arena) {
-        let D = c.transformerDim, p = Self.p + name
+        let D = c.transformerDim
         let mark = arena.mark()
         let qp = arena.alloc(nq * inner), kp = arena.alloc(nk * inner), vp = arena.alloc(nk * inner)
-        Ops.linear(arena, q, m.w(p + ".q_proj.weight"), m.w(p + ".q_proj.bias"), qp, m: nq, n: inner, k: D)
-        Ops.linear(arena, k, m.w(p + ".k_proj.weight"), m.w(p + ".k_proj.bias"), kp, m: nk, n: inner, k: D)
-        Ops.linear(arena, v, m.w(p + ".v_proj.weight"), m.w(p + ".v_proj.bias"), vp, m: nk, n: inner, k: D)
+        Ops.linear(arena, q, a.q.w, a.q.b, qp, m: nq, n: inner, k: D)
+        Ops.linear(arena, k, a.k.w, a.k.b, kp, m: nk, n: inner, k: D)
+        Ops.linear(arena, v, a.v.w, a.v.b, vp, m: nk, n: inner, k: D)
         let h = c.numHeads, dh = inner / h
         let o = arena.alloc(nq * inner)
         Ops.attention(q: qp, k: kp, v: vp, nq: nq, nk: nk, heads: h, d: dh, dv: dh, ldq: inner, ldk: inner, ldv: inner,
                       qOff: { $0 * dh }, kOff: { $0 * dh }, vOff: { $0 * dh }, scale: 1 / Float(dh).squareRoot(),
                       out: o, arena: arena)
         let r = arena.alloc(nq * D)
-        Ops.linear(arena, o, m.w(p + ".out_proj.weight"), m.w(p + ".out_proj.bias"), r, m: nq, n: D, k: inner)
+        Ops.linear(arena, o, a.out.w, a.out.b, r, m: nq, n: D, k: inner)
         if accumulate { Ops.add(out, r, nq * D) } else { out.update(from: r, count: nq * D) }
         arena.reset(to: mark)
     }
 
-    func norm(_ name: String, _ x: UnsafeMutablePointer<Float>, _ n: Int) {
-        Ops.layerNorm(x, x, m: n, c: c.transformerDim, weight: m.w(Self.p + name + ".weight"),
-                      bias: m.w(Self.p + name + ".bias"), eps: 1e-5)
+    func norm(_ n: Norm, _ x: UnsafeMutablePointer<Float>, _ rows: Int) {
+        Ops.layerNorm(x, x, m: rows, c: c.transformerDim, weight: n.w, bias: n.b, eps: 1e-5)
     }
 
     static func sum(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int, _ arena: Arena) -> UnsafeMutablePointer<Float> {
@@ -48,77 +77,77 @@ struct MaskDecoder {
         let mark = arena.mark()
         // Tokens: [iou, mask tokens…, sparse prompts…].
         let pePoints = arena.alloc(nt * D)
-        pePoints.update(from: m.w(Self.p + "iou_token.weight"), count: D)
-        (pePoints + D).update(from: m.w(Self.p + "mask_tokens.weight"), count: T * D)
+        pePoints.update(from: iouToken, count: D)
+        (pePoints + D).update(from: maskTokens, count: T * D)
         (pePoints + (1 + T) * D).update(from: sparse, count: ns * D)
         let queries = arena.alloc(nt * D)
         queries.update(from: pePoints, count: nt * D)
         let keys = Self.sum(image, dense, hw * D, arena)
 
         for l in 0..<c.depth {
-            let p = "transformer.layers.\(l)."
+            let L = layers[l]
             let scratch = arena.mark()
             if l == 0 {
-                attention(p + "self_attn", q: queries, nq: nt, k: queries, v: queries, nk: nt, inner: D, out: queries,
+                attention(L.selfAttn, q: queries, nq: nt, k: queries, v: queries, nk: nt, inner: D, out: queries,
                           accumulate: false, arena: arena)
             } else {
                 let q = Self.sum(queries, pePoints, nt * D, arena)
-                attention(p + "self_attn", q: q, nq: nt, k: q, v: queries, nk: nt, inner: D, out: queries,
+                attention(L.selfAttn, q: q, nq: nt, k: q, v: queries, nk: nt, inner: D, out: queries,
                           accumulate: true, arena: arena)
             }
-            norm(p + "norm1", queries, nt)
+            norm(L.norm1, queries, nt)
             var q = Self.sum(queries, pePoints, nt * D, arena)
             var k = Self.sum(keys, pe, hw * D, arena)
-            attention(p + "cross_attn_token_to_image", q: q, nq: nt, k: k, v: keys, nk: hw, inner: inner, out: queries,
+            attention(L.t2i, q: q, nq: nt, k: k, v: keys, nk: hw, inner: inner, out: queries,
                       accumulate: true, arena: arena)
-            norm(p + "norm2", queries, nt)
+            norm(L.norm2, queries, nt)
             let hid = arena.alloc(nt * c.mlpDim), mo = arena.alloc(nt * D)
-            Ops.linear(arena, queries, m.w(Self.p + p + "mlp.lin1.weight"), m.w(Self.p + p + "mlp.lin1.bias"), hid, m: nt, n: c.mlpDim, k: D)
+            Ops.linear(arena, queries, L.lin1.w, L.lin1.b, hid, m: nt, n: c.mlpDim, k: D)
             Ops.relu(hid, nt * c.mlpDim)
-            Ops.linear(arena, hid, m.w(Self.p + p + "mlp.lin2.weight"), m.w(Self.p + p + "mlp.lin2.bias"), mo, m: nt, n: D, k: c.mlpDim)
+            Ops.linear(arena, hid, L.lin2.w, L.lin2.b, mo, m: nt, n: D, k: c.mlpDim)
             Ops.add(queries, mo, nt * D)
-            norm(p + "norm3", queries, nt)
+            norm(L.norm3, queries, nt)
             q = Self.sum(queries, pePoints, nt * D, arena)
             k = Self.sum(keys, pe, hw * D, arena)
-            attention(p + "cross_attn_image_to_token", q: k, nq: hw, k: q, v: queries, nk: nt, inner: inner, out: keys,
+            attention(L.i2t, q: k, nq: hw, k: q, v: queries, nk: nt, inner: inner, out: keys,
                       accumulate: true, arena: arena)
-            norm(p + "norm4", keys, hw)
+            norm(L.norm4, keys, hw)
             arena.reset(to: scratch)
         }
         do {
             let scratch = arena.mark()
             let q = Self.sum(queries, pePoints, nt * D, arena)
             let k = Self.sum(keys, pe, hw * D, arena)
-            attention("transformer.final_attn_token_to_image", q: q, nq: nt, k: k, v: keys, nk: hw, inner: inner,
+            attention(finalAttn, q: q, nq: nt, k: k, v: keys, nk: hw, inner: inner,
                       out: queries, accumulate: true, arena: arena)
-            norm("transformer.norm_final_attn", queries, nt)
+            norm(normFinal, queries, nt)
             arena.reset(to: scratch)
         }
 
         // Upscale the image tokens: convT → LayerNorm2d → GELU → convT → GELU, to [4G, 4G, D/8].
         let d4 = D / 4, d8 = D / 8, g2 = 2 * g, g4 = 4 * g
         let u1 = arena.alloc(g2 * g2 * d4)
-        Ops.convTranspose2x2(keys, h: g, w: g, cin: D, weight: m.w(Self.p + "output_upscaling.0.weight"),
-                             bias: m.w(Self.p + "output_upscaling.0.bias"), cout: d4, out: u1, arena: arena)
-        Ops.layerNorm(u1, u1, m: g2 * g2, c: d4, weight: m.w(Self.p + "output_upscaling.1.weight"),
-                      bias: m.w(Self.p + "output_upscaling.1.bias"), eps: 1e-6)
+        Ops.convTranspose2x2(keys, h: g, w: g, cin: D, weight: up0.w,
+                             bias: up0.b!, cout: d4, out: u1, arena: arena)
+        Ops.layerNorm(u1, u1, m: g2 * g2, c: d4, weight: up1.w,
+                      bias: up1.b, eps: 1e-6)
         Ops.gelu(u1, g2 * g2 * d4, arena)
         let u2 = arena.alloc(g4 * g4 * d8)
-        Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: m.w(Self.p + "output_upscaling.3.weight"),
-                             bias: m.w(Self.p + "output_upscaling.3.bias"), cout: d8, out: u2, arena: arena)
+        Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: up3.w,
+                             bias: up3.b!, cout: d8, out: u2, arena: arena)
         Ops.gelu(u2, g4 * g4 * d8, arena)
 
         // Hypernetworks: one 3-layer MLP per mask token → [T, D/8]; masks = hyper · upscaledᵀ.
-        let hyper = arena.alloc(T * d8), t1 = arena.alloc(D), t2 = arena.alloc(D)
+        let hyperOut = arena.alloc(T * d8), t1 = arena.alloc(D), t2 = arena.alloc(D)
         for t in 0..<T {
-            let p = Self.p + "output_hypernetworks_mlps.\(t).layers."
-            Ops.linear(arena, queries + (1 + t) * D, m.w(p + "0.weight"), m.w(p + "0.bias"), t1, m: 1, n: D, k: D)
+            let hw3 = hyper[t]
+            Ops.linear(arena, queries + (1 + t) * D, hw3[0].w, hw3[0].b, t1, m: 1, n: D, k: D)
             Ops.relu(t1, D)
-            Ops.linear(arena, t1, m.w(p + "1.weight"), m.w(p + "1.bias"), t2, m: 1, n: D, k: D)
+            Ops.linear(arena, t1, hw3[1].w, hw3[1].b, t2, m: 1, n: D, k: D)
             Ops.relu(t2, D)
-            Ops.linear(arena, t2, m.w(p + "2.weight"), m.w(p + "2.bias"), hyper + t * d8, m: 1, n: d8, k: D)
+            Ops.linear(arena, t2, hw3[2].w, hw3[2].b, hyperOut + t * d8, m: 1, n: d8, k: D)
         }
-        Ops.matmul(arena, hyper, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
+        Ops.matmul(arena, hyperOut, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
 
         // IoU head on the IoU token.
         let hidden = c.iouHeadHiddenDim
@@ -128,8 +157,7 @@ struct MaskDecoder {
             let last = l == c.iouHeadDepth - 1
             let outW = last ? T : hidden
             let o = last ? iou : arena.alloc(outW)
-            Ops.linear(arena, inp, m.w(Self.p + "iou_prediction_head.layers.\(l).weight"),
-                       m.w(Self.p + "iou_prediction_head.layers.\(l).bias"), o, m: 1, n: outW, k: width)
+            Ops.linear(arena, inp, iouHead[l].w, iouHead[l].b, o, m: 1, n: outW, k: width)
             if !last { Ops.relu(o, outW) }
             inp = o
             width = outW

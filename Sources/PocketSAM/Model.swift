@@ -10,6 +10,15 @@ public final class Model: @unchecked Sendable {
     private let weights: [String: UnsafePointer<Float>]
     private let owned: [UnsafeMutablePointer<Float>]
 
+    enum Encoder {
+        case vit(ViTEncoder)
+        case tinyViT(TinyViTEncoder)
+    }
+    /// The network, with every weight pointer resolved once here.
+    private(set) var encoder: Encoder!
+    private(set) var promptEncoder: PromptEncoder!
+    private(set) var maskDecoder: MaskDecoder!
+
     /// Opens, validates (every offset, CRC and tensor shape) and maps `path`.
     public convenience init(path: String) throws {
         do {
@@ -42,6 +51,12 @@ public final class Model: @unchecked Sendable {
         }
         weights = w
         self.owned = owned
+        switch config.encoder {
+        case let .vit(c): encoder = .vit(ViTEncoder(c: c, m: self))
+        case let .tinyViT(c): encoder = .tinyViT(TinyViTEncoder(c: c, m: self))
+        }
+        promptEncoder = PromptEncoder(c: config.prompt, m: self)
+        maskDecoder = MaskDecoder(c: config.decoder, m: self)
     }
 
     deinit {

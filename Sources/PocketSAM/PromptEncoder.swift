@@ -8,12 +8,29 @@ import Glibc
 /// label embeddings, and the mask-input downscaling (or the no-mask embedding).
 struct PromptEncoder {
     let c: PromptEncoderConfig
-    let m: Model
     static let p = "prompt_encoder."
+    let gauss: UnsafePointer<Float>
+    let pointEmbeddings: [UnsafePointer<Float>]
+    let notAPoint, noMask: UnsafePointer<Float>
+    let down0: Lin, down1: Norm, down3: Lin, down4: Norm, down6: Lin
+
+    init(c: PromptEncoderConfig, m: Model) {
+        self.c = c
+        let p = Self.p
+        gauss = m.w(p + "pe_layer.positional_encoding_gaussian_matrix")
+        pointEmbeddings = (0..<4).map { m.w(p + "point_embeddings.\($0).weight") }
+        notAPoint = m.w(p + "not_a_point_embed.weight")
+        noMask = m.w(p + "no_mask_embed.weight")
+        down0 = m.lin(p + "mask_downscaling.0")
+        down1 = m.norm(p + "mask_downscaling.1")
+        down3 = m.lin(p + "mask_downscaling.3")
+        down4 = m.norm(p + "mask_downscaling.4")
+        down6 = m.lin(p + "mask_downscaling.6")
+    }
 
     /// Fourier features of `n` points given in [0, 1]² (x, y): `[sin(2π·(2p−1)·G), cos(…)]`.
     func fourier(_ xy: [(Float, Float)], out: UnsafeMutablePointer<Float>) {
-        let g = m.w(Self.p + "pe_layer.positional_encoding_gaussian_matrix")
+        let g = gauss
         let half = c.embedDim / 2
         for (i, (x, y)) in xy.enumerated() {
             let cx = 2 * x - 1, cy = 2 * y - 1
@@ -59,15 +76,14 @@ struct PromptEncoder {
             let row = out + i * C
             switch l {
             case -1:
-                let e = m.w(Self.p + "not_a_point_embed.weight")
-                for j in 0..<C { row[j] = e[j] }
-            case 0: Ops.add(row, m.w(Self.p + "point_embeddings.0.weight"), C)
-            default: Ops.add(row, m.w(Self.p + "point_embeddings.1.weight"), C)
+                for j in 0..<C { row[j] = notAPoint[j] }
+            case 0: Ops.add(row, pointEmbeddings[0], C)
+            default: Ops.add(row, pointEmbeddings[1], C)
             }
         }
         if box != nil {
-            Ops.add(out + (n - 2) * C, m.w(Self.p + "point_embeddings.2.weight"), C)
-            Ops.add(out + (n - 1) * C, m.w(Self.p + "point_embeddings.3.weight"), C)
+            Ops.add(out + (n - 2) * C, pointEmbeddings[2], C)
+            Ops.add(out + (n - 1) * C, pointEmbeddings[3], C)
         }
         return (out, n)
     }
@@ -77,25 +93,24 @@ struct PromptEncoder {
         let g = c.embeddingSize, C = c.embedDim, mc = c.maskInChans
         let out = arena.alloc(g * g * C)
         guard let mask else {
-            let e = m.w(Self.p + "no_mask_embed.weight")
-            for i in 0..<(g * g) { (out + i * C).update(from: e, count: C) }
+            for i in 0..<(g * g) { (out + i * C).update(from: noMask, count: C) }
             return out
         }
         let mark = arena.mark()
         let s4 = 4 * g, s2 = 2 * g
         let a = arena.alloc(s2 * s2 * mc / 4)
-        Ops.conv2d(mask, h: s4, w: s4, cin: 1, weight: m.w(Self.p + "mask_downscaling.0.weight"),
-                   bias: m.w(Self.p + "mask_downscaling.0.bias"), cout: mc / 4, k: 2, stride: 2, pad: 0, out: a, arena: arena)
-        Ops.layerNorm(a, a, m: s2 * s2, c: mc / 4, weight: m.w(Self.p + "mask_downscaling.1.weight"),
-                      bias: m.w(Self.p + "mask_downscaling.1.bias"), eps: 1e-6)
+        Ops.conv2d(mask, h: s4, w: s4, cin: 1, weight: down0.w,
+                   bias: down0.b, cout: mc / 4, k: 2, stride: 2, pad: 0, out: a, arena: arena)
+        Ops.layerNorm(a, a, m: s2 * s2, c: mc / 4, weight: down1.w,
+                      bias: down1.b, eps: 1e-6)
         Ops.gelu(a, s2 * s2 * mc / 4, arena)
         let b = arena.alloc(g * g * mc)
-        Ops.conv2d(a, h: s2, w: s2, cin: mc / 4, weight: m.w(Self.p + "mask_downscaling.3.weight"),
-                   bias: m.w(Self.p + "mask_downscaling.3.bias"), cout: mc, k: 2, stride: 2, pad: 0, out: b, arena: arena)
-        Ops.layerNorm(b, b, m: g * g, c: mc, weight: m.w(Self.p + "mask_downscaling.4.weight"),
-                      bias: m.w(Self.p + "mask_downscaling.4.bias"), eps: 1e-6)
+        Ops.conv2d(a, h: s2, w: s2, cin: mc / 4, weight: down3.w,
+                   bias: down3.b, cout: mc, k: 2, stride: 2, pad: 0, out: b, arena: arena)
+        Ops.layerNorm(b, b, m: g * g, c: mc, weight: down4.w,
+                      bias: down4.b, eps: 1e-6)
         Ops.gelu(b, g * g * mc, arena)
-        Ops.linear(arena, b, m.w(Self.p + "mask_downscaling.6.weight"), m.w(Self.p + "mask_downscaling.6.bias"), out,
+        Ops.linear(arena, b, down6.w, down6.b, out,
                    m: g * g, n: C, k: mc)
         arena.reset(to: mark)
         return out

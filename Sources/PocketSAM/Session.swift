@@ -96,14 +96,12 @@ public final class Session {
         let input = arena.alloc(size * size * 3)
         Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input)
         let emb: UnsafeMutablePointer<Float>
-        switch model.config.encoder {
-        case let .tinyViT(c):
-            emb = TinyViTEncoder(c: c, m: model).run(input, arena: arena)
-        case let .vit(c):
-            emb = ViTEncoder(c: c, m: model).run(input, arena: arena)
+        switch model.encoder! {
+        case let .tinyViT(enc): emb = enc.run(input, arena: arena)
+        case let .vit(enc): emb = enc.run(input, arena: arena)
         }
         // Keep the embedding and the dense positional encoding; everything after is per-prompt scratch.
-        let pe = PromptEncoder(c: model.config.prompt, m: model).densePE(arena: arena)
+        let pe = model.promptEncoder.densePE(arena: arena)
         embedding = emb
         densePE = pe
         persistentMark = arena.mark()
@@ -154,7 +152,7 @@ public final class Session {
         arena.reset(to: keep)
         // SAM's apply_coords: scale by new/old size per axis, in double precision.
         let sx = Double(rw) / Double(w), sy = Double(rh) / Double(h)
-        let pe2 = PromptEncoder(c: cfg.prompt, m: model)
+        let pe2: PromptEncoder = model.promptEncoder
         let (sparse, ns) = pe2.sparse(
             points: points.map { (Float(Double($0.x) * sx), Float(Double($0.y) * sy)) },
             labels: points.map { $0.positive ? 1 : 0 },
@@ -169,7 +167,7 @@ public final class Session {
         let T = cfg.decoder.numMaskTokens
         let allMasks = arena.alloc(T * lowRes * lowRes)
         let allIoU = arena.alloc(T)
-        MaskDecoder(c: cfg.decoder, m: model).run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns,
+        model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns,
                                                   masks: allMasks, iou: allIoU, arena: arena)
         let first = multimask ? 1 : 0, count = multimask ? T - 1 : 1
         var low = [Float](repeating: 0, count: count * lowRes * lowRes)
