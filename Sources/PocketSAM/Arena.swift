@@ -1,11 +1,10 @@
 /// Activation memory of one session: a stack of 64-byte aligned chunks with marks. Layers take
 /// scratch with `alloc` and give it back with `reset(to:)`, like a stack. Chunks are allocated the
 /// first time a pass needs them and reused after: a second pass of the same model allocates nothing.
-import Dispatch
-
 final class Arena {
-    /// Threads the compute kernels may use (the session's setting).
-    var threads = 1
+    /// The session's worker threads (nil: single-threaded).
+    var pool: ThreadPool?
+    var threads: Int { pool?.size ?? 1 }
     private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
     private var chunk = 0
     private var offset = 0
@@ -75,19 +74,9 @@ final class Arena {
             }
             return
         }
-        withoutActuallyEscaping(body) { b in
-            // Each block writes disjoint columns of the output; the closure only runs during this call.
-            let box = UncheckedSendable(b)
-            DispatchQueue.concurrentPerform(iterations: blocks) { i in
-                let j0 = i * width, j1 = min(n, j0 + width)
-                if j0 < j1 { box.value(j0, j1) }
-            }
+        pool?.run(blocks) { i in
+            let j0 = i * width, j1 = min(n, j0 + width)
+            if j0 < j1 { body(j0, j1) }
         }
     }
-}
-
-/// Hands a value to `concurrentPerform` whose use is race-free by construction (disjoint writes).
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

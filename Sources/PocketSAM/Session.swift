@@ -65,7 +65,7 @@ public final class Session {
         // OpenBLAS runs single-threaded; the session splits work itself, so that results do not depend
         // on the thread count (OpenBLAS's own threading changes summation order).
         openblas_set_num_threads(1)
-        arena.threads = max(1, threads)
+        arena.pool = threads > 1 ? ThreadPool(size: threads) : nil
     }
 
     /// Peak bytes of activation memory used so far.
