@@ -56,9 +56,11 @@ let package = Package(
             dependencies: ["PocketSAMFormat"],
             path: "Tests/PocketSAMFormatTests"
         ),
+        // Test support: counts heap allocations (interposes malloc in the test executable).
+        .target(name: "MallocCounter", path: "Tests/MallocCounter"),
         .testTarget(
             name: "PocketSAMTests",
-            dependencies: ["PocketSAM", "PocketSAMFormat", "PocketSAMIO", "PocketSAMQuantize"],
+            dependencies: ["PocketSAM", "PocketSAMFormat", "PocketSAMIO", "PocketSAMQuantize", "MallocCounter"],
             path: "Tests/PocketSAMTests"
         ),
         .testTarget(

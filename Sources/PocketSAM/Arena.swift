@@ -60,23 +60,19 @@ final class Arena {
         return p
     }
 
-    /// Runs `body(j0, j1)` over `0..<n` in contiguous blocks. The blocks depend only on `n` and `work`
-    /// (the problem's shape), never on the thread count; threads only decide who runs which block. So
+    /// Runs `task` over its `n` columns in contiguous blocks. The blocks depend only on the task's
+    /// shape (`n` and `work`), never on the thread count; threads only decide who runs which block. So
     /// every kernel call, and every result bit, is the same for 1 or N threads.
-    func parallelColumns(n: Int, work: Int, _ body: (Int, Int) -> Void) {
+    func parallelColumns(_ task: inout ColumnTask, work: Int) {
+        let n = task.n
         let blocks = work < 1 << 18 ? 1 : max(1, min(16, n / 64))
-        let width = ((n + blocks - 1) / blocks + 15) & ~15
-        if threads == 1 || blocks == 1 {
-            var j0 = 0
-            while j0 < n {
-                body(j0, min(n, j0 + width))
-                j0 += width
+        task.width = ((n + blocks - 1) / blocks + 15) & ~15
+        withUnsafePointer(to: task) { t in
+            if let pool, blocks > 1 {
+                pool.run(blocks, t)
+            } else {
+                for i in 0..<blocks { t.pointee.run(block: i) }
             }
-            return
-        }
-        pool?.run(blocks) { i in
-            let j0 = i * width, j1 = min(n, j0 + width)
-            if j0 < j1 { body(j0, j1) }
         }
     }
 }

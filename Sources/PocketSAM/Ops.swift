@@ -12,32 +12,23 @@ typealias CPtr = UnsafePointer<Float>
 /// contiguous channels.
 enum Ops {
     /// `out[M, N] = a[M, K] · w[N, K]ᵀ (+ bias[N])`, with row strides `lda`, `ldo` (PyTorch's Linear).
-    /// With `ctx.threads > 1` the output columns are split into contiguous blocks, one per thread, each
-    /// a single-threaded sgemm: every element is the same K-long dot product in the same order
-    /// whatever the thread count, so results are bit-identical for 1 or N threads.
+    /// Output columns are split into blocks fixed by the shape, run on the session's threads (each a
+    /// single-threaded sgemm): every element is the same K-long dot product in the same order whatever
+    /// the thread count, so results are bit-identical for 1 or N threads.
     static func linear(_ ctx: Arena, _ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
                        lda: Int? = nil, ldo: Int? = nil) {
-        let lo = ldo ?? n, la = lda ?? k
-        ctx.parallelColumns(n: n, work: m * n * k) { j0, j1 in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(la),
-                        w + j0 * k, Int32(k), 0, out + j0, Int32(lo))
-            if let b = bias {
-                for i in 0..<m {
-                    let row = out + i * lo
-                    for j in j0..<j1 { row[j] += b[j] }
-                }
-            }
-        }
+        var t = ColumnTask(kind: .linear, a: a, b: w, c: out, bias: bias, m: m, n: n, k: k, lda: lda ?? k, ldb: k, ldc: ldo ?? n)
+        ctx.parallelColumns(&t, work: m * n * k)
     }
 
-    /// `c[M, N] = alpha · a[M, K] · b[K, N] (+ beta · c)`, plain row-major matrices with strides; columns
-    /// split across threads as in `linear`.
+    /// `c[M, N] = alpha · a[M, K] · b[K, N]` (or `b[N, K]ᵀ`), row-major with strides; columns split as in
+    /// `linear`.
     static func matmul(_ ctx: Arena, _ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
-                       transB: Bool = false, alpha: Float = 1, beta: Float = 0) {
-        ctx.parallelColumns(n: n, work: m * n * k) { j0, j1 in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
-                        alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
-        }
+                       transB: Bool = false, alpha: Float = 1) {
+        var t = ColumnTask(kind: .matmul, a: a, b: b, c: c, bias: nil, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
+        t.transB = transB
+        t.alpha = alpha
+        ctx.parallelColumns(&t, work: m * n * k)
     }
 
     /// Layer norm over the last dimension of `x[M, C]` into `out` (may alias `x`).
@@ -57,13 +48,20 @@ enum Ops {
 
     /// GELU `x · Φ(x)` (PyTorch's exact `nn.GELU()`), with erf evaluated by `erfApprox`.
     static func gelu(_ x: FPtr, _ n: Int, _ ctx: Arena? = nil) {
-        let run = { (i0: Int, i1: Int) in
-            for i in i0..<i1 {
-                let v = x[i]
-                x[i] = 0.5 * v * (1 + erfApprox(v * 0.707_106_781_186_547_5))
-            }
+        if let ctx {
+            var t = ColumnTask(kind: .gelu, a: nil, b: nil, c: x, bias: nil, m: 1, n: n, k: 1, lda: 0, ldb: 0, ldc: 0)
+            ctx.parallelColumns(&t, work: n * 64)
+        } else {
+            geluRange(x, 0, n)
         }
-        if let ctx { ctx.parallelColumns(n: n, work: n * 64, run) } else { run(0, n) }
+    }
+
+    @inline(__always)
+    static func geluRange(_ x: FPtr, _ i0: Int, _ i1: Int) {
+        for i in i0..<i1 {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + erfApprox(v * 0.707_106_781_186_547_5))
+        }
     }
 
     /// erf as a rational minimax fit on [−4, 4] (the fit Eigen and XLA use): max error 6.5e-8 in exact
@@ -226,15 +224,68 @@ enum Ops {
     /// head: `bias(h)` is a `[Nq, Nk]` matrix. Output `[Nq, heads · dv]`.
     static func attention(q: CPtr, k: CPtr, v: CPtr, nq: Int, nk: Int, heads: Int, d: Int, dv: Int,
                           ldq: Int, ldk: Int, ldv: Int, qOff: (Int) -> Int, kOff: (Int) -> Int, vOff: (Int) -> Int,
-                          scale: Float, bias: ((Int, FPtr) -> Void)? = nil, out: FPtr, arena: Arena) {
+                          scale: Float, bias: (Int, FPtr) -> Void = { _, _ in }, out: FPtr, arena: Arena) {
         let mark = arena.mark()
         let s = arena.alloc(nq * nk)
         for h in 0..<heads {
             matmul(arena, q + qOff(h), k + kOff(h), s, m: nq, n: nk, k: d, lda: ldq, ldb: ldk, ldc: nk, transB: true, alpha: scale)
-            bias?(h, s)
+            bias(h, s)
             softmaxRows(s, m: nq, n: nk, ld: nk)
             matmul(arena, s, v + vOff(h), out + h * dv, m: nq, n: dv, k: nk, lda: nk, ldb: ldv, ldc: heads * dv)
         }
         arena.reset(to: mark)
+    }
+}
+
+/// One column-parallel operation, described by value so the thread pool can run its blocks without
+/// closures (a closure handed to other threads would be allocated on the heap).
+struct ColumnTask {
+    enum Kind { case linear, matmul, gelu }
+    var kind: Kind
+    var a: CPtr?
+    var b: CPtr?
+    var c: FPtr
+    var bias: CPtr?
+    var m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
+    var transB = false
+    var alpha: Float = 1
+    /// Columns per block (set by `Arena.parallelColumns`).
+    var width = 0
+
+    init(kind: Kind, a: CPtr?, b: CPtr?, c: FPtr, bias: CPtr?, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int) {
+        self.kind = kind
+        self.a = a
+        self.b = b
+        self.c = c
+        self.bias = bias
+        self.m = m
+        self.n = n
+        self.k = k
+        self.lda = lda
+        self.ldb = ldb
+        self.ldc = ldc
+    }
+
+    func run(block i: Int) {
+        let j0 = i * width, j1 = min(n, j0 + width)
+        guard j0 < j1 else { return }
+        switch kind {
+        case .linear:
+            guard let a, let b else { return }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda),
+                        b + j0 * k, Int32(k), 0, c + j0, Int32(ldc))
+            if let bias {
+                for r in 0..<m {
+                    let row = c + r * ldc
+                    for j in j0..<j1 { row[j] += bias[j] }
+                }
+            }
+        case .matmul:
+            guard let a, let b else { return }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
+                        alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), 0, c + j0, Int32(ldc))
+        case .gelu:
+            Ops.geluRange(c, j0, j1)
+        }
     }
 }

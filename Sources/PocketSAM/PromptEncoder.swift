@@ -28,12 +28,13 @@ struct PromptEncoder {
         down6 = m.lin(p + "mask_downscaling.6")
     }
 
-    /// Fourier features of `n` points given in [0, 1]² (x, y): `[sin(2π·(2p−1)·G), cos(…)]`.
-    func fourier(_ xy: [(Float, Float)], out: UnsafeMutablePointer<Float>) {
+    /// Fourier features of `n` points given in [0, 1]² as (x, y) pairs in `xy`:
+    /// `[sin(2π·(2p−1)·G), cos(…)]`.
+    func fourier(_ xy: UnsafePointer<Float>, _ n: Int, out: UnsafeMutablePointer<Float>) {
         let g = gauss
         let half = c.embedDim / 2
-        for (i, (x, y)) in xy.enumerated() {
-            let cx = 2 * x - 1, cy = 2 * y - 1
+        for i in 0..<n {
+            let cx = 2 * xy[2 * i] - 1, cy = 2 * xy[2 * i + 1] - 1
             let row = out + i * c.embedDim
             for j in 0..<half {
                 let v = 2 * Float.pi * (cx * g[j] + cy * g[half + j])
@@ -47,43 +48,50 @@ struct PromptEncoder {
     func densePE(arena: Arena) -> UnsafeMutablePointer<Float> {
         let g = c.embeddingSize
         let out = arena.alloc(g * g * c.embedDim)
-        var pts: [(Float, Float)] = []
-        pts.reserveCapacity(g * g)
-        for y in 0..<g { for x in 0..<g { pts.append(((Float(x) + 0.5) / Float(g), (Float(y) + 0.5) / Float(g))) } }
-        fourier(pts, out: out)
+        let mark = arena.mark()
+        let xy = arena.alloc(2 * g * g)
+        for y in 0..<g {
+            for x in 0..<g {
+                xy[2 * (y * g + x)] = (Float(x) + 0.5) / Float(g)
+                xy[2 * (y * g + x) + 1] = (Float(y) + 0.5) / Float(g)
+            }
+        }
+        fourier(xy, g * g, out: out)
+        arena.reset(to: mark)
         return out
     }
 
-    /// Sparse embeddings `[N, C]` of points (labels 1, 0) and a box, in input-image coordinates (after
-    /// the longest-side resize). Without a box a padding point (label −1) is appended, as SAM does.
-    func sparse(points: [(Float, Float)], labels: [Int], box: (Float, Float, Float, Float)?,
+    /// Sparse embeddings `[N, C]` of points and a box given in original-image pixels, scaled by
+    /// (`sx`, `sy`) to the resized image as SAM's `apply_coords` does (in double precision). Without a
+    /// box a padding point (label −1) is appended, as SAM does.
+    func sparse(points: [PointPrompt], box: BoxPrompt?, sx: Double, sy: Double,
                 arena: Arena) -> (UnsafeMutablePointer<Float>, Int) {
-        let s = Float(c.inputImageSize)
-        var coords = points.map { (($0.0 + 0.5) / s, ($0.1 + 0.5) / s) }
-        var labs = labels
-        if box == nil {
-            coords.append((0, 0))  // the padding point; its encoding is replaced below
-            labs.append(-1)
-        }
-        if let b = box {
-            coords.append(((b.0 + 0.5) / s, (b.1 + 0.5) / s))
-            coords.append(((b.2 + 0.5) / s, (b.3 + 0.5) / s))
-        }
-        let n = coords.count, C = c.embedDim
+        let s = Float(c.inputImageSize), C = c.embedDim
+        let np = points.count
+        let n = np + (box == nil ? 1 : 2)
         let out = arena.alloc(n * C)
-        fourier(coords, out: out)
-        for (i, l) in labs.enumerated() {
-            let row = out + i * C
-            switch l {
-            case -1:
-                for j in 0..<C { row[j] = notAPoint[j] }
-            case 0: Ops.add(row, pointEmbeddings[0], C)
-            default: Ops.add(row, pointEmbeddings[1], C)
-            }
+        let mark = arena.mark()
+        let xy = arena.alloc(2 * n)
+        func put(_ i: Int, _ x: Float, _ y: Float) {
+            xy[2 * i] = (Float(Double(x) * sx) + 0.5) / s
+            xy[2 * i + 1] = (Float(Double(y) * sy) + 0.5) / s
         }
+        for (i, p) in points.enumerated() { put(i, p.x, p.y) }
+        if let b = box {
+            put(np, b.x0, b.y0)
+            put(np + 1, b.x1, b.y1)
+        } else {
+            xy[2 * np] = 0
+            xy[2 * np + 1] = 0
+        }
+        fourier(xy, n, out: out)
+        arena.reset(to: mark)
+        for (i, p) in points.enumerated() { Ops.add(out + i * C, pointEmbeddings[p.positive ? 1 : 0], C) }
         if box != nil {
-            Ops.add(out + (n - 2) * C, pointEmbeddings[2], C)
-            Ops.add(out + (n - 1) * C, pointEmbeddings[3], C)
+            Ops.add(out + np * C, pointEmbeddings[2], C)
+            Ops.add(out + (np + 1) * C, pointEmbeddings[3], C)
+        } else {
+            (out + np * C).update(from: notAPoint, count: C)  // the padding point: its encoding is replaced
         }
         return (out, n)
     }

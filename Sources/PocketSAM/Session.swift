@@ -42,6 +42,18 @@ public struct Prediction: Sendable {
     /// Low-resolution logits `[count, lowResSize, lowResSize]`, usable as a later `maskInput`.
     public var lowResLogits: [Float]
     public var lowResSize: Int
+
+    /// An empty prediction, to pass to `Session.predict(…, into:)` and reuse across calls.
+    public init() {
+        count = 0
+        width = 0
+        height = 0
+        masks = []
+        iou = []
+        stability = []
+        lowResLogits = []
+        lowResSize = 0
+    }
 }
 
 /// One image at a time: `setImage` runs the image encoder once, `predict` answers prompts against the
@@ -55,10 +67,9 @@ public final class Session {
     private var embedding: UnsafeMutablePointer<Float>?
     private var densePE: UnsafeMutablePointer<Float>?
     private var persistentMark: Arena.Mark?
-    private(set) var imageSize: (h: Int, w: Int)?
-    private(set) var resized: (h: Int, w: Int)?
-    /// The resized uint8 image of the last `setImage` (for tests of the resize).
-    public private(set) var resizedImage: [UInt8] = []
+    private var imageSize: (h: Int, w: Int)?
+    private var resized: (h: Int, w: Int)?
+    private let scratch = SessionScratch()
 
     public init(model: Model, threads: Int = 1) {
         self.model = model
@@ -71,7 +82,16 @@ public final class Session {
     /// Peak bytes of activation memory used so far.
     public var arenaPeakBytes: Int { arena.peakBytes }
 
-    /// Encodes an 8-bit image: `channels` 3 (RGB) or 1 (gray, replicated to RGB), rows `stride` bytes apart.
+    /// The last image resized to the encoder's input (uint8 RGB `[h, w, 3]`), as a copy; for tests.
+    public func resizedImage() -> [UInt8] {
+        guard let (h, w) = resized else { return [] }
+        return Array(UnsafeBufferPointer(start: scratch.resized.base, count: h * w * 3))
+    }
+
+    /// Encodes an 8-bit image: `channels` 3 (RGB) or 1 (gray, replicated to RGB), rows `stride` bytes
+    /// apart (default: packed). Runs the image encoder once; prompts are then answered by `predict`.
+    /// Cost: one encoder pass (the expensive step); no heap allocation once the session has seen an
+    /// image of this size.
     public func setImage(pixels: UnsafePointer<UInt8>, width: Int, height: Int, channels: Int = 3, stride: Int? = nil) throws {
         guard channels == 3 || channels == 1 else { throw PocketSAMError.invalidImage("\(channels) channels (1 or 3 are supported)") }
         guard width >= 2, height >= 2 else { throw PocketSAMError.invalidImage("\(width)×\(height) is too small (at least 2×2)") }
@@ -80,18 +100,12 @@ public final class Session {
         }
         let rowBytes = stride ?? width * channels
         guard rowBytes >= width * channels else { throw PocketSAMError.invalidImage("stride \(rowBytes) < \(width * channels)") }
-        var rgb = [UInt8](repeating: 0, count: width * height * 3)
-        for y in 0..<height {
-            let row = pixels + y * rowBytes
-            for x in 0..<width {
-                for c in 0..<3 { rgb[(y * width + x) * 3 + c] = row[x * channels + (channels == 3 ? c : 0)] }
-            }
-        }
+        embedding = nil
         let size = model.config.encoder.imageSize
         let (rh, rw) = Preprocess.resizedShape(h: height, w: width, long: size)
-        let small = rgb.withUnsafeBufferPointer {
-            Preprocess.resizeRGB($0.baseAddress!, h: height, w: width, stride: width * 3, oh: rh, ow: rw)
-        }
+        let small = scratch.resized.reserve(rh * rw * 3)
+        Preprocess.resizeRGB(pixels, h: height, w: width, channels: channels, stride: rowBytes, oh: rh, ow: rw, out: small,
+                             scratch: scratch)
         arena.reset(to: Arena.Mark(chunk: 0, offset: 0))
         let input = arena.alloc(size * size * 3)
         Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input)
@@ -107,7 +121,6 @@ public final class Session {
         persistentMark = arena.mark()
         imageSize = (height, width)
         resized = (rh, rw)
-        resizedImage = small
     }
 
     /// The image embedding of the current image, `[C, G, G]` (PyTorch's layout), copied out.
@@ -121,15 +134,27 @@ public final class Session {
 
     /// Answers one prompt against the current image. Points and box are in original-image pixels;
     /// `maskInput` is low-resolution logits (`lowResSize²` floats) from an earlier prediction.
+    /// Allocates the returned arrays; `predict(…, into:)` reuses the caller's.
     public func predict(points: [PointPrompt] = [], box: BoxPrompt? = nil, maskInput: [Float]? = nil,
                         multimask: Bool = false) throws -> Prediction {
+        var p = Prediction()
+        try predict(points: points, box: box, maskInput: maskInput, multimask: multimask, into: &p)
+        return p
+    }
+
+    /// As `predict`, writing into `result`, whose arrays are reused: once they have grown to this
+    /// image's size, a call makes no heap allocation. Cost: one mask-decoder pass and the upscaling
+    /// of 1 (or 3 with `multimask`) masks to the image size.
+    public func predict(points: [PointPrompt] = [], box: BoxPrompt? = nil, maskInput: [Float]? = nil,
+                        multimask: Bool = false, into result: inout Prediction) throws {
         guard let emb = embedding, let pe = densePE, let keep = persistentMark, let (h, w) = imageSize,
               let (rh, rw) = resized else { throw PocketSAMError.noImage }
         let cfg = model.config
-        let g = cfg.prompt.embeddingSize, lowRes = 4 * g
+        let g = cfg.prompt.embeddingSize, lowRes = 4 * g, lowN = lowRes * lowRes
         guard !points.isEmpty || box != nil || maskInput != nil else {
             throw PocketSAMError.invalidPrompt("no prompt: give at least one point, a box or a mask input")
         }
+        guard points.count <= 1024 else { throw PocketSAMError.invalidPrompt("\(points.count) points (at most 1024)") }
         for p in points {
             guard p.x.isFinite, p.y.isFinite else { throw PocketSAMError.invalidPrompt("point (\(p.x), \(p.y)) is not finite") }
             guard p.x >= 0, p.y >= 0, p.x <= Float(w), p.y <= Float(h) else {
@@ -137,66 +162,68 @@ public final class Session {
             }
         }
         if let b = box {
-            guard [b.x0, b.y0, b.x1, b.y1].allSatisfy(\.isFinite) else { throw PocketSAMError.invalidPrompt("box is not finite") }
+            guard b.x0.isFinite, b.y0.isFinite, b.x1.isFinite, b.y1.isFinite else { throw PocketSAMError.invalidPrompt("box is not finite") }
             guard b.x1 >= b.x0, b.y1 >= b.y0 else { throw PocketSAMError.invalidPrompt("box is inverted (x1 < x0 or y1 < y0)") }
             guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Float(w), b.y1 <= Float(h) else {
                 throw PocketSAMError.invalidPrompt("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is outside the \(w)×\(h) image")
             }
         }
         if let mi = maskInput {
-            guard mi.count == lowRes * lowRes else {
+            guard mi.count == lowN else {
                 throw PocketSAMError.invalidPrompt("mask input has \(mi.count) values, \(lowRes)×\(lowRes) expected")
             }
             guard mi.allSatisfy(\.isFinite) else { throw PocketSAMError.invalidPrompt("mask input is not finite") }
         }
         arena.reset(to: keep)
-        // SAM's apply_coords: scale by new/old size per axis, in double precision.
-        let sx = Double(rw) / Double(w), sy = Double(rh) / Double(h)
-        let pe2: PromptEncoder = model.promptEncoder
-        let (sparse, ns) = pe2.sparse(
-            points: points.map { (Float(Double($0.x) * sx), Float(Double($0.y) * sy)) },
-            labels: points.map { $0.positive ? 1 : 0 },
-            box: box.map { (Float(Double($0.x0) * sx), Float(Double($0.y0) * sy), Float(Double($0.x1) * sx), Float(Double($0.y1) * sy)) },
-            arena: arena)
+        let pen = model.promptEncoder!
+        let (sparse, ns) = pen.sparse(points: points, box: box, sx: Double(rw) / Double(w), sy: Double(rh) / Double(h),
+                                      arena: arena)
         let dense: UnsafeMutablePointer<Float>
         if let mi = maskInput {
-            dense = mi.withUnsafeBufferPointer { pe2.dense(mask: $0.baseAddress!, arena: arena) }
+            dense = mi.withUnsafeBufferPointer { pen.dense(mask: $0.baseAddress, arena: arena) }
         } else {
-            dense = pe2.dense(mask: nil, arena: arena)
+            dense = pen.dense(mask: nil, arena: arena)
         }
         let T = cfg.decoder.numMaskTokens
-        let allMasks = arena.alloc(T * lowRes * lowRes)
+        let allMasks = arena.alloc(T * lowN)
         let allIoU = arena.alloc(T)
-        model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns,
-                                                  masks: allMasks, iou: allIoU, arena: arena)
+        model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns, masks: allMasks, iou: allIoU,
+                              arena: arena)
         let first = multimask ? 1 : 0, count = multimask ? T - 1 : 1
-        var low = [Float](repeating: 0, count: count * lowRes * lowRes)
-        var iou = [Float](repeating: 0, count: count)
-        for i in 0..<count {
-            for j in 0..<(lowRes * lowRes) { low[i * lowRes * lowRes + j] = allMasks[(first + i) * lowRes * lowRes + j] }
-            iou[i] = allIoU[first + i]
+        func resize<E>(_ a: inout [E], _ n: Int, _ zero: E) {
+            a.removeAll(keepingCapacity: true)
+            a.append(contentsOf: repeatElement(zero, count: n))
         }
+        resize(&result.lowResLogits, count * lowN, 0)
+        resize(&result.iou, count, 0)
+        resize(&result.stability, count, 0)
+        resize(&result.masks, count * h * w, 0)
+        result.count = count
+        result.width = w
+        result.height = h
+        result.lowResSize = lowRes
+        result.lowResLogits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: allMasks + first * lowN, count: count * lowN) }
+        for i in 0..<count { result.iou[i] = allIoU[first + i] }
         // Postprocess: upscale to the padded input, crop the valid region, upscale to the image.
         let size = cfg.encoder.imageSize
-        var masks = [UInt8](repeating: 0, count: count * h * w)
-        var stability = [Float](repeating: 0, count: count)
         let up = arena.alloc(size * size), crop = arena.alloc(rh * rw), full = arena.alloc(h * w)
         let thr = Float(cfg.maskThreshold)
         for i in 0..<count {
-            low.withUnsafeBufferPointer { Ops.bilinear($0.baseAddress! + i * lowRes * lowRes, h: lowRes, w: lowRes, out: up, ho: size, wo: size) }
+            Ops.bilinear(allMasks + (first + i) * lowN, h: lowRes, w: lowRes, out: up, ho: size, wo: size)
             for y in 0..<rh { (crop + y * rw).update(from: up + y * size, count: rw) }
             Ops.bilinear(crop, h: rh, w: rw, out: full, ho: h, wo: w)
             var inter = 0, union = 0
-            for j in 0..<(h * w) {
-                let v = full[j]
-                if v > thr { masks[i * h * w + j] = 1 }
-                if v > thr + 1 { inter += 1 }
-                if v > thr - 1 { union += 1 }
+            result.masks.withUnsafeMutableBufferPointer { m in
+                let dst = m.baseAddress! + i * h * w
+                for j in 0..<(h * w) {
+                    let v = full[j]
+                    dst[j] = v > thr ? 1 : 0
+                    if v > thr + 1 { inter += 1 }
+                    if v > thr - 1 { union += 1 }
+                }
             }
-            stability[i] = union == 0 ? 0 : Float(inter) / Float(union)
+            result.stability[i] = union == 0 ? 0 : Float(inter) / Float(union)
         }
         arena.reset(to: keep)
-        return Prediction(count: count, width: w, height: h, masks: masks, iou: iou, stability: stability,
-                          lowResLogits: low, lowResSize: lowRes)
     }
 }

@@ -3,16 +3,17 @@ import Glibc
 #endif
 
 /// A persistent pool of worker threads owned by one session. `run(_:_:)` hands out `count` block
-/// indexes; the calling thread works too. Nothing is allocated per call: the job is a pointer to the
-/// caller's closure, valid for the duration of `run`, and synchronisation is one mutex and two
-/// condition variables made at creation.
+/// indexes of a `ColumnTask`; the calling thread works too. Nothing is allocated per call: the job is
+/// a pointer to the caller's task description (no closure), valid for the duration of `run`, and
+/// synchronisation is one mutex and two condition variables made at creation.
 final class ThreadPool: @unchecked Sendable {
     let size: Int
     private var workers: [pthread_t] = []
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var job: ((Int) -> Void)?
+    /// The current job, valid during `run`.
+    private var job: UnsafePointer<ColumnTask>?
     private var generation = 0
     private var next = 0
     private var total = 0
@@ -51,35 +52,33 @@ final class ThreadPool: @unchecked Sendable {
         done.deallocate()
     }
 
-    /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool; returns when all are done and
-    /// no worker holds the closure any more (so it never outlives this call).
-    func run(_ count: Int, _ body: (Int) -> Void) {
+    /// Runs block `i` of `task` for every `i` in `0..<count`, spread over the pool; returns when all
+    /// are done and no worker is still looking at the task.
+    func run(_ count: Int, _ task: UnsafePointer<ColumnTask>) {
         if workers.isEmpty || count <= 1 {
-            for i in 0..<count { body(i) }
+            for i in 0..<count { task.pointee.run(block: i) }
             return
         }
-        withoutActuallyEscaping(body) { b in
-            pthread_mutex_lock(mutex)
-            job = b
-            next = 0
-            total = count
-            finished = 0
-            generation &+= 1
-            let gen = generation
-            pthread_cond_broadcast(wake)
-            pthread_mutex_unlock(mutex)
-            drain(b, gen)
-            pthread_mutex_lock(mutex)
-            while finished < total || active > 0 { pthread_cond_wait(done, mutex) }
-            job = nil
-            pthread_mutex_unlock(mutex)
-        }
+        pthread_mutex_lock(mutex)
+        job = task
+        next = 0
+        total = count
+        finished = 0
+        generation &+= 1
+        let gen = generation
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(mutex)
+        drain(task, gen)
+        pthread_mutex_lock(mutex)
+        while finished < total || active > 0 { pthread_cond_wait(done, mutex) }
+        job = nil
+        pthread_mutex_unlock(mutex)
     }
 
     private var active = 0
 
     /// Takes block indexes of job `gen` until none are left.
-    private func drain(_ b: (Int) -> Void, _ gen: Int) {
+    private func drain(_ b: UnsafePointer<ColumnTask>, _ gen: Int) {
         while true {
             pthread_mutex_lock(mutex)
             guard generation == gen, next < total else {
@@ -89,7 +88,7 @@ final class ThreadPool: @unchecked Sendable {
             let i = next
             next += 1
             pthread_mutex_unlock(mutex)
-            b(i)
+            b.pointee.run(block: i)
             pthread_mutex_lock(mutex)
             finished += 1
             if finished == total { pthread_cond_signal(done) }
@@ -101,12 +100,12 @@ final class ThreadPool: @unchecked Sendable {
     @inline(never)
     private func work(_ gen: Int) {
         pthread_mutex_lock(mutex)
-        guard generation == gen, let b = job else {
+        guard generation == gen, let t = job else {
             pthread_mutex_unlock(mutex)
             return
         }
         pthread_mutex_unlock(mutex)
-        drain(b, gen)
+        drain(t, gen)
     }
 
     private func workerLoop() {

@@ -51,8 +51,8 @@ final class LiteMedSAMParityTests: XCTestCase {
             }
             // The resize matches PIL's to within 1 gray level (it is the same fixed-point arithmetic).
             let ref = try Self.npy("\(stem)_resized.npy")
-            XCTAssertEqual(ref.data.count, session.resizedImage.count, stem)
-            let maxDiff = zip(ref.data, session.resizedImage).map { abs(Int($0) - Int($1)) }.max() ?? 0
+            XCTAssertEqual(ref.data.count, session.resizedImage().count, stem)
+            let maxDiff = zip(ref.data, session.resizedImage()).map { abs(Int($0) - Int($1)) }.max() ?? 0
             XCTAssertLessThanOrEqual(maxDiff, 1, "\(stem): resize differs by \(maxDiff) gray levels")
             if stem == embeddingImage {
                 let refEmb = try Self.npy("\(stem)_embedding_c0-31.npy").floats
