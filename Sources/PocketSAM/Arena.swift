@@ -2,6 +2,9 @@
 /// scratch with `alloc` and give it back with `reset(to:)`, like a stack. Chunks are allocated the
 /// first time a pass needs them and reused after: a second pass of the same model allocates nothing.
 final class Arena {
+    /// Test hook: called with named intermediate activations (channels-last, with their shape).
+    var tap: ((String, UnsafePointer<Float>, [Int]) -> Void)?
+
     /// The session's worker threads (nil: single-threaded).
     var pool: ThreadPool?
     var threads: Int { pool?.size ?? 1 }

@@ -123,6 +123,8 @@ struct MaskDecoder {
             norm(normFinal, queries, nt)
             arena.reset(to: scratch)
         }
+        arena.tap?("transformer.hs", queries, [nt, D])
+        arena.tap?("transformer.src", keys, [hw, D])
 
         // Upscale the image tokens: convT → LayerNorm2d → GELU → convT → GELU, to [4G, 4G, D/8].
         let d4 = D / 4, d8 = D / 8, g2 = 2 * g, g4 = 4 * g
@@ -136,6 +138,7 @@ struct MaskDecoder {
         Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: up3.w,
                              bias: up3.b!, cout: d8, out: u2, arena: arena)
         Ops.gelu(u2, g4 * g4 * d8, arena)
+        arena.tap?("upscaled", u2, [g4, g4, d8])
 
         // Hypernetworks: one 3-layer MLP per mask token → [T, D/8]; masks = hyper · upscaledᵀ.
         let hyperOut = arena.alloc(T * d8), t1 = arena.alloc(D), t2 = arena.alloc(D)
@@ -162,6 +165,7 @@ struct MaskDecoder {
             inp = o
             width = outW
         }
+        arena.tap?("iou_all", iou, [T])
         arena.reset(to: mark)
     }
 }

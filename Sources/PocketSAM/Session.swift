@@ -79,6 +79,13 @@ public final class Session {
         arena.pool = threads > 1 ? ThreadPool(size: threads) : nil
     }
 
+    /// Test and debugging hook: called during `setImage`/`predict` with named intermediate activations
+    /// (channels-last `[H, W, C]` or `[N, C]`, valid only during the call). Allocates; leave nil in use.
+    public var debugTap: ((String, UnsafePointer<Float>, [Int]) -> Void)? {
+        get { arena.tap }
+        set { arena.tap = newValue }
+    }
+
     /// Peak bytes of activation memory used so far.
     public var arenaPeakBytes: Int { arena.peakBytes }
 

@@ -57,6 +57,7 @@ struct TinyViTEncoder {
         Ops.conv2d(t1, h: h1, w: h1, cin: d0 / 2, weight: pe2.w, bias: pe2.b,
                    cout: d0, k: k, stride: s, pad: k / 2, out: cur, arena: arena)
         h = h2
+        arena.tap?("patch_embed", cur, [h, h, d0])
 
         for st in 0..<c.stageCount {
             let d = c.embedDims[st]
@@ -66,6 +67,7 @@ struct TinyViTEncoder {
                 } else {
                     block(cur, h: h, d: d, stage: st, blocks[st][b], arena)
                 }
+                arena.tap?("layers.\(st).blocks.\(b)", cur, [h, h, d])
             }
             if st < c.stageCount - 1 {
                 let mg = merges[st]
@@ -87,6 +89,7 @@ struct TinyViTEncoder {
                 moved.update(from: out, count: ho * ho * o)
                 cur = moved
                 h = ho
+                arena.tap?("layers.\(st).downsample", cur, [h, h, o])
             }
         }
         // Neck: conv1×1 → LayerNorm2d → conv3×3 → LayerNorm2d (ε 1e-6).
@@ -98,6 +101,7 @@ struct TinyViTEncoder {
         Ops.conv2d(n1, h: h, w: h, cin: oc, weight: neck2.w, bias: nil, cout: oc, k: 3, stride: 1, pad: 1,
                    out: n2, arena: arena)
         Ops.layerNorm(n2, n2, m: h * h, c: oc, weight: neck3.w, bias: neck3.b, eps: 1e-6)
+        arena.tap?("neck", n2, [h, h, oc])
         return n2
     }
 

@@ -36,7 +36,11 @@ struct ViTEncoder {
                    bias: patch.b, cout: E, k: c.patchSize, stride: c.patchSize, pad: 0,
                    out: tok, arena: arena)
         Ops.add(tok, pos, n * E)
-        for b in 0..<c.depth { block(tok, b, arena) }
+        arena.tap?("blocks.input", tok, [g, g, E])
+        for b in 0..<c.depth {
+            block(tok, b, arena)
+            arena.tap?("blocks.\(b)", tok, [g, g, E])
+        }
         let oc = c.outChans
         let n1 = arena.alloc(n * oc)
         Ops.linear(arena, tok, neck0.w, nil, n1, m: n, n: oc, k: E)
@@ -45,6 +49,7 @@ struct ViTEncoder {
         Ops.conv2d(n1, h: g, w: g, cin: oc, weight: neck2.w, bias: nil, cout: oc, k: 3, stride: 1, pad: 1,
                    out: n2, arena: arena)
         Ops.layerNorm(n2, n2, m: n, c: oc, weight: neck3.w, bias: neck3.b, eps: 1e-6)
+        arena.tap?("neck", n2, [g, g, oc])
         return n2
     }
 

@@ -46,20 +46,11 @@ func loadImage(_ path: String) throws -> PocketSAMIO.Image {
 }
 
 func parseFloats(_ s: String, count: ClosedRange<Int>, what: String) throws -> [Float] {
-    let parts = s.split(separator: ",", omittingEmptySubsequences: false).map { Float($0.trimmingCharacters(in: " ")) }
+    let parts = s.split(separator: ",", omittingEmptySubsequences: false).map { Float(String($0.filter { $0 != " " })) }
     guard count.contains(parts.count), parts.allSatisfy({ $0 != nil }) else {
         throw ValidationError("\(what) '\(s)' should be \(count.lowerBound == count.upperBound ? "\(count.lowerBound)" : "\(count.lowerBound) or \(count.upperBound)") comma-separated numbers")
     }
     return parts.map { $0! }
-}
-
-extension Substring {
-    func trimmingCharacters(in set: String) -> String {
-        var s = self
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
 }
 
 struct Segment: ParsableCommand {
