@@ -23,7 +23,8 @@ Writes Tests/Fixtures/random/parity/:
   segment_anything.SamPredictor of each model (ResizeLongestSide(img_size), ImageNet pixel
   mean/std, zero padding, prompt transforms, postprocess_masks) and
   * per-layer image-encoder activations captured with forward hooks during set_image
-    (vit_*.npy in full; mobilesam_* as two 24x24 spatial crops per map, the neck output whole),
+    (vit_*.npy in full; mobilesam_* as top-left and bottom-right spatial crops per map - 24x24, 16x16 for
+    the 320-channel maps to keep the set near 5 MB - and the neck output whole),
   * four prompt cases per model (box / point / box_points / mask_refine): low-res logits, final
     masks (packbits), predicted IoUs, mask areas, stability scores,
   * decoder internals of the `box` case (transformer tokens in/out, transformer src, upscaled
@@ -374,6 +375,11 @@ def run_model(tag: str, sam: Sam, image: np.ndarray, writer: Writer, notes: list
         for i, a in enumerate(areas):
             if a == 0 or a == total:
                 notes.append(f"{tag}/{case} mask {i}: final mask is {'EMPTY' if a == 0 else 'FULL'}")
+            elif a < 0.001 * total or a > 0.999 * total:
+                notes.append(f"{tag}/{case} mask {i}: final mask is nearly {'empty' if a < total / 2 else 'full'} "
+                             f"({a} of {total} pixels)")
+        if all(v == 0.0 for v in stab.tolist()):
+            notes.append(f"{tag}/{case}: all stability scores (offset 1.0) are 0 - no upscaled logit exceeds 1.0")
 
         lowres_name = writer.npy(f"{tag}_{case}_lowres.npy", lowres,
                                  f"low-res mask logits [C,{low},{low}] float32 (third output of SamPredictor.predict)")
@@ -410,6 +416,13 @@ def run_model(tag: str, sam: Sam, image: np.ndarray, writer: Writer, notes: list
             "stability_scores": [float(v) if np.isfinite(float(v)) else None for v in stab],
             "stability_scores_offset_0.1": [float(v) if np.isfinite(float(v)) else None for v in stab_small],
             "logits_original_size_stats": [stats(m) for m in logits],
+            "near_threshold_pixels": {
+                "note": "per mask, pixels whose upscaled logit is within +-eps of the 0.0 threshold (a port whose "
+                        "logits differ by about eps may flip these)",
+                "abs_lt_1e-5": [int(v) for v in (np.abs(logits) < 1e-5).reshape(n_out, -1).sum(axis=1)],
+                "abs_lt_1e-4": [int(v) for v in (np.abs(logits) < 1e-4).reshape(n_out, -1).sum(axis=1)],
+                "abs_lt_1e-3": [int(v) for v in (np.abs(logits) < 1e-3).reshape(n_out, -1).sum(axis=1)],
+            },
             "lowres_stats": lowres_stats,
         }
         case_records.append(record)
