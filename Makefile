@@ -31,7 +31,7 @@ demo: deps assets build
 # Every test, in release mode (numerics are only meaningful optimised), with the real checkpoint.
 test: deps assets
 	$(SWIFT) build -c $(CONFIG) --build-tests
-	$(SWIFT) test -c $(CONFIG) --skip-build
+	$(SWIFT) test -c $(CONFIG) --skip-build --disable-swift-testing
 
 clean:
 	rm -rf .build

@@ -60,7 +60,7 @@ let package = Package(
         .target(name: "MallocCounter", path: "Tests/MallocCounter"),
         .testTarget(
             name: "PocketSAMTests",
-            dependencies: ["PocketSAM", "PocketSAMFormat", "PocketSAMIO", "PocketSAMQuantize", "MallocCounter"],
+            dependencies: ["PocketSAM", "PocketSAMFormat", "PocketSAMIO", "PocketSAMQuantize", "MallocCounter", "pocketsam"],
             path: "Tests/PocketSAMTests"
         ),
         .testTarget(
