@@ -1,31 +1,59 @@
-/// Activation memory of one session: a stack of 64-byte aligned chunks with marks. Layers take
-/// scratch with `alloc` and give it back with `reset(to:)`, like a stack. Chunks are allocated the
-/// first time a pass needs them and reused after: a second pass of the same model allocates nothing.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Activation memory of one session, used like a stack: layers take scratch with `alloc` and give it
+/// back with `reset(to:)`. Two modes:
+/// - fixed: one region of a planned size (`Model.plannedArenaBytes`), the session's own or a buffer
+///   the caller brings; every pass of this model fits in it by construction;
+/// - growing: 64-byte aligned chunks added the first time a pass needs them, reused after.
+/// Either way a second pass of the same model allocates nothing.
 final class Arena {
+    private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
+    private var chunk = 0
+    private var offset = 0
+    private let chunkSize: Int
+    private let growing: Bool
+    private let release: (UnsafeMutableRawPointer, Int) -> Void
+    /// Highest number of bytes in use at once so far (in growing mode, whole earlier chunks count).
+    private(set) var peakBytes = 0
+
     /// Test hook: called with named intermediate activations (channels-last, with their shape).
     var tap: ((String, UnsafePointer<Float>, [Int]) -> Void)?
 
     /// The session's worker threads (nil: single-threaded).
     var pool: ThreadPool?
     var threads: Int { pool?.size ?? 1 }
-    private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
-    private var chunk = 0
-    private var offset = 0
-    private let chunkSize: Int
-    /// Highest number of bytes in use at once so far.
-    private(set) var peakBytes = 0
 
     struct Mark { let chunk: Int; let offset: Int }
+    static let bottom = Mark(chunk: 0, offset: 0)
 
+    /// A growing arena.
     init(chunkSize: Int = 32 << 20) {
         self.chunkSize = chunkSize
+        growing = true
+        release = { p, _ in p.deallocate() }
+    }
+
+    /// A fixed arena over `bytes` at `base` (64-byte aligned), released with `release` (or not at all).
+    init(base: UnsafeMutableRawPointer, bytes: Int, release: @escaping (UnsafeMutableRawPointer, Int) -> Void) {
+        chunkSize = bytes
+        growing = false
+        chunks = [(base, bytes)]
+        self.release = release
+    }
+
+    /// A fixed arena for measuring: a large address range reserved without backing memory, so only the
+    /// pages a pass touches cost anything. `peakBytes` afterwards is the exact size a fixed arena needs.
+    static func measuring(reserve: Int = 1 << 36) -> Arena? {
+        guard let p = mmap(nil, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              p != MAP_FAILED else { return nil }
+        return Arena(base: p, bytes: reserve, release: { p, n in munmap(p, n) })
     }
 
     deinit {
-        for c in chunks { c.base.deallocate() }
+        for c in chunks { release(c.base, c.size) }
     }
-
-    var totalBytes: Int { chunks.reduce(0) { $0 + $1.size } }
 
     func mark() -> Mark { Mark(chunk: chunk, offset: offset) }
 
@@ -39,10 +67,14 @@ final class Arena {
         let bytes = (max(count, 1) * 4 + 63) & ~63
         while chunk < chunks.count {
             if offset + bytes <= chunks[chunk].size { return take(bytes, count) }
+            // A fixed arena is sized by a measured pass of the same code on the same model, and no
+            // allocation depends on the image size or prompt beyond the planned maximum.
+            precondition(growing, "arena overflow: \(offset + bytes) > \(chunks[chunk].size) bytes")
             chunk += 1
             offset = 0
         }
-        chunks.append((UnsafeMutableRawPointer.allocate(byteCount: max(bytes, chunkSize), alignment: 64), max(bytes, chunkSize)))
+        let size = max(bytes, chunkSize)
+        chunks.append((UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64), size))
         chunk = chunks.count - 1
         offset = 0
         return take(bytes, count)
@@ -55,12 +87,6 @@ final class Arena {
         for i in 0..<chunk { used += chunks[i].size }
         peakBytes = max(peakBytes, used)
         return p.bindMemory(to: Float.self, capacity: count)
-    }
-
-    func zeros(_ count: Int) -> UnsafeMutablePointer<Float> {
-        let p = alloc(count)
-        p.initialize(repeating: 0, count: count)
-        return p
     }
 
     /// Runs `task` over its `n` columns in contiguous blocks. The blocks depend only on the task's

@@ -1,5 +1,9 @@
 import PocketSAMFormat
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A loaded `.psam` model: immutable, shared by any number of sessions and threads.
 ///
 /// fp32 tensors are used in place from the memory-mapped file. The fp32 reference path needs fp32
@@ -61,6 +65,26 @@ public final class Model: @unchecked Sendable {
 
     deinit {
         for p in owned { p.deallocate() }
+        planLock.deallocate()
+    }
+
+    private let planLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+    private var plannedBytes: Int?
+
+    /// The bytes of activation memory a session of this model needs (its arena), measured once by a
+    /// planning pass (one encoder run on a blank image, see `Session.measureArena`) and cached.
+    /// Thread-safe.
+    public func plannedArenaBytes() throws -> Int {
+        pthread_mutex_lock(planLock)
+        defer { pthread_mutex_unlock(planLock) }
+        if let p = plannedBytes { return p }
+        let p = try Session.measureArena(self)
+        plannedBytes = p
+        return p
     }
 
     /// The weights of a tensor the configuration's spec names (validated at load, so always present).

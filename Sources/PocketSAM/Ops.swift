@@ -219,6 +219,28 @@ enum Ops {
         }
     }
 
+    /// Bilinear resize of planar `x[H, W]` to `[Ho, Wo]` as `bilinear`, handing each output value to
+    /// `body(y, x, value)` instead of storing it.
+    @inline(__always)
+    static func bilinearRows(_ x: CPtr, h: Int, w: Int, ho: Int, wo: Int, _ body: (Int, Int, Float) -> Void) {
+        let sy = Float(h) / Float(ho), sx = Float(w) / Float(wo)
+        for oy in 0..<ho {
+            let fy = max((Float(oy) + 0.5) * sy - 0.5, 0)
+            let y0 = min(Int(fy), h - 1)
+            let y1 = min(y0 + 1, h - 1)
+            let ly = fy - Float(y0)
+            for ox in 0..<wo {
+                let fx = max((Float(ox) + 0.5) * sx - 0.5, 0)
+                let x0 = min(Int(fx), w - 1)
+                let x1 = min(x0 + 1, w - 1)
+                let lx = fx - Float(x0)
+                let top = x[y0 * w + x0] * (1 - lx) + x[y0 * w + x1] * lx
+                let bot = x[y1 * w + x0] * (1 - lx) + x[y1 * w + x1] * lx
+                body(oy, ox, top * (1 - ly) + bot * ly)
+            }
+        }
+    }
+
     /// Multi-head attention on already-projected q, k, v. Head `h` of a row starts at column
     /// `qOff(h)` / `kOff(h)` / `vOff(h)`; rows have strides `ldq`, `ldk`, `ldv`. Optional additive bias per
     /// head: `bias(h)` is a `[Nq, Nk]` matrix. Output `[Nq, heads · dv]`.

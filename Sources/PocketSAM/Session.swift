@@ -1,4 +1,7 @@
 import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 import PocketSAMFormat
 
 /// A point prompt in original-image pixels (x right, y down) with its label.
@@ -60,9 +63,11 @@ public struct Prediction: Sendable {
 /// cached embedding. Not thread-safe: use one session per thread (they may share one `Model`).
 public final class Session {
     public let model: Model
-    let arena = Arena()
+    let arena: Arena
     /// Images larger than this on either side are refused (memory for the resize is proportional).
     public static let maxImageSide = 16384
+    /// Most point prompts in one `predict` (the arena plan covers this many).
+    public static let maxPoints = 256
 
     private var embedding: UnsafeMutablePointer<Float>?
     private var densePE: UnsafeMutablePointer<Float>?
@@ -71,12 +76,59 @@ public final class Session {
     private var resized: (h: Int, w: Int)?
     private let scratch = SessionScratch()
 
+    /// A session whose arena grows during its first image (chunks of 32 MB) and is reused after.
     public init(model: Model, threads: Int = 1) {
         self.model = model
+        arena = Arena()
+        Self.setUp(arena, threads)
+    }
+
+    /// A session over exactly `Model.plannedArenaBytes()` of memory: its own, or `buffer` (at least that
+    /// many bytes, 64-byte aligned, owned by the caller and kept alive as long as the session).
+    public init(model: Model, threads: Int = 1, buffer: UnsafeMutableRawBufferPointer? = nil) throws {
+        self.model = model
+        let need = try model.plannedArenaBytes()
+        if let b = buffer {
+            guard let base = b.baseAddress, b.count >= need else {
+                throw PocketSAMError.bufferTooSmall(needed: need, given: buffer?.count ?? 0)
+            }
+            guard Int(bitPattern: base) % 64 == 0 else { throw PocketSAMError.bufferMisaligned }
+            arena = Arena(base: base, bytes: b.count, release: { _, _ in })
+        } else {
+            arena = Arena(base: UnsafeMutableRawPointer.allocate(byteCount: need, alignment: 64), bytes: need,
+                          release: { p, _ in p.deallocate() })
+        }
+        Self.setUp(arena, threads)
+    }
+
+    static func setUp(_ arena: Arena, _ threads: Int) {
         // OpenBLAS runs single-threaded; the session splits work itself, so that results do not depend
         // on the thread count (OpenBLAS's own threading changes summation order).
         openblas_set_num_threads(1)
         arena.pool = threads > 1 ? ThreadPool(size: threads) : nil
+    }
+
+    /// Measures the arena this model needs: one pass over a blank image at the model's input size and
+    /// the largest prompt (`maxPoints` points, a box and a mask input, three masks), on a reserved
+    /// address range that costs only the pages touched. No allocation depends on the image size or the
+    /// prompt beyond that, so this bounds every later call. Cost: one encoder pass.
+    static func measureArena(_ model: Model) throws -> Int {
+        guard let arena = Arena.measuring() else { throw PocketSAMError.unsupportedModel("cannot reserve address space to plan the arena") }
+        let s = Session(model: model, arena: arena)
+        let size = model.config.encoder.imageSize
+        let px = [UInt8](repeating: 0, count: size * size)
+        try px.withUnsafeBufferPointer { try s.setImage(pixels: $0.baseAddress!, width: size, height: size, channels: 1) }
+        let lowRes = 4 * model.config.prompt.embeddingSize
+        let points = (0..<maxPoints).map { PointPrompt(x: Float($0 % size), y: Float($0 / size)) }
+        var r = Prediction()
+        try s.predict(points: points, box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)),
+                      maskInput: [Float](repeating: 0, count: lowRes * lowRes), multimask: true, into: &r)
+        return arena.peakBytes
+    }
+
+    private init(model: Model, arena: Arena) {
+        self.model = model
+        self.arena = arena
     }
 
     /// Test and debugging hook: called during `setImage`/`predict` with named intermediate activations
@@ -113,7 +165,7 @@ public final class Session {
         let small = scratch.resized.reserve(rh * rw * 3)
         Preprocess.resizeRGB(pixels, h: height, w: width, channels: channels, stride: rowBytes, oh: rh, ow: rw, out: small,
                              scratch: scratch)
-        arena.reset(to: Arena.Mark(chunk: 0, offset: 0))
+        arena.reset(to: Arena.bottom)
         let input = arena.alloc(size * size * 3)
         Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input)
         let emb: UnsafeMutablePointer<Float>
@@ -121,9 +173,14 @@ public final class Session {
         case let .tinyViT(enc): emb = enc.run(input, arena: arena)
         case let .vit(enc): emb = enc.run(input, arena: arena)
         }
-        // Keep the embedding and the dense positional encoding; everything after is per-prompt scratch.
+        // Keep the embedding at the bottom of the arena, then the dense positional encoding; the
+        // encoder's scratch above them is reused by the decoder.
+        let embCount = model.config.prompt.embeddingSize * model.config.prompt.embeddingSize * model.config.prompt.embedDim
+        arena.reset(to: Arena.bottom)
+        let kept = arena.alloc(embCount)
+        memmove(kept, emb, embCount * 4)
         let pe = model.promptEncoder.densePE(arena: arena)
-        embedding = emb
+        embedding = kept
         densePE = pe
         persistentMark = arena.mark()
         imageSize = (height, width)
@@ -161,7 +218,9 @@ public final class Session {
         guard !points.isEmpty || box != nil || maskInput != nil else {
             throw PocketSAMError.invalidPrompt("no prompt: give at least one point, a box or a mask input")
         }
-        guard points.count <= 1024 else { throw PocketSAMError.invalidPrompt("\(points.count) points (at most 1024)") }
+        guard points.count <= Self.maxPoints else {
+            throw PocketSAMError.invalidPrompt("\(points.count) points (at most \(Self.maxPoints))")
+        }
         for p in points {
             guard p.x.isFinite, p.y.isFinite else { throw PocketSAMError.invalidPrompt("point (\(p.x), \(p.y)) is not finite") }
             guard p.x >= 0, p.y >= 0, p.x <= Float(w), p.y <= Float(h) else {
@@ -213,18 +272,18 @@ public final class Session {
         for i in 0..<count { result.iou[i] = allIoU[first + i] }
         // Postprocess: upscale to the padded input, crop the valid region, upscale to the image.
         let size = cfg.encoder.imageSize
-        let up = arena.alloc(size * size), crop = arena.alloc(rh * rw), full = arena.alloc(h * w)
+        let up = arena.alloc(size * size), crop = arena.alloc(size * size)
         let thr = Float(cfg.maskThreshold)
         for i in 0..<count {
             Ops.bilinear(allMasks + (first + i) * lowN, h: lowRes, w: lowRes, out: up, ho: size, wo: size)
             for y in 0..<rh { (crop + y * rw).update(from: up + y * size, count: rw) }
-            Ops.bilinear(crop, h: rh, w: rw, out: full, ho: h, wo: w)
+            // The last upscale goes straight into the mask, row by row: nothing of the image's size is
+            // kept in the arena, so its size depends on the model only.
             var inter = 0, union = 0
             result.masks.withUnsafeMutableBufferPointer { m in
                 let dst = m.baseAddress! + i * h * w
-                for j in 0..<(h * w) {
-                    let v = full[j]
-                    dst[j] = v > thr ? 1 : 0
+                Ops.bilinearRows(crop, h: rh, w: rw, ho: h, wo: w) { y, x, v in
+                    dst[y * w + x] = v > thr ? 1 : 0
                     if v > thr + 1 { inter += 1 }
                     if v > thr - 1 { union += 1 }
                 }

@@ -245,7 +245,8 @@ struct Bench: ParsableCommand {
         print("model: \(model) (\(m.config.variant.rawValue), \(m.file.storage.count) bytes), image \(img.width)x\(img.height), threads \(threads)")
         print("encoder: median \(format3(median(enc) * 1000)) ms over \(runs) runs (min \(format3(enc.min()! * 1000)) ms)")
         print("decoder: median \(format3(median(dec) * 1000)) ms per prompt over \(prompts) prompts (min \(format3(dec.min()! * 1000)) ms)")
-        print("arena peak: \(session.arenaPeakBytes) bytes; peak RSS: \(ru.ru_maxrss * 1024) bytes")
+        let planned = (try? m.plannedArenaBytes()).map(String.init) ?? "?"
+        print("arena: peak \(session.arenaPeakBytes) bytes (planned for any image and prompt: \(planned) bytes); peak RSS: \(ru.ru_maxrss * 1024) bytes")
     }
 }
 

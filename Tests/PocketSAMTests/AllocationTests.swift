@@ -44,3 +44,42 @@ final class AllocationTests: XCTestCase {
         XCTAssertGreaterThan(after - before, 0)
     }
 }
+
+/// The planning pass and sessions over a planned arena (the session's own or the caller's buffer).
+final class ArenaPlanTests: XCTestCase {
+    func testPlannedArenaFitsEveryCallAndMatchesAGrowingSession() throws {
+        let model = try XCTUnwrap(SessionTests.model, "the LiteMedSAM checkpoint is needed")
+        let need = try model.plannedArenaBytes()
+        XCTAssertEqual(try model.plannedArenaBytes(), need, "cached")
+        XCTAssertGreaterThan(need, 1 << 20)
+        // A caller's buffer of exactly the planned size: images of other sizes and large prompts fit
+        // (an overflow would trap), and the answers equal a growing session's.
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: need, alignment: 64)
+        defer { raw.deallocate() }
+        let fixed = try Session(model: model, threads: 2, buffer: raw)
+        let growing = Session(model: model, threads: 1)
+        for (w, h) in [(700, 300), (64, 900), (256, 256)] {
+            let px = (0..<(w * h * 3)).map { UInt8(truncatingIfNeeded: $0 &* 7 % 253) }
+            var a = Prediction(), b = Prediction()
+            let pts = (0..<Session.maxPoints).map { PointPrompt(x: Float($0 % w), y: Float($0 % h), positive: $0 % 2 == 0) }
+            for s in [fixed, growing] {
+                try px.withUnsafeBufferPointer { try s.setImage(pixels: $0.baseAddress!, width: w, height: h) }
+            }
+            try fixed.predict(points: pts, box: BoxPrompt(x0: 0, y0: 0, x1: Float(w), y1: Float(h)), multimask: true, into: &a)
+            try growing.predict(points: pts, box: BoxPrompt(x0: 0, y0: 0, x1: Float(w), y1: Float(h)), multimask: true, into: &b)
+            XCTAssertTrue(a.masks == b.masks && a.iou == b.iou, "\(w)x\(h): fixed and growing arenas disagree")
+            XCTAssertLessThanOrEqual(fixed.arenaPeakBytes, need)
+        }
+        // A buffer one byte short, or misaligned, is refused.
+        let short = UnsafeMutableRawBufferPointer(start: raw.baseAddress, count: need - 1)
+        XCTAssertThrowsError(try Session(model: model, buffer: short)) {
+            XCTAssertEqual($0 as? PocketSAMError, .bufferTooSmall(needed: need, given: need - 1))
+        }
+        let big = UnsafeMutableRawBufferPointer.allocate(byteCount: need + 64, alignment: 64)
+        defer { big.deallocate() }
+        XCTAssertThrowsError(try Session(model: model, buffer: UnsafeMutableRawBufferPointer(start: big.baseAddress! + 8, count: need))) {
+            XCTAssertEqual($0 as? PocketSAMError, .bufferMisaligned)
+        }
+        print("LiteMedSAM planned arena: \(need) bytes")
+    }
+}
