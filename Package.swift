@@ -5,6 +5,8 @@ let package = Package(
     name: "PocketSAM",
     products: [
         .library(name: "PocketSAM", targets: ["PocketSAM"]),
+        // The C ABI (include/pocketsam.h) as one static library for C hosts.
+        .library(name: "PocketSAMC", type: .static, targets: ["PocketSAMC"]),
         .library(name: "PocketSAMFormat", targets: ["PocketSAMFormat"]),
         .library(name: "PocketSAMIO", targets: ["PocketSAMIO"]),
         .executable(name: "pocketsam", targets: ["pocketsam"]),
@@ -20,13 +22,24 @@ let package = Package(
         // OpenBLAS (system library) for the fp32 path.
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
 
+        // C11 kernels: int8 GEMM (AVX-512 VNNI, AVX2, NEON dot-product, scalar) with runtime dispatch,
+        // activation quantization, fp32 row operations.
+        .target(name: "PocketSAMKernels", path: "Sources/PocketSAMKernels"),
+
         // The runtime: model, session, encoders, prompt encoder, mask decoder, pre/post-processing.
-        .target(name: "PocketSAM", dependencies: ["PocketSAMFormat", "COpenBLAS"], path: "Sources/PocketSAM"),
+        .target(name: "PocketSAM", dependencies: ["PocketSAMFormat", "PocketSAMKernels", "COpenBLAS"], path: "Sources/PocketSAM"),
 
         // Image and mask I/O: JPEG (libturbojpeg), PNG (libpng), NPY.
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
         .target(name: "PocketSAMIO", dependencies: ["CPNG", "CTurboJPEG"], path: "Sources/PocketSAMIO"),
+
+        // The C ABI: the header's types (C) and their Swift implementation.
+        .target(name: "CPocketSAMABI", path: "Sources/CPocketSAMABI"),
+        .target(name: "PocketSAMC", dependencies: ["CPocketSAMABI", "PocketSAM", "PocketSAMIO", "PocketSAMFormat"],
+                path: "Sources/PocketSAMC"),
+        // A Swift host using the Swift API, as Examples/c-host does through the C ABI.
+        .executableTarget(name: "swift-host", dependencies: ["PocketSAM", "PocketSAMIO"], path: "Examples/swift-host"),
 
         // The command-line tool: segment, info, bench.
         .executableTarget(
@@ -69,5 +82,6 @@ let package = Package(
             path: "Tests/PocketSAMQuantizeTests"
         ),
     ],
-    swiftLanguageModes: [.v6]
+    swiftLanguageModes: [.v6],
+    cLanguageStandard: .c11
 )

@@ -21,6 +21,9 @@ final class Arena {
     /// Test hook: called with named intermediate activations (channels-last, with their shape).
     var tap: ((String, UnsafePointer<Float>, [Int]) -> Void)?
 
+    /// Multiply-accumulates issued by GEMMs, matmuls and convolutions so far (for benchmarks).
+    var macs = 0
+
     /// The session's worker threads (nil: single-threaded).
     var pool: ThreadPool?
     var threads: Int { pool?.size ?? 1 }
@@ -87,6 +90,22 @@ final class Arena {
         for i in 0..<chunk { used += chunks[i].size }
         peakBytes = max(peakBytes, used)
         return p.bindMemory(to: Float.self, capacity: count)
+    }
+
+    /// `count` bytes, uninitialised, 64-byte aligned.
+    func allocBytes(_ count: Int) -> UnsafeMutablePointer<UInt8> {
+        UnsafeMutableRawPointer(alloc((count + 3) / 4)).bindMemory(to: UInt8.self, capacity: count)
+    }
+
+    /// Runs `task`'s `blocks` blocks (`ColumnTask.run(block:)`) on the session's threads.
+    func parallelBlocks(_ task: inout ColumnTask, blocks: Int) {
+        withUnsafePointer(to: task) { t in
+            if let pool, blocks > 1 {
+                pool.run(blocks, t)
+            } else {
+                for i in 0..<blocks { t.pointee.run(block: i) }
+            }
+        }
     }
 
     /// Runs `task` over its `n` columns in contiguous blocks. The blocks depend only on the task's

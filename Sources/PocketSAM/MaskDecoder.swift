@@ -43,16 +43,16 @@ struct MaskDecoder {
         let D = c.transformerDim
         let mark = arena.mark()
         let qp = arena.alloc(nq * inner), kp = arena.alloc(nk * inner), vp = arena.alloc(nk * inner)
-        Ops.linear(arena, q, a.q.w, a.q.b, qp, m: nq, n: inner, k: D)
-        Ops.linear(arena, k, a.k.w, a.k.b, kp, m: nk, n: inner, k: D)
-        Ops.linear(arena, v, a.v.w, a.v.b, vp, m: nk, n: inner, k: D)
+        Ops.linear(arena, q, a.q, qp, m: nq, n: inner, k: D)
+        Ops.linear(arena, k, a.k, kp, m: nk, n: inner, k: D)
+        Ops.linear(arena, v, a.v, vp, m: nk, n: inner, k: D)
         let h = c.numHeads, dh = inner / h
         let o = arena.alloc(nq * inner)
         Ops.attention(q: qp, k: kp, v: vp, nq: nq, nk: nk, heads: h, d: dh, dv: dh, ldq: inner, ldk: inner, ldv: inner,
                       qOff: { $0 * dh }, kOff: { $0 * dh }, vOff: { $0 * dh }, scale: 1 / Float(dh).squareRoot(),
                       out: o, arena: arena)
         let r = arena.alloc(nq * D)
-        Ops.linear(arena, o, a.out.w, a.out.b, r, m: nq, n: D, k: inner)
+        Ops.linear(arena, o, a.out, r, m: nq, n: D, k: inner)
         if accumulate { Ops.add(out, r, nq * D) } else { out.update(from: r, count: nq * D) }
         arena.reset(to: mark)
     }
@@ -102,9 +102,9 @@ struct MaskDecoder {
                       accumulate: true, arena: arena)
             norm(L.norm2, queries, nt)
             let hid = arena.alloc(nt * c.mlpDim), mo = arena.alloc(nt * D)
-            Ops.linear(arena, queries, L.lin1.w, L.lin1.b, hid, m: nt, n: c.mlpDim, k: D)
+            Ops.linear(arena, queries, L.lin1, hid, m: nt, n: c.mlpDim, k: D)
             Ops.relu(hid, nt * c.mlpDim)
-            Ops.linear(arena, hid, L.lin2.w, L.lin2.b, mo, m: nt, n: D, k: c.mlpDim)
+            Ops.linear(arena, hid, L.lin2, mo, m: nt, n: D, k: c.mlpDim)
             Ops.add(queries, mo, nt * D)
             norm(L.norm3, queries, nt)
             q = Self.sum(queries, pePoints, nt * D, arena)
@@ -131,8 +131,7 @@ struct MaskDecoder {
         let u1 = arena.alloc(g2 * g2 * d4)
         Ops.convTranspose2x2(keys, h: g, w: g, cin: D, weight: up0.w,
                              bias: up0.b!, cout: d4, out: u1, arena: arena)
-        Ops.layerNorm(u1, u1, m: g2 * g2, c: d4, weight: up1.w,
-                      bias: up1.b, eps: 1e-6)
+        Ops.layerNorm(u1, u1, m: g2 * g2, c: d4, weight: up1.w, bias: up1.b, eps: 1e-6)
         Ops.gelu(u1, g2 * g2 * d4, arena)
         let u2 = arena.alloc(g4 * g4 * d8)
         Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: up3.w,
@@ -144,11 +143,11 @@ struct MaskDecoder {
         let hyperOut = arena.alloc(T * d8), t1 = arena.alloc(D), t2 = arena.alloc(D)
         for t in 0..<T {
             let hw3 = hyper[t]
-            Ops.linear(arena, queries + (1 + t) * D, hw3[0].w, hw3[0].b, t1, m: 1, n: D, k: D)
+            Ops.linear(arena, queries + (1 + t) * D, hw3[0], t1, m: 1, n: D, k: D)
             Ops.relu(t1, D)
-            Ops.linear(arena, t1, hw3[1].w, hw3[1].b, t2, m: 1, n: D, k: D)
+            Ops.linear(arena, t1, hw3[1], t2, m: 1, n: D, k: D)
             Ops.relu(t2, D)
-            Ops.linear(arena, t2, hw3[2].w, hw3[2].b, hyperOut + t * d8, m: 1, n: d8, k: D)
+            Ops.linear(arena, t2, hw3[2], hyperOut + t * d8, m: 1, n: d8, k: D)
         }
         Ops.matmul(arena, hyperOut, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
 
@@ -160,7 +159,7 @@ struct MaskDecoder {
             let last = l == c.iouHeadDepth - 1
             let outW = last ? T : hidden
             let o = last ? iou : arena.alloc(outW)
-            Ops.linear(arena, inp, iouHead[l].w, iouHead[l].b, o, m: 1, n: outW, k: width)
+            Ops.linear(arena, inp, iouHead[l], o, m: 1, n: outW, k: width)
             if !last { Ops.relu(o, outW) }
             inp = o
             width = outW

@@ -1,18 +1,33 @@
 import PocketSAMFormat
+import PocketSAMKernels
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// How a model computes its linear and convolution layers.
+public enum ComputeMode: String, Sendable, CaseIterable {
+    /// int8 GEMM kernels for every weight the file stores as packed int8, fp32 for the rest.
+    case auto
+    /// fp32 everywhere (int8 and fp16 weights dequantized at load): the reference path.
+    case fp32
+}
+
 /// A loaded `.psam` model: immutable, shared by any number of sessions and threads.
 ///
-/// fp32 tensors are used in place from the memory-mapped file. The fp32 reference path needs fp32
-/// values, so fp16 and int8 tensors are dequantized once here (the int8 kernels read them in place).
+/// fp32 tensors and packed int8 weights are used in place from the memory-mapped file. fp16 tensors,
+/// row-major int8 ones (transposed convolutions) and, in `.fp32` mode, every int8 tensor are
+/// dequantized once here.
 public final class Model: @unchecked Sendable {
     public let file: PSAMFile
     public let config: ModelConfig
+    public let computeMode: ComputeMode
     private let weights: [String: UnsafePointer<Float>]
-    private let owned: [UnsafeMutablePointer<Float>]
+    let qweights: [String: QWeight]
+    private let owned: [UnsafeMutableRawPointer]
+    /// Weight matrices run by the int8 kernels, and the kernel variant that runs them.
+    public var int8Layers: Int { qweights.count }
+    public static var kernelName: String { String(cString: psam_isa_name(psam_best_isa())) }
 
     enum Encoder {
         case vit(ViTEncoder)
@@ -24,24 +39,50 @@ public final class Model: @unchecked Sendable {
     private(set) var maskDecoder: MaskDecoder!
 
     /// Opens, validates (every offset, CRC and tensor shape) and maps `path`.
-    public convenience init(path: String) throws {
+    public convenience init(path: String, compute: ComputeMode = .auto) throws {
         do {
-            try self.init(file: try PSAMFile.open(path: path))
+            try self.init(file: try PSAMFile.open(path: path), compute: compute)
         } catch let e as PSAMError {
             throw PocketSAMError.model(e)
         }
     }
 
-    public init(file: PSAMFile) throws {
+    public init(file: PSAMFile, compute: ComputeMode = .auto) throws {
         guard let config = file.config else {
             throw PocketSAMError.unsupportedModel("the file was opened without model validation")
         }
         self.file = file
         self.config = config
+        self.computeMode = compute
         var w: [String: UnsafePointer<Float>] = [:]
-        var owned: [UnsafeMutablePointer<Float>] = []
+        var q: [String: QWeight] = [:]
+        var owned: [UnsafeMutableRawPointer] = []
         for e in file.tensors {
-            if e.dtype == .f32 {
+            if e.dtype == .i8, e.layout == .panels16x4, compute == .auto {
+                let n = e.matrixRows, k = e.matrixColumns, np = PanelLayout.paddedN(n), kp = PanelLayout.paddedK(k)
+                let groups = e.groupsPerChannel, group = e.groupSize == 0 ? kp : e.groupSize
+                let src = file.scales(of: e)
+                let raw = file.data(of: e)
+                let scales = UnsafeMutablePointer<Float>.allocate(capacity: max(groups * np, 1))
+                let sums = UnsafeMutablePointer<Int32>.allocate(capacity: max(groups * np, 1))
+                scales.initialize(repeating: 0, count: max(groups * np, 1))
+                sums.initialize(repeating: 0, count: max(groups * np, 1))
+                for c in 0..<n {
+                    for g in 0..<groups {
+                        scales[g * np + c] = src[c * groups + g]
+                        var s: Int32 = 0
+                        for kk in (g * group)..<min((g + 1) * group, k) {
+                            s += Int32(Int8(bitPattern: raw[PanelLayout.offset(n: c, k: kk, kp: kp)]))
+                        }
+                        sums[g * np + c] = s
+                    }
+                }
+                owned.append(UnsafeMutableRawPointer(scales))
+                owned.append(UnsafeMutableRawPointer(sums))
+                guard let base = raw.baseAddress else { throw PocketSAMError.unsupportedModel("empty int8 tensor \(e.name)") }
+                q[e.name] = QWeight(data: base.assumingMemoryBound(to: Int8.self), scales: scales, sums: sums,
+                                    n: n, k: k, kp: kp, group: group)
+            } else if e.dtype == .f32 {
                 let raw = file.data(of: e)
                 w[e.name] = raw.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: Float.self)) }
                     ?? UnsafePointer(UnsafeMutablePointer<Float>.allocate(capacity: 1))
@@ -49,11 +90,12 @@ public final class Model: @unchecked Sendable {
                 let values = file.floatValues(of: e)
                 let p = UnsafeMutablePointer<Float>.allocate(capacity: max(values.count, 1))
                 p.initialize(from: values, count: values.count)
-                owned.append(p)
+                owned.append(UnsafeMutableRawPointer(p))
                 w[e.name] = UnsafePointer(p)
             }
         }
         weights = w
+        qweights = q
         self.owned = owned
         switch config.encoder {
         case let .vit(c): encoder = .vit(ViTEncoder(c: c, m: self))

@@ -1,4 +1,5 @@
 import COpenBLAS
+import PocketSAMKernels
 
 #if canImport(Glibc)
 import Glibc
@@ -18,7 +19,78 @@ enum Ops {
     static func linear(_ ctx: Arena, _ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
                        lda: Int? = nil, ldo: Int? = nil) {
         var t = ColumnTask(kind: .linear, a: a, b: w, c: out, bias: bias, m: m, n: n, k: k, lda: lda ?? k, ldb: k, ldc: ldo ?? n)
+        ctx.macs &+= m * n * k
         ctx.parallelColumns(&t, work: m * n * k)
+    }
+
+    /// A linear (or im2col'd convolution) layer, then GELU if `gelu`: fp32 through `linear` above, or, for
+    /// packed int8 weights, per-row u8 quantization of `a` and the int8 GEMM kernel with the bias and GELU
+    /// fused. The int8 results are exact integers plus the same fp32 epilogue whatever the split, so
+    /// the work is cut into row and column blocks freely.
+    static func linear(_ ctx: Arena, _ a: CPtr, _ l: Lin, _ out: FPtr, m: Int, n: Int, k: Int,
+                       lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
+        guard let q = l.q else {
+            linear(ctx, a, l.w, l.b, out, m: m, n: n, k: k, lda: lda, ldo: ldo)
+            if gelu {
+                if let ldo, ldo != n {
+                    for r in 0..<m { geluRange(out + r * ldo, 0, n) }
+                } else {
+                    Ops.gelu(out, m * n, ctx)
+                }
+            }
+            return
+        }
+        precondition(q.n == n && q.k == k, "int8 weight [\(q.n), \(q.k)] used as [\(n), \(k)]")
+        guard m > 0, n > 0 else { return }
+        let lda = lda ?? k
+        let mark = ctx.mark()
+        let input = QuantizedRows(ctx, m: m, kp: q.kp)
+        var quant = ColumnTask(kind: .quantize, a: a, b: nil, c: input.scale, bias: nil, m: m, n: 0, k: k, lda: lda, ldb: 0, ldc: 0)
+        quant.qa = input.q
+        quant.qz = input.zero
+        quant.ldq = q.kp
+        quant.rowsPer = rowsPerBlock(m: m, k: k)
+        ctx.parallelBlocks(&quant, blocks: (m + quant.rowsPer - 1) / quant.rowsPer)
+        qgemm(ctx, input, l, out, m: m, n: n, k: k, ldo: ldo, gelu: gelu)
+        ctx.reset(to: mark)
+    }
+
+    /// Row blocks for int8 work: a multiple of 8 rows (the widest kernel tile), fixed by the shape.
+    static func rowsPerBlock(m: Int, k: Int) -> Int {
+        let blocks = m * k < 1 << 16 ? 1 : min(16, max(1, m / 256))
+        return ((m + blocks - 1) / blocks + 7) & ~7
+    }
+
+    /// Activations quantized per row for an int8 GEMM: `q[m][kp]` u8 with `scale`, `zero` per row,
+    /// in arena scratch.
+    struct QuantizedRows {
+        let q: UnsafeMutablePointer<UInt8>
+        let scale: FPtr
+        let zero: UnsafeMutablePointer<Int32>
+        let kp: Int
+        init(_ ctx: Arena, m: Int, kp: Int) {
+            q = ctx.allocBytes(m * kp)
+            scale = ctx.alloc(m)
+            zero = UnsafeMutableRawPointer(ctx.alloc(m)).bindMemory(to: Int32.self, capacity: m)
+            self.kp = kp
+        }
+    }
+
+    /// The int8 GEMM on already quantized rows, bias and GELU fused; row and column blocks on the
+    /// session's threads.
+    static func qgemm(_ ctx: Arena, _ input: QuantizedRows, _ l: Lin, _ out: FPtr, m: Int, n: Int, k: Int, ldo: Int? = nil,
+                      gelu: Bool = false) {
+        guard let q = l.q, m > 0, n > 0 else { return }
+        let ldo = ldo ?? n
+        ctx.macs &+= m * n * k
+        let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
+        var t = ColumnTask(kind: .qgemm, a: nil, b: nil, c: out, bias: l.b, m: m, n: n, k: k, lda: q.kp, ldb: 0, ldc: ldo)
+        t.qargs = psam_qgemm_args(a: input.q, lda: q.kp, a_scale: input.scale, a_zero: input.zero, w: q.data, w_scale: q.scales,
+                                  w_sum: q.sums, bias: l.b, c: out, ldc: ldo, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? 1 : 0)
+        t.rowsPer = m * n * k < 1 << 18 ? m : rowsPerBlock(m: m, k: k)
+        t.colBlocks = colBlocks
+        t.width = ((n + colBlocks - 1) / colBlocks + 31) & ~31
+        ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * colBlocks)
     }
 
     /// `c[M, N] = alpha · a[M, K] · b[K, N]` (or `b[N, K]ᵀ`), row-major with strides; columns split as in
@@ -28,6 +100,7 @@ enum Ops {
         var t = ColumnTask(kind: .matmul, a: a, b: b, c: c, bias: nil, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
         t.transB = transB
         t.alpha = alpha
+        ctx.macs &+= m * n * k
         ctx.parallelColumns(&t, work: m * n * k)
     }
 
@@ -44,6 +117,33 @@ enum Ops {
             let inv = 1 / (v + eps).squareRoot()
             for j in 0..<c { o[j] = (r[j] - mean) * inv * weight[j] + bias[j] }
         }
+    }
+
+    /// Layer norm of the rows of `x[M, C]` (stride `ldx`) into `out` (stride `ldo`, may alias `x`), rows
+    /// split across the session's threads.
+    static func layerNorm(_ ctx: Arena, _ x: CPtr, _ out: FPtr, m: Int, c: Int, _ nrm: Norm, eps: Float,
+                          ldx: Int? = nil, ldo: Int? = nil) {
+        var t = ColumnTask(kind: .layerNorm, a: x, b: nrm.w, c: out, bias: nrm.b, m: m, n: c, k: 0, lda: ldx ?? c, ldb: 0,
+                           ldc: ldo ?? c)
+        t.eps = eps
+        let blocks = m * c < 1 << 15 ? 1 : min(16, max(1, m / 64))
+        t.rowsPer = (m + blocks - 1) / blocks
+        ctx.parallelBlocks(&t, blocks: (m + t.rowsPer - 1) / t.rowsPer)
+    }
+
+    /// Attention inside `windows` windows of `wn` tokens each, all at once: `qkv[windows·wn, lda]` holds
+    /// per head `[q | k | v]` (`kd` wide each), `bias` (optional) `[heads, wn, wn]` is added to the scaled
+    /// scores; output `[windows·wn, ldo]`, head h at columns h·kd. Windows are split across threads.
+    static func windowAttention(_ ctx: Arena, qkv: CPtr, lda: Int, windows: Int, wn: Int, heads: Int, kd: Int,
+                                scale: Float, bias: CPtr?, out: FPtr, ldo: Int) {
+        let mark = ctx.mark()
+        var t = ColumnTask(kind: .windowAttention, a: qkv, b: bias, c: out, bias: nil, m: wn, n: heads, k: kd, lda: lda, ldb: 0,
+                           ldc: ldo)
+        t.alpha = scale
+        t.scratch = ctx.alloc(windows * (wn * wn + kd * wn))
+        ctx.macs &+= windows * heads * wn * wn * kd * 2
+        ctx.parallelBlocks(&t, blocks: windows)
+        ctx.reset(to: mark)
     }
 
     /// GELU `x · Φ(x)` (PyTorch's exact `nn.GELU()`), with erf evaluated by `erfApprox`.
@@ -109,11 +209,11 @@ enum Ops {
     /// Dense 2-D convolution, channels-last: `x[H, W, Cin]`, PyTorch weight `[Cout, Cin, kh, kw]`,
     /// symmetric zero padding. Returns the output size; `out` holds `[Ho, Wo, Cout]`.
     @discardableResult
-    static func conv2d(_ x: CPtr, h: Int, w: Int, cin: Int, weight: CPtr, bias: CPtr?, cout: Int, k: Int,
-                       stride: Int, pad: Int, out: FPtr, arena: Arena) -> (h: Int, w: Int) {
+    static func conv2d(_ x: CPtr, h: Int, w: Int, cin: Int, weight: Lin, cout: Int, k: Int,
+                       stride: Int, pad: Int, out: FPtr, arena: Arena, gelu: Bool = false) -> (h: Int, w: Int) {
         let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
         if k == 1, stride == 1, pad == 0 {
-            linear(arena, x, weight, bias, out, m: h * w, n: cout, k: cin)
+            linear(arena, x, weight, out, m: h * w, n: cout, k: cin, gelu: gelu)
             return (ho, wo)
         }
         // im2col with K ordered (cin, ky, kx), PyTorch's weight order; rows in blocks to bound memory.
@@ -138,39 +238,43 @@ enum Ops {
                     }
                 }
             }
-            linear(arena, col, weight, bias, out + p0 * cout, m: rows, n: cout, k: kk)
+            linear(arena, col, weight, out + p0 * cout, m: rows, n: cout, k: kk, gelu: gelu)
             p0 += rows
         }
         arena.reset(to: mark)
         return (ho, wo)
     }
 
-    /// Depthwise convolution, channels-last, weight `[C, 1, k, k]`, zero padding. The weights are
-    /// first laid out `[k·k, C]` in `arena` scratch so the inner loop runs over contiguous channels.
+    /// Depthwise convolution, channels-last, weight `[C, 1, k, k]`, zero padding, then GELU if `gelu`.
+    /// The weights are first laid out `[k·k, C]` in `arena` scratch so the inner loop runs over
+    /// contiguous channels; output rows are split across the session's threads (each output is
+    /// computed the same way whatever the split). With `quantizedInto`, each output pixel is quantized
+    /// at once into those rows for the int8 GEMM that follows, and never stored as floats (`out` unused).
     @discardableResult
     static func depthwiseConv(_ x: CPtr, h: Int, w: Int, c: Int, weight: CPtr, bias: CPtr?, k: Int, stride: Int,
-                              pad: Int, out: FPtr, arena: Arena) -> (h: Int, w: Int) {
+                              pad: Int, out: FPtr?, quantizedInto: QuantizedRows? = nil, arena: Arena,
+                              gelu: Bool = false) -> (h: Int, w: Int) {
         let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
         let mark = arena.mark()
         let wt = arena.alloc(k * k * c)
         for j in 0..<c { for t in 0..<(k * k) { wt[t * c + j] = weight[j * k * k + t] } }
-        for oy in 0..<ho {
-            for ox in 0..<wo {
-                let o = out + (oy * wo + ox) * c
-                if let b = bias { o.update(from: b, count: c) } else { o.initialize(repeating: 0, count: c) }
-                for ky in 0..<k {
-                    let iy = oy * stride - pad + ky
-                    if iy < 0 || iy >= h { continue }
-                    for kx in 0..<k {
-                        let ix = ox * stride - pad + kx
-                        if ix < 0 || ix >= w { continue }
-                        let src = x + (iy * w + ix) * c
-                        let wk = wt + (ky * k + kx) * c
-                        for j in 0..<c { o[j] += src[j] * wk[j] }
-                    }
-                }
-            }
+        let blocks = ho * wo * c * k * k < 1 << 16 ? 1 : min(ho, 16)
+        // Quantized output: `c` is one scratch row of C floats per block.
+        let dst = quantizedInto == nil ? out : arena.alloc(blocks * c)
+        guard let dst else { preconditionFailure("depthwiseConv needs out or quantizedInto") }
+        var t = ColumnTask(kind: .depthwise, a: x, b: wt, c: dst, bias: bias, m: ho, n: c, k: k, lda: h, ldb: w, ldc: wo)
+        t.stride = stride
+        t.pad = pad
+        t.gelu = gelu
+        if let q = quantizedInto {
+            t.qa = q.q
+            t.qz = q.zero
+            t.ldq = q.kp
+            t.scratch = q.scale
         }
+        arena.macs &+= ho * wo * c * k * k
+        t.rowsPer = (ho + blocks - 1) / blocks
+        arena.parallelBlocks(&t, blocks: (ho + t.rowsPer - 1) / t.rowsPer)
         arena.reset(to: mark)
         return (ho, wo)
     }
@@ -262,7 +366,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, matmul, gelu }
+    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -273,6 +377,21 @@ struct ColumnTask {
     var alpha: Float = 1
     /// Columns per block (set by `Arena.parallelColumns`).
     var width = 0
+    /// int8 work (`.quantize`, `.qgemm`): blocks are `rowsPer` rows × `width` columns, column-major
+    /// in the block index (`colBlocks` per row block).
+    var rowsPer = 0
+    var colBlocks = 1
+    var qargs = psam_qgemm_args()
+    var qa: UnsafeMutablePointer<UInt8>?
+    var qz: UnsafeMutablePointer<Int32>?
+    var ldq = 0
+    /// `.layerNorm`: epsilon; `.windowAttention`: per-window score scratch.
+    var eps: Float = 0
+    var scratch: FPtr?
+    /// `.depthwise`: stride, padding, fused GELU.
+    var stride = 1
+    var pad = 0
+    var gelu = false
 
     init(kind: Kind, a: CPtr?, b: CPtr?, c: FPtr, bias: CPtr?, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int) {
         self.kind = kind
@@ -289,6 +408,50 @@ struct ColumnTask {
     }
 
     func run(block i: Int) {
+        switch kind {
+        case .quantize:
+            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
+            guard r0 < r1, let a, let qa, let qz else { return }
+            psam_quantize_rows_u8(a + r0 * lda, r1 - r0, k, lda, qa + r0 * ldq, ldq, c + r0, qz + r0)
+            return
+        case .layerNorm:
+            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
+            guard r0 < r1, let a, let b, let bias else { return }
+            psam_layernorm_rows(a + r0 * lda, r1 - r0, n, lda, b, bias, eps, c + r0 * ldc, ldc)
+            return
+        case .windowAttention:
+            // Window i: rows [i·m, (i+1)·m) of qkv (stride lda; per head [q | k | v], k wide each);
+            // scores scaled by alpha, plus bias[h] (m×m), softmax, times v, into c (stride ldc).
+            guard let a, let scratch else { return }
+            psam_window_attention(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * (m * m + k * m))
+            return
+        case .depthwise:
+            let y0 = i * rowsPer, y1 = min(m, y0 + rowsPer)
+            guard y0 < y1, let a, let b else { return }
+            if let qa, let qz, let scratch {
+                // Quantized output; `c` holds one scratch row of n floats per block (at most 16 blocks).
+                psam_depthwise_rows_u8(a, lda, ldb, n, b, bias, k, stride, pad, ldc, y0, y1, gelu ? 1 : 0, c + i * n,
+                                       qa, ldq, scratch, qz)
+            } else {
+                psam_depthwise_rows(a, lda, ldb, n, b, bias, k, stride, pad, c, ldc, y0, y1, gelu ? 1 : 0)
+            }
+            return
+        case .qgemm:
+            let rb = i / colBlocks, cb = i % colBlocks
+            let r0 = rb * rowsPer, r1 = min(m, r0 + rowsPer)
+            let n0 = cb * width, n1 = min(n, n0 + width)
+            guard r0 < r1, n0 < n1 else { return }
+            var p = qargs
+            p.a = p.a.map { $0 + r0 * p.lda }
+            p.a_scale = p.a_scale.map { $0 + r0 }
+            p.a_zero = p.a_zero.map { $0 + r0 }
+            p.c = p.c.map { $0 + r0 * p.ldc }
+            p.m = r1 - r0
+            withUnsafePointer(to: p) { psam_qgemm($0, n0, n1) }
+            return
+        default:
+            break
+        }
         let j0 = i * width, j1 = min(n, j0 + width)
         guard j0 < j1 else { return }
         switch kind {
@@ -308,6 +471,8 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), 0, c + j0, Int32(ldc))
         case .gelu:
             Ops.geluRange(c, j0, j1)
+        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention:
+            break
         }
     }
 }

@@ -107,18 +107,14 @@ struct PromptEncoder {
         let mark = arena.mark()
         let s4 = 4 * g, s2 = 2 * g
         let a = arena.alloc(s2 * s2 * mc / 4)
-        Ops.conv2d(mask, h: s4, w: s4, cin: 1, weight: down0.w,
-                   bias: down0.b, cout: mc / 4, k: 2, stride: 2, pad: 0, out: a, arena: arena)
-        Ops.layerNorm(a, a, m: s2 * s2, c: mc / 4, weight: down1.w,
-                      bias: down1.b, eps: 1e-6)
+        Ops.conv2d(mask, h: s4, w: s4, cin: 1, weight: down0, cout: mc / 4, k: 2, stride: 2, pad: 0, out: a, arena: arena)
+        Ops.layerNorm(a, a, m: s2 * s2, c: mc / 4, weight: down1.w, bias: down1.b, eps: 1e-6)
         Ops.gelu(a, s2 * s2 * mc / 4, arena)
         let b = arena.alloc(g * g * mc)
-        Ops.conv2d(a, h: s2, w: s2, cin: mc / 4, weight: down3.w,
-                   bias: down3.b, cout: mc, k: 2, stride: 2, pad: 0, out: b, arena: arena)
-        Ops.layerNorm(b, b, m: g * g, c: mc, weight: down4.w,
-                      bias: down4.b, eps: 1e-6)
+        Ops.conv2d(a, h: s2, w: s2, cin: mc / 4, weight: down3, cout: mc, k: 2, stride: 2, pad: 0, out: b, arena: arena)
+        Ops.layerNorm(b, b, m: g * g, c: mc, weight: down4.w, bias: down4.b, eps: 1e-6)
         Ops.gelu(b, g * g * mc, arena)
-        Ops.linear(arena, b, down6.w, down6.b, out,
+        Ops.linear(arena, b, down6, out,
                    m: g * g, n: C, k: mc)
         arena.reset(to: mark)
         return out

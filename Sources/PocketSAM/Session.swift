@@ -138,8 +138,18 @@ public final class Session {
         set { arena.tap = newValue }
     }
 
+    /// Width and height of the current image, nil before `setImage`.
+    public var currentImageSize: (width: Int, height: Int)? {
+        guard embedding != nil, let (h, w) = imageSize else { return nil }
+        return (w, h)
+    }
+
     /// Peak bytes of activation memory used so far.
     public var arenaPeakBytes: Int { arena.peakBytes }
+
+    /// Multiply-accumulates of every GEMM, matmul and convolution this session has run (a counter for
+    /// benchmarks: the encoder's MACs are the difference around one `setImage`).
+    public var multiplyAccumulates: Int { arena.macs }
 
     /// The last image resized to the encoder's input (uint8 RGB `[h, w, 3]`), as a copy; for tests.
     public func resizedImage() -> [UInt8] {

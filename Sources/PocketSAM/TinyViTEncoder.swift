@@ -49,12 +49,12 @@ struct TinyViTEncoder {
         // Patch embedding: conv → GELU → conv.
         let h1 = (h + 2 * (k / 2) - k) / s + 1
         let t1 = arena.alloc(h1 * h1 * d0 / 2)
-        Ops.conv2d(x, h: h, w: h, cin: 3, weight: pe0.w, bias: pe0.b,
+        Ops.conv2d(x, h: h, w: h, cin: 3, weight: pe0,
                    cout: d0 / 2, k: k, stride: s, pad: k / 2, out: t1, arena: arena)
         Ops.gelu(t1, h1 * h1 * d0 / 2, arena)
         let h2 = (h1 + 2 * (k / 2) - k) / s + 1
         var cur = arena.alloc(h2 * h2 * d0)
-        Ops.conv2d(t1, h: h1, w: h1, cin: d0 / 2, weight: pe2.w, bias: pe2.b,
+        Ops.conv2d(t1, h: h1, w: h1, cin: d0 / 2, weight: pe2,
                    cout: d0, k: k, stride: s, pad: k / 2, out: cur, arena: arena)
         h = h2
         arena.tap?("patch_embed", cur, [h, h, d0])
@@ -74,15 +74,23 @@ struct TinyViTEncoder {
                 let o = c.embedDims[st + 1], stride = c.mergeStrides[st]
                 let mark = arena.mark()
                 let a = arena.alloc(h * h * o)
-                Ops.linear(arena, cur, mg.conv1.w, mg.conv1.b, a, m: h * h, n: o, k: d)
-                Ops.gelu(a, h * h * o, arena)
+                Ops.linear(arena, cur, mg.conv1, a, m: h * h, n: o, k: d, gelu: true)
                 let ho = (h + 2 - 3) / stride + 1
-                let bb = arena.alloc(ho * ho * o)
-                Ops.depthwiseConv(a, h: h, w: h, c: o, weight: mg.conv2.w, bias: mg.conv2.b, k: 3,
-                                  stride: stride, pad: 1, out: bb, arena: arena)
-                Ops.gelu(bb, ho * ho * o, arena)
-                let out = arena.alloc(ho * ho * o)
-                Ops.linear(arena, bb, mg.conv3.w, mg.conv3.b, out, m: ho * ho, n: o, k: o)
+                let out: UnsafeMutablePointer<Float>
+                if let q = mg.conv3.q {
+                    // int8: the depthwise conv writes the conv3 GEMM's quantized input directly.
+                    let qin = Ops.QuantizedRows(arena, m: ho * ho, kp: q.kp)
+                    Ops.depthwiseConv(a, h: h, w: h, c: o, weight: mg.conv2.w, bias: mg.conv2.b, k: 3, stride: stride,
+                                      pad: 1, out: nil, quantizedInto: qin, arena: arena, gelu: true)
+                    out = arena.alloc(ho * ho * o)
+                    Ops.qgemm(arena, qin, mg.conv3, out, m: ho * ho, n: o, k: o)
+                } else {
+                    let bb = arena.alloc(ho * ho * o)
+                    Ops.depthwiseConv(a, h: h, w: h, c: o, weight: mg.conv2.w, bias: mg.conv2.b, k: 3,
+                                      stride: stride, pad: 1, out: bb, arena: arena, gelu: true)
+                    out = arena.alloc(ho * ho * o)
+                    Ops.linear(arena, bb, mg.conv3, out, m: ho * ho, n: o, k: o)
+                }
                 // Keep only `out`: move it down to where `a` began.
                 arena.reset(to: mark)
                 let moved = arena.alloc(ho * ho * o)
@@ -95,10 +103,10 @@ struct TinyViTEncoder {
         // Neck: conv1×1 → LayerNorm2d → conv3×3 → LayerNorm2d (ε 1e-6).
         let dl = c.embedDims[c.stageCount - 1], oc = c.outChans
         let n1 = arena.alloc(h * h * oc)
-        Ops.linear(arena, cur, neck0.w, nil, n1, m: h * h, n: oc, k: dl)
+        Ops.linear(arena, cur, neck0, n1, m: h * h, n: oc, k: dl)
         Ops.layerNorm(n1, n1, m: h * h, c: oc, weight: neck1.w, bias: neck1.b, eps: 1e-6)
         let n2 = arena.alloc(h * h * oc)
-        Ops.conv2d(n1, h: h, w: h, cin: oc, weight: neck2.w, bias: nil, cout: oc, k: 3, stride: 1, pad: 1,
+        Ops.conv2d(n1, h: h, w: h, cin: oc, weight: neck2, cout: oc, k: 3, stride: 1, pad: 1,
                    out: n2, arena: arena)
         Ops.layerNorm(n2, n2, m: h * h, c: oc, weight: neck3.w, bias: neck3.b, eps: 1e-6)
         arena.tap?("neck", n2, [h, h, oc])
@@ -110,25 +118,32 @@ struct TinyViTEncoder {
         let hid = c.mbconvHiddenDim, n = h * h
         let mark = arena.mark()
         let a = arena.alloc(n * hid)
-        Ops.linear(arena, x, wt.conv1.w, wt.conv1.b, a, m: n, n: hid, k: d)
-        Ops.gelu(a, n * hid, arena)
-        let b = arena.alloc(n * hid)
-        Ops.depthwiseConv(a, h: h, w: h, c: hid, weight: wt.conv2.w, bias: wt.conv2.b, k: 3,
-                          stride: 1, pad: 1, out: b, arena: arena)
-        Ops.gelu(b, n * hid, arena)
+        Ops.linear(arena, x, wt.conv1, a, m: n, n: hid, k: d, gelu: true)
         let o = arena.alloc(n * d)
-        Ops.linear(arena, b, wt.conv3.w, wt.conv3.b, o, m: n, n: d, k: hid)
+        if let q = wt.conv3.q {
+            // int8: the depthwise conv writes the conv3 GEMM's quantized input directly.
+            let qin = Ops.QuantizedRows(arena, m: n, kp: q.kp)
+            Ops.depthwiseConv(a, h: h, w: h, c: hid, weight: wt.conv2.w, bias: wt.conv2.b, k: 3, stride: 1, pad: 1,
+                              out: nil, quantizedInto: qin, arena: arena, gelu: true)
+            Ops.qgemm(arena, qin, wt.conv3, o, m: n, n: d, k: hid)
+        } else {
+            let b = arena.alloc(n * hid)
+            Ops.depthwiseConv(a, h: h, w: h, c: hid, weight: wt.conv2.w, bias: wt.conv2.b, k: 3,
+                              stride: 1, pad: 1, out: b, arena: arena, gelu: true)
+            Ops.linear(arena, b, wt.conv3, o, m: n, n: d, k: hid)
+        }
         Ops.add(x, o, n * d)
         Ops.gelu(x, n * d, arena)
         arena.reset(to: mark)
     }
 
     /// TinyViT block: windowed attention (+ residual), depthwise local conv, MLP (+ residual). In place.
+    /// All windows go through each step together (one GEMM for every window's qkv, one for the
+    /// projection), so the GEMMs are large and every step runs on all threads.
     func block(_ x: UnsafeMutablePointer<Float>, h: Int, d: Int, stage: Int, _ wt: Block, _ arena: Arena) {
         let heads = c.numHeads[stage], win = c.windowSizes[stage], kd = d / heads
-        let n = h * h, nw = (h + win - 1) / win, wn = win * win
+        let n = h * h, nw = (h + win - 1) / win, wn = win * win, windows = nw * nw, T = windows * wn
         let mark = arena.mark()
-        let tok = arena.alloc(wn * d), qkv = arena.alloc(wn * 3 * d), att = arena.alloc(wn * d), proj = arena.alloc(wn * d)
         // The attention bias of a window does not depend on the window: expand it once per block,
         // bias[h][i][j] = attention_biases[h, |yi − yj| · win + |xi − xj|].
         let biases = wt.biases
@@ -140,26 +155,29 @@ struct TinyViTEncoder {
                 for j in 0..<wn { row[j] = biases[hd * wn + abs(yi - j / win) * win + abs(xi - j % win)] }
             }
         }
-        let scale = 1 / Float(kd).squareRoot()
+        // Gather the windows (zero rows where one hangs over the padded border), as PyTorch pads
+        // before the attention's own LayerNorm.
+        let tok = arena.alloc(T * d), qkv = arena.alloc(T * 3 * d)
         for wy in 0..<nw {
             for wx in 0..<nw {
-                // Gather the window (zero rows where it hangs over the padded border).
                 for i in 0..<wn {
                     let y = wy * win + i / win, xx = wx * win + i % win
-                    let dst = tok + i * d
+                    let dst = tok + ((wy * nw + wx) * wn + i) * d
                     if y < h && xx < h { dst.update(from: x + (y * h + xx) * d, count: d) } else { dst.initialize(repeating: 0, count: d) }
                 }
-                Ops.layerNorm(tok, tok, m: wn, c: d, weight: wt.norm.w, bias: wt.norm.b, eps: Self.eps)
-                Ops.linear(arena, tok, wt.qkv.w, wt.qkv.b, qkv, m: wn, n: 3 * d, k: d)
-                // Per head the qkv columns are [q | k | v], each kd wide (attn_ratio 1).
-                Ops.attention(q: qkv, k: qkv, v: qkv, nq: wn, nk: wn, heads: heads, d: kd, dv: kd, ldq: 3 * d, ldk: 3 * d,
-                              ldv: 3 * d, qOff: { $0 * 3 * kd }, kOff: { $0 * 3 * kd + kd }, vOff: { $0 * 3 * kd + 2 * kd },
-                              scale: scale, bias: { hd, s in Ops.add(s, bias + hd * wn * wn, wn * wn) },
-                              out: att, arena: arena)
-                Ops.linear(arena, att, wt.proj.w, wt.proj.b, proj, m: wn, n: d, k: d)
+            }
+        }
+        Ops.layerNorm(arena, tok, tok, m: T, c: d, wt.norm, eps: Self.eps)
+        Ops.linear(arena, tok, wt.qkv, qkv, m: T, n: 3 * d, k: d)
+        // Per head the qkv columns are [q | k | v], each kd wide (attn_ratio 1). The output reuses `tok`.
+        Ops.windowAttention(arena, qkv: qkv, lda: 3 * d, windows: windows, wn: wn, heads: heads, kd: kd,
+                            scale: 1 / Float(kd).squareRoot(), bias: bias, out: tok, ldo: d)
+        Ops.linear(arena, tok, wt.proj, qkv, m: T, n: d, k: d)
+        for wy in 0..<nw {
+            for wx in 0..<nw {
                 for i in 0..<wn {
                     let y = wy * win + i / win, xx = wx * win + i % win
-                    if y < h && xx < h { Ops.add(x + (y * h + xx) * d, proj + i * d, d) }
+                    if y < h && xx < h { Ops.add(x + (y * h + xx) * d, qkv + ((wy * nw + wx) * wn + i) * d, d) }
                 }
             }
         }
@@ -174,10 +192,9 @@ struct TinyViTEncoder {
         // MLP with its own LayerNorm, + residual.
         let hid = c.mlpHiddenDims[stage]
         let t = arena.alloc(n * d), a = arena.alloc(n * hid), o = arena.alloc(n * d)
-        Ops.layerNorm(x, t, m: n, c: d, weight: wt.mlpNorm.w, bias: wt.mlpNorm.b, eps: Self.eps)
-        Ops.linear(arena, t, wt.fc1.w, wt.fc1.b, a, m: n, n: hid, k: d)
-        Ops.gelu(a, n * hid, arena)
-        Ops.linear(arena, a, wt.fc2.w, wt.fc2.b, o, m: n, n: d, k: hid)
+        Ops.layerNorm(arena, x, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
+        Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
+        Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
         Ops.add(x, o, n * d)
         arena.reset(to: mark)
     }

@@ -32,8 +32,7 @@ struct ViTEncoder {
     func run(_ x: UnsafePointer<Float>, arena: Arena) -> UnsafeMutablePointer<Float> {
         let g = c.gridSize, E = c.embedDim, n = g * g
         let tok = arena.alloc(n * E)
-        Ops.conv2d(x, h: c.imageSize, w: c.imageSize, cin: 3, weight: patch.w,
-                   bias: patch.b, cout: E, k: c.patchSize, stride: c.patchSize, pad: 0,
+        Ops.conv2d(x, h: c.imageSize, w: c.imageSize, cin: 3, weight: patch, cout: E, k: c.patchSize, stride: c.patchSize, pad: 0,
                    out: tok, arena: arena)
         Ops.add(tok, pos, n * E)
         arena.tap?("blocks.input", tok, [g, g, E])
@@ -43,10 +42,10 @@ struct ViTEncoder {
         }
         let oc = c.outChans
         let n1 = arena.alloc(n * oc)
-        Ops.linear(arena, tok, neck0.w, nil, n1, m: n, n: oc, k: E)
+        Ops.linear(arena, tok, neck0, n1, m: n, n: oc, k: E)
         Ops.layerNorm(n1, n1, m: n, c: oc, weight: neck1.w, bias: neck1.b, eps: 1e-6)
         let n2 = arena.alloc(n * oc)
-        Ops.conv2d(n1, h: g, w: g, cin: oc, weight: neck2.w, bias: nil, cout: oc, k: 3, stride: 1, pad: 1,
+        Ops.conv2d(n1, h: g, w: g, cin: oc, weight: neck2, cout: oc, k: 3, stride: 1, pad: 1,
                    out: n2, arena: arena)
         Ops.layerNorm(n2, n2, m: n, c: oc, weight: neck3.w, bias: neck3.b, eps: 1e-6)
         arena.tap?("neck", n2, [g, g, oc])
@@ -74,7 +73,7 @@ struct ViTEncoder {
                     }
                 }
                 attention(win, side: ws, wt, out: att, arena)
-                Ops.linear(arena, att, wt.proj.w, wt.proj.b, out, m: wn, n: E, k: E)
+                Ops.linear(arena, att, wt.proj, out, m: wn, n: E, k: E)
                 for i in 0..<wn {
                     let y = wy * ws + i / ws, xx = wx * ws + i % ws
                     if y < g && xx < g { Ops.add(x + (y * g + xx) * E, out + i * E, E) }
@@ -84,9 +83,8 @@ struct ViTEncoder {
         arena.reset(to: mark)
         let t = arena.alloc(n * E), hid = arena.alloc(n * c.mlpDim), o = arena.alloc(n * E)
         Ops.layerNorm(x, t, m: n, c: E, weight: wt.norm2.w, bias: wt.norm2.b, eps: Self.eps)
-        Ops.linear(arena, t, wt.lin1.w, wt.lin1.b, hid, m: n, n: c.mlpDim, k: E)
-        Ops.gelu(hid, n * c.mlpDim, arena)
-        Ops.linear(arena, hid, wt.lin2.w, wt.lin2.b, o, m: n, n: E, k: c.mlpDim)
+        Ops.linear(arena, t, wt.lin1, hid, m: n, n: c.mlpDim, k: E, gelu: true)
+        Ops.linear(arena, hid, wt.lin2, o, m: n, n: E, k: c.mlpDim)
         Ops.add(x, o, n * E)
         arena.reset(to: mark)
     }
@@ -97,7 +95,7 @@ struct ViTEncoder {
         let E = c.embedDim, H = c.numHeads, hd = c.headDim, n = s * s, r = 2 * s - 1
         let mark = arena.mark()
         let qkv = arena.alloc(n * 3 * E)
-        Ops.linear(arena, x, wt.qkv.w, wt.qkv.b, qkv, m: n, n: 3 * E, k: E)
+        Ops.linear(arena, x, wt.qkv, qkv, m: n, n: 3 * E, k: E)
         let relH = wt.relH, relW = wt.relW
         let th = arena.alloc(n * r), tw = arena.alloc(n * r)
         Ops.attention(q: qkv, k: qkv, v: qkv, nq: n, nk: n, heads: H, d: hd, dv: hd, ldq: 3 * E, ldk: 3 * E, ldv: 3 * E,

@@ -141,6 +141,13 @@ public struct PSAMFile: Sendable {
             let axisLen = entry.shape[axis]
             let groups = entry.groupsPerChannel
             let g = entry.groupSize == 0 ? inner : entry.groupSize
+            if entry.layout == .panels16x4 {
+                let kp = PanelLayout.paddedK(inner)
+                return (0..<n).map { i in
+                    let c = i / inner, k = i % inner
+                    return Float(Int8(bitPattern: raw[PanelLayout.offset(n: c, k: k, kp: kp)])) * s[c * groups + k / g]
+                }
+            }
             return (0..<n).map { i in
                 let c = (i / inner) % axisLen
                 return Float(Int8(bitPattern: raw[i])) * s[c * groups + (i % inner) / g]
@@ -223,7 +230,15 @@ public struct PSAMFile: Sendable {
             let crc = try c.u32("crc of '\(name)'")
 
             guard off % UInt64(PSAMFile.alignment) == 0 else { throw .misaligned(tensor: name, offset: off) }
-            let expected = elements * UInt64(dtype.size)
+            var expected = elements * UInt64(dtype.size)
+            if layout == .panels16x4 {
+                // Packed int8 weights: a matrix [N, K] with scales along N, optional groups of 4k.
+                guard dtype == .i8, rank >= 2, axisByte == 0, group % 4 == 0 else {
+                    throw .malformed(what: "tensor '\(name)': the panels16x4 layout needs an i8 matrix with scale axis 0 and groups of a multiple of 4")
+                }
+                let n = UInt64(shape[0]), k = elements / max(n, 1)
+                expected = n == 0 ? 0 : (n + 15) / 16 * 16 * ((k + 3) / 4 * 4)
+            }
             guard len == expected else { throw .sizeMismatch(tensor: name, expected: expected, found: len) }
             let (end, o1) = off.addingReportingOverflow(len)
             guard !o1, end <= dataLimit else {

@@ -20,9 +20,12 @@ public struct PSAMWriter: Sendable {
         /// 0: one scale per channel; otherwise the group size (see `TensorEntry.groupSize`).
         public var groupSize: Int = 0
         public var scales: [Float]
+        /// How `data` is ordered (`.panels16x4`: already packed, see `PanelLayout`).
+        public var layout: TensorLayout = .rowMajor
 
         public init(name: String, dtype: DType, shape: [Int], data: [UInt8], scaleAxis: Int?, groupSize: Int = 0,
-                    scales: [Float]) {
+                    scales: [Float], layout: TensorLayout = .rowMajor) {
+            self.layout = layout
             self.name = name
             self.dtype = dtype
             self.shape = shape
@@ -55,10 +58,22 @@ public struct PSAMWriter: Sendable {
         try add(Tensor(name: name, dtype: .f16, shape: shape, data: b, scaleAxis: nil, scales: []))
     }
 
+    /// Adds int8 values given row-major; `packed` stores them in the int8 GEMM layout (`.panels16x4`,
+    /// scale axis 0, rank ≥ 2, groups a multiple of 4).
     public mutating func addI8(_ name: String, shape: [Int], values: [Int8], scaleAxis: Int, groupSize: Int = 0,
-                               scales: [Float]) throws(PSAMError) {
-        try add(Tensor(name: name, dtype: .i8, shape: shape, data: values.map { UInt8(bitPattern: $0) },
-                       scaleAxis: scaleAxis, groupSize: groupSize, scales: scales))
+                               scales: [Float], packed: Bool = false) throws(PSAMError) {
+        let bytes = values.map { UInt8(bitPattern: $0) }
+        if packed {
+            guard scaleAxis == 0, shape.count >= 2, groupSize % 4 == 0, values.count == shape.reduce(1, *) else {
+                throw .malformed(what: "tensor '\(name)': panels16x4 needs an i8 matrix with scale axis 0 and groups of a multiple of 4")
+            }
+            let n = shape[0], k = shape.dropFirst().reduce(1, *)
+            try add(Tensor(name: name, dtype: .i8, shape: shape, data: PanelLayout.pack(bytes, n: n, k: k),
+                           scaleAxis: scaleAxis, groupSize: groupSize, scales: scales, layout: .panels16x4))
+        } else {
+            try add(Tensor(name: name, dtype: .i8, shape: shape, data: bytes, scaleAxis: scaleAxis, groupSize: groupSize,
+                           scales: scales))
+        }
     }
 
     public mutating func add(_ t: Tensor) throws(PSAMError) {
@@ -70,8 +85,15 @@ public struct PSAMWriter: Sendable {
             throw .malformed(what: "tensor '\(t.name)' has shape \(t.shape)")
         }
         let n = t.shape.reduce(1, *)
-        guard t.data.count == n * t.dtype.size else {
-            throw .sizeMismatch(tensor: t.name, expected: UInt64(n * t.dtype.size), found: UInt64(t.data.count))
+        var expected = n * t.dtype.size
+        if t.layout == .panels16x4 {
+            guard t.dtype == .i8, t.scaleAxis == 0, t.shape.count >= 2, t.groupSize % 4 == 0 else {
+                throw .malformed(what: "tensor '\(t.name)': panels16x4 needs an i8 matrix with scale axis 0 and groups of a multiple of 4")
+            }
+            expected = t.shape[0] == 0 ? 0 : PanelLayout.byteCount(n: t.shape[0], k: n / t.shape[0])
+        }
+        guard t.data.count == expected else {
+            throw .sizeMismatch(tensor: t.name, expected: UInt64(expected), found: UInt64(t.data.count))
         }
         if t.dtype == .i8 {
             guard let a = t.scaleAxis, a < t.shape.count else {
@@ -181,7 +203,7 @@ public struct PSAMWriter: Sendable {
             table.u16(UInt16(nb.count))
             table.append(nb)
             table.u8(t.dtype.rawValue)
-            table.u8(TensorLayout.rowMajor.rawValue)
+            table.u8(t.layout.rawValue)
             table.u8(UInt8(t.shape.count))
             table.u8(t.scaleAxis.map { UInt8($0) } ?? 0xFF)
             for d in t.shape { table.u64(UInt64(d)) }

@@ -25,8 +25,37 @@ public enum DType: UInt8, Sendable, CustomStringConvertible, CaseIterable {
 public enum TensorLayout: UInt8, Sendable, CustomStringConvertible {
     /// Row-major in the logical shape, exactly PyTorch's contiguous order.
     case rowMajor = 0
+    /// int8 weights `[N, K…]` (scale axis 0, K the product of the other dimensions) in the int8 GEMM
+    /// kernels' layout: panels of 16 output channels, each `Kp/4` blocks (Kp = K rounded up to 4) of
+    /// 64 bytes holding 4 consecutive k of the panel's 16 channels; zero padding (`PanelLayout`).
+    case panels16x4 = 1
 
-    public var description: String { "row-major" }
+    public var description: String {
+        switch self {
+        case .rowMajor: return "row-major"
+        case .panels16x4: return "panels16x4"
+        }
+    }
+}
+
+/// Index arithmetic of `TensorLayout.panels16x4`, shared by the writer, the reader and the runtime.
+public enum PanelLayout {
+    /// Padded sizes of a `[n, k]` matrix: rows to a multiple of 16, columns to a multiple of 4.
+    public static func paddedN(_ n: Int) -> Int { (n + 15) / 16 * 16 }
+    public static func paddedK(_ k: Int) -> Int { (k + 3) / 4 * 4 }
+    public static func byteCount(n: Int, k: Int) -> Int { paddedN(n) * paddedK(k) }
+
+    /// Byte offset of element `(n, k)`; `kp` = `paddedK(K)`.
+    @inline(__always)
+    public static func offset(n: Int, k: Int, kp: Int) -> Int { ((n / 16) * (kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4 }
+
+    /// Packs row-major `[n, k]` bytes.
+    public static func pack(_ rowMajor: [UInt8], n: Int, k: Int) -> [UInt8] {
+        let kp = paddedK(k)
+        var out = [UInt8](repeating: 0, count: byteCount(n: n, k: k))
+        for r in 0..<n { for c in 0..<k { out[offset(n: r, k: c, kp: kp)] = rowMajor[r * k + c] } }
+        return out
+    }
 }
 
 /// One row of the tensor table. Offsets are relative to the start of the data section.
@@ -50,6 +79,13 @@ public struct TensorEntry: Equatable, Sendable {
     public var crc32: UInt32
 
     public var elementCount: Int { shape.reduce(1, *) }
+    /// Rows (output channels) and columns of the matrix view `[shape[0], product of the rest]`.
+    public var matrixRows: Int { shape.first ?? 1 }
+    public var matrixColumns: Int { shape.dropFirst().reduce(1, *) }
+    /// Bytes of the tensor's data in its layout.
+    public var storedByteCount: Int {
+        layout == .panels16x4 ? PanelLayout.byteCount(n: matrixRows, k: matrixColumns) : elementCount * dtype.size
+    }
     /// Elements per channel: the product of the dimensions after the scale axis.
     public var channelInner: Int { scaleAxis.map { shape[($0 + 1)...].reduce(1, *) } ?? 0 }
     public var groupsPerChannel: Int { groupSize == 0 ? 1 : channelInner / groupSize }

@@ -4,7 +4,7 @@ import Glibc
 
 /// NumPy `.npy` files (format 1.0): little-endian float32 or uint8 arrays, C order.
 public enum NPY {
-    public enum DType: String, Sendable { case f32 = "<f4", u8 = "|u1", f64 = "<f8", bool = "|b1" }
+    public enum DType: String, Sendable { case f32 = "<f4", u8 = "|u1", f64 = "<f8", bool = "|b1", f16 = "<f2" }
 
     public struct Array: Sendable {
         public var dtype: DType
@@ -15,6 +15,7 @@ public enum NPY {
             switch dtype {
             case .f32: return data.withUnsafeBytes { b in (0..<(data.count / 4)).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
             case .f64: return data.withUnsafeBytes { b in (0..<(data.count / 8)).map { Float(Double(bitPattern: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))) } }
+            case .f16: return data.withUnsafeBytes { b in (0..<(data.count / 2)).map { Float(Float16(bitPattern: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)))) } }
             case .u8, .bool: return data.map(Float.init)
             }
         }
@@ -76,7 +77,7 @@ public enum NPY {
             guard let v = Int(d), v >= 0 else { throw ReadError.invalid("bad shape") }
             shape.append(v)
         }
-        let size: Int = { switch dtype { case .f32: return 4; case .f64: return 8; case .u8, .bool: return 1 } }()
+        let size: Int = { switch dtype { case .f32: return 4; case .f64: return 8; case .f16: return 2; case .u8, .bool: return 1 } }()
         let n = shape.reduce(1, *) * size
         let dataStart = start + hlen
         guard n <= b.count - dataStart else { throw ReadError.invalid("data shorter than its shape") }

@@ -202,51 +202,87 @@ struct Info: ParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure encoder and per-prompt decoder time, arena and RSS.",
-        discussion: "Reports medians over --runs (default 5). Example: pocketsam bench --model lite_medsam.psam")
-    @Option(help: "The .psam model.") var model: String
+        abstract: "Measure encoder and per-prompt decoder time, throughput, arena and RSS.",
+        discussion: """
+            Reports medians over --runs. Several --model options are measured side by side, their runs
+            interleaved, with ratios to the first. Example (int8 against fp32):
+              pocketsam bench --model lite_medsam.psam --model lite_medsam_fp32.psam --image cell.png
+            """)
+    @Option(help: "A .psam model (repeat to compare models in one run).") var model: [String]
     @Option(help: "Image (default: a synthetic gradient at the model's input size).") var image: String?
-    @Option(help: "Encoder runs.") var runs = 5
-    @Option(help: "Decoder prompts.") var prompts = 20
+    @Option(help: "Encoder runs per model.") var runs = 5
+    @Option(help: "Decoder prompts per model.") var prompts = 20
     @Option(help: "Threads.") var threads = 2
+    @Option(help: "auto (int8 kernels for int8 weights) or fp32 (dequantize everything at load).") var compute = "auto"
 
     func run() throws {
         guard runs >= 1, prompts >= 1, threads >= 1 else { throw ValidationError("--runs, --prompts and --threads must be ≥ 1") }
-        let m = try loadModel(model)
+        guard !model.isEmpty else { throw ValidationError("give at least one --model") }
+        guard let mode = ComputeMode(rawValue: compute) else { throw ValidationError("--compute must be auto or fp32") }
+        var models: [Model] = []
+        for path in model {
+            do { models.append(try Model(path: path, compute: mode)) } catch {
+                stderrWrite("pocketsam: error: \(path): \(error)\n")
+                throw ExitCode(2)
+            }
+        }
         let img: PocketSAMIO.Image
         if let path = image { img = try loadImage(path) } else {
-            let s = m.config.encoder.imageSize
+            let s = models[0].config.encoder.imageSize
             img = PocketSAMIO.Image(width: s, height: s, channels: 3,
                                     pixels: (0..<(s * s * 3)).map { UInt8(truncatingIfNeeded: ($0 / 3) % s + $0 % 3 * 40) })
         }
-        let session = Session(model: m, threads: threads)
-        var enc: [Double] = []
-        for _ in 0..<runs {
+        let sessions = models.map { Session(model: $0, threads: threads) }
+        var enc = [[Double]](repeating: [], count: models.count), macs = [Int](repeating: 0, count: models.count)
+        func encode(_ i: Int) throws -> Double {
+            let before = sessions[i].multiplyAccumulates
             let t0 = now()
             try img.pixels.withUnsafeBufferPointer {
-                try session.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+                try sessions[i].setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
             }
-            enc.append(now() - t0)
+            let t = now() - t0
+            macs[i] = sessions[i].multiplyAccumulates - before
+            return t
         }
-        var dec: [Double] = []
+        for i in models.indices { _ = try encode(i) }  // warm-up: first-touch of the arena
+        for r in 0..<runs {
+            stderrWrite("bench: encoder run \(r + 1)/\(runs)\r")
+            for i in models.indices { enc[i].append(try encode(i)) }
+        }
+        stderrWrite("\n")
+        var dec = [[Double]](repeating: [], count: models.count)
         let w = Float(img.width), h = Float(img.height)
-        for i in 0..<prompts {
-            let f = Float(i) / Float(prompts)
+        for p in 0..<prompts {
+            let f = Float(p) / Float(prompts)
             let box = BoxPrompt(x0: w * 0.1 * f, y0: h * 0.1, x1: w * (0.5 + 0.4 * f), y1: h * 0.8)
-            let t0 = now()
-            _ = try session.predict(box: box)
-            dec.append(now() - t0)
+            for i in models.indices {
+                let t0 = now()
+                _ = try sessions[i].predict(box: box)
+                dec[i].append(now() - t0)
+            }
         }
         var ru = rusage()
         getrusage(RUSAGE_SELF.rawValue, &ru)
         func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
-        let storage = m.file.tensors.first.map { String(describing: $0.dtype) } ?? "?"
-        _ = storage
-        print("model: \(model) (\(m.config.variant.rawValue), \(m.file.storage.count) bytes), image \(img.width)x\(img.height), threads \(threads)")
-        print("encoder: median \(format3(median(enc) * 1000)) ms over \(runs) runs (min \(format3(enc.min()! * 1000)) ms)")
-        print("decoder: median \(format3(median(dec) * 1000)) ms per prompt over \(prompts) prompts (min \(format3(dec.min()! * 1000)) ms)")
-        let planned = (try? m.plannedArenaBytes()).map(String.init) ?? "?"
-        print("arena: peak \(session.arenaPeakBytes) bytes (planned for any image and prompt: \(planned) bytes); peak RSS: \(ru.ru_maxrss * 1024) bytes")
+        print("image \(img.width)x\(img.height), threads \(threads), int8 kernels: \(Kernels.name)")
+        let peak = Kernels.measuredPeakMACsPerSecond(threads: threads)
+        if let peak { print("measured int8 dot-product peak: \(format3(peak / 1e9)) GMAC/s on \(threads) threads") }
+        for i in models.indices {
+            let m = models[i]
+            let e = median(enc[i]), d = median(dec[i])
+            let gmacs = Double(macs[i]) / e / 1e9
+            print("model: \(model[i]) (\(m.config.variant.rawValue), \(m.file.storage.count) bytes, \(m.int8Layers) int8 layers)")
+            var line = "  encoder: median \(format3(e * 1000)) ms over \(runs) runs (min \(format3(enc[i].min()! * 1000)) ms), \(format3(Double(macs[i]) / 1e9)) GMAC, \(format3(gmacs)) GMAC/s"
+            if let peak, m.int8Layers > 0 { line += " (\(format3(100 * gmacs * 1e9 / peak))% of the int8 peak)" }
+            if i > 0 { line += "; \(format3(e / median(enc[0])))x the first model's time" }
+            print(line)
+            var dl = "  decoder: median \(format3(d * 1000)) ms per prompt over \(prompts) prompts (min \(format3(dec[i].min()! * 1000)) ms)"
+            if i > 0 { dl += "; \(format3(d / median(dec[0])))x" }
+            print(dl)
+            let planned = (try? m.plannedArenaBytes()).map(String.init) ?? "?"
+            print("  arena: peak \(sessions[i].arenaPeakBytes) bytes (planned for any image and prompt: \(planned) bytes)")
+        }
+        print("peak RSS of the process: \(ru.ru_maxrss * 1024) bytes")
     }
 }
 

@@ -45,7 +45,7 @@ final class PSAMFileTests: XCTestCase {
                 again.metadata = f.metadata
                 for e in f.tensors {
                     try again.add(.init(name: e.name, dtype: e.dtype, shape: e.shape, data: Array(f.data(of: e)),
-                                        scaleAxis: e.scaleAxis, groupSize: e.groupSize, scales: Array(f.scales(of: e))))
+                                        scaleAxis: e.scaleAxis, groupSize: e.groupSize, scales: Array(f.scales(of: e)), layout: e.layout))
                 }
                 XCTAssertEqual(try again.serialize(), bytes, "\(label): re-serialised bytes differ")
                 // The same through a file on disk (memory-mapped).
@@ -94,6 +94,51 @@ final class PSAMFileTests: XCTestCase {
         try w2.addI8("t", shape: [2, 3, 1, 1], values: [1, 1, 1, 2, 2, 2], scaleAxis: 1, scales: [1, 2, 3])
         let f2 = try open(try w2.serialize(), .init(validateModel: false))
         XCTAssertEqual(f2.floatValues(of: f2.tensors[0]), [1, 2, 3, 2, 4, 6])
+    }
+
+    /// The kernels' panel layout: every element lands where `PanelLayout.offset` says, padding is zero,
+    /// and the reader dequantizes it back to the row-major values (odd N and K, groups).
+    func testPackedPanelsRoundTrip() throws {
+        for (n, k, group) in [(1, 1, 0), (17, 7, 0), (33, 64, 0), (20, 12, 4), (5, 256, 64)] {
+            var w = PSAMWriter()
+            let q = (0..<(n * k)).map { Int8(truncatingIfNeeded: ($0 * 37) % 255 - 127) }
+            let groups = group == 0 ? 1 : k / group
+            let scales = (0..<(n * groups)).map { Float($0 + 1) / 64 }
+            try w.addI8("w", shape: [n, k], values: q, scaleAxis: 0, groupSize: group, scales: scales, packed: true)
+            let f = try open(try w.serialize(), .init(validateModel: false))
+            let e = try XCTUnwrap(f.tensor(named: "w"))
+            XCTAssertEqual(e.layout, .panels16x4)
+            XCTAssertEqual(Int(e.dataLength), PanelLayout.paddedN(n) * PanelLayout.paddedK(k))
+            let raw = f.data(of: e)
+            let kp = PanelLayout.paddedK(k)
+            var placed = Set<Int>()
+            for r in 0..<n {
+                for c in 0..<k {
+                    let o = PanelLayout.offset(n: r, k: c, kp: kp)
+                    XCTAssertEqual(Int8(bitPattern: raw[o]), q[r * k + c])
+                    placed.insert(o)
+                }
+            }
+            XCTAssertEqual(placed.count, n * k, "two elements share a byte")
+            for o in 0..<raw.count where !placed.contains(o) { XCTAssertEqual(raw[o], 0, "padding byte \(o)") }
+            let g = group == 0 ? k : group
+            XCTAssertEqual(f.floatValues(of: e), (0..<(n * k)).map { Float(q[$0]) * scales[($0 / k) * groups + ($0 % k) / g] })
+        }
+        // Packing needs scale axis 0 and groups of a multiple of 4.
+        var w = PSAMWriter()
+        XCTAssertThrowsError(try w.addI8("t", shape: [2, 3, 1, 1], values: [1, 1, 1, 2, 2, 2], scaleAxis: 1, scales: [1, 2, 3], packed: true))
+        XCTAssertThrowsError(try w.addI8("g", shape: [2, 6], values: .init(repeating: 1, count: 12), scaleAxis: 0, groupSize: 2,
+                                         scales: .init(repeating: 1, count: 6), packed: true))
+        // A packed tensor whose stored length is the unpadded one is refused by the reader.
+        var bad = PSAMWriter()
+        try bad.add(.init(name: "w", dtype: .i8, shape: [3, 4], data: .init(repeating: 1, count: 12), scaleAxis: 0,
+                          scales: [1, 1, 1], layout: .rowMajor))
+        var bytes = try bad.serialize()
+        // Flip the layout byte of the only tensor entry (right after its dtype byte) to panels16x4.
+        let name = Array("w".utf8)
+        let at = try XCTUnwrap((0..<(bytes.count - 3)).first { bytes[$0] == 1 && bytes[$0 + 1] == 0 && bytes[$0 + 2] == name[0] && bytes[$0 + 3] == 2 })
+        bytes[at + 4] = 1
+        XCTAssertThrowsError(try open(bytes, .init(verifyChecksums: false, validateModel: false)))
     }
 
     func testWriterRejectsInconsistentTensors() {

@@ -38,7 +38,7 @@ enum TestModels {
             if int8, let axis = spec.role.int8ScaleAxis {
                 let q = values.map { Int8(max(-127, min(127, ($0 * 127).rounded()))) }
                 try w.addI8(spec.name, shape: spec.shape, values: q, scaleAxis: axis,
-                            scales: (0..<spec.shape[axis]).map { Float($0 + 1) / 128 })
+                            scales: (0..<spec.shape[axis]).map { Float($0 + 1) / 128 }, packed: axis == 0 && spec.shape.count >= 2)
             } else if f16 {
                 try w.addF16(spec.name, shape: spec.shape, values: values.map { Float16($0) })
             } else {

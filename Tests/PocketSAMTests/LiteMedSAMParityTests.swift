@@ -31,6 +31,17 @@ final class LiteMedSAMParityTests: XCTestCase {
         try NPY.decode(Array(try Data(contentsOf: fixtures.appendingPathComponent(name))))
     }
 
+    /// IoU of mask `i` of `pred` (count × h × w bytes, 0/1) with the same mask of `ref`.
+    static func maskIoU(_ ref: [UInt8], _ pred: [UInt8], mask i: Int, size: Int) -> Double {
+        var inter = 0, union = 0
+        for j in (i * size)..<((i + 1) * size) {
+            let a = ref[j] != 0, b = pred[j] != 0
+            if a && b { inter += 1 }
+            if a || b { union += 1 }
+        }
+        return union == 0 ? 1.0 : Double(inter) / Double(union)
+    }
+
     static func unpackBits(_ packed: [UInt8], count: Int) -> [UInt8] {
         (0..<count).map { (packed[$0 / 8] >> (7 - UInt8($0 % 8))) & 1 }
     }
@@ -87,13 +98,7 @@ final class LiteMedSAMParityTests: XCTestCase {
                 let n = pred.count * pred.width * pred.height
                 let refMasks = Self.unpackBits(try Self.npy(try XCTUnwrap(case_["masks_file"] as? String)).data, count: n)
                 for i in 0..<pred.count {
-                    var inter = 0, union = 0
-                    for j in (i * pred.width * pred.height)..<((i + 1) * pred.width * pred.height) {
-                        let a = refMasks[j] != 0, b = pred.masks[j] != 0
-                        if a && b { inter += 1 }
-                        if a || b { union += 1 }
-                    }
-                    let iou = union == 0 ? 1.0 : Double(inter) / Double(union)
+                    let iou = Self.maskIoU(refMasks, pred.masks, mask: i, size: pred.width * pred.height)
                     worstMaskIoU = min(worstMaskIoU, iou)
                     XCTAssertGreaterThanOrEqual(iou, 0.999, "\(stem)/\(name) mask \(i): IoU \(iou) with the reference")
                 }

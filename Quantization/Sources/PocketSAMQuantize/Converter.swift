@@ -137,7 +137,8 @@ public enum Converter {
 
         config.write(to: &writer.metadata)
         writer.metadata["psam.precision"] = .string(options.precision.rawValue)
-        writer.metadata["psam.quantization"] = .string("int8 symmetric per output channel, fp32 scales")
+        writer.metadata["psam.quantization"] = .string("int8 symmetric per output channel (per group where a channel misses the error limit), fp32 scales, linear/conv weights packed panels16x4")
+        if !options.keepFP32.isEmpty { writer.metadata["psam.keep_fp32"] = .string(options.keepFP32.joined(separator: " ")) }
         writer.metadata["psam.source_format"] = .string(format.rawValue)
         writer.metadata["psam.source_sha256"] = .string(digest)
         writer.metadata["psam.tool_version"] = .string("pocketsam-quantize " + pocketSAMQuantizeVersion)
@@ -200,7 +201,10 @@ public enum Converter {
                         report.note = "groups of \(group): per-channel error \(formatPercent(firstError)) was over the limit"
                     }
                     try add { () throws(PSAMError) in
-                        try writer.addI8(spec.name, shape: spec.shape, values: q, scaleAxis: axis, groupSize: group, scales: scales)
+                        // Linear and conv weights (scale axis 0) go in the int8 GEMM kernels' panel layout, so
+                        // the runtime uses them in place; transposed-conv weights stay row-major.
+                        try writer.addI8(spec.name, shape: spec.shape, values: q, scaleAxis: axis, groupSize: group, scales: scales,
+                                         packed: axis == 0 && spec.shape.count >= 2)
                     }
                     return report
                 }

@@ -1,0 +1,108 @@
+/* PocketSAM compute kernels: int8 GEMM on packed weights for AVX-512 VNNI, AVX2, ARM NEON dot-product
+ * and a portable scalar reference, with per-row activation quantization and fp32 row operations.
+ * Pure functions: no allocation, no state beyond the dispatch table chosen once at first use. */
+#ifndef POCKETSAM_KERNELS_H
+#define POCKETSAM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Packed weight layout ("panels16x4", docs/FORMAT.md layout 1): a weight W[N][K] (int8) is stored
+ * as ceil(N/16) panels of 16 output channels; a panel holds Kp/4 blocks (Kp = K rounded up to 4) of
+ * 64 bytes, block q holding W[n][4q..4q+3] for the panel's 16 channels n in order. Padding is zero.
+ * Element (n, k) is at byte ((n/16)·(Kp/4) + k/4)·64 + (n%16)·4 + k%4. */
+static inline size_t psam_panel_offset(size_t n, size_t k, size_t kp) {
+    return ((n / 16) * (kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4;
+}
+static inline size_t psam_round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+/* One int8 GEMM: c[m][n] = a_scale[m] · Σ_g w_scale[g][n] · (Σ_{k∈g} a[m][k]·W[n][k] − a_zero[m]·w_sum[g][n])
+ * + bias[n], then GELU if `gelu`. a is u8 (a real value is a_scale·(a − a_zero)), W int8 packed.
+ * Accumulation is int32 and exact; the fp32 epilogue is the same sequence of fused multiply-adds in
+ * every variant, so all variants give bit-identical results. */
+typedef struct psam_qgemm_args {
+    const uint8_t *a;      /* [m][lda] quantized activations; bytes k ≥ K of a row are zero */
+    size_t lda;            /* bytes per row, ≥ kp */
+    const float *a_scale;  /* [m] */
+    const int32_t *a_zero; /* [m] */
+    const int8_t *w;       /* packed panels */
+    const float *w_scale;  /* [groups][np]: np = n rounded up to 16, zero past n */
+    const int32_t *w_sum;  /* [groups][np]: sum of W[n][k] over the group's k */
+    const float *bias;     /* [n] or NULL */
+    float *c;              /* [m][ldc] output */
+    size_t ldc;
+    size_t m, n, kp;       /* kp: K rounded up to a multiple of 4 */
+    size_t group;          /* K elements per scale group: kp for one scale per channel, else a multiple of 4 dividing kp */
+    int gelu;              /* apply GELU (psam_gelu_rows) to the output */
+} psam_qgemm_args;
+
+/* Computes output columns [n0, n1) of every row; n0 a multiple of 16 (a panel start). */
+typedef void (*psam_qgemm_fn)(const psam_qgemm_args *args, size_t n0, size_t n1);
+
+typedef enum psam_isa {
+    PSAM_ISA_SCALAR = 0,
+    PSAM_ISA_AVX2 = 1,
+    PSAM_ISA_AVX512VNNI = 2,
+    PSAM_ISA_NEONDOT = 3,
+    PSAM_ISA_COUNT = 4
+} psam_isa;
+
+void psam_qgemm__scalar(const psam_qgemm_args *args, size_t n0, size_t n1);
+void psam_qgemm__avx2(const psam_qgemm_args *args, size_t n0, size_t n1);
+void psam_qgemm__avx512vnni(const psam_qgemm_args *args, size_t n0, size_t n1);
+void psam_qgemm__neondot(const psam_qgemm_args *args, size_t n0, size_t n1);
+
+/* The variant for `isa`, or NULL when this build or this CPU does not have it. */
+psam_qgemm_fn psam_qgemm_kernel(psam_isa isa);
+/* The best variant this CPU runs, chosen once (thread-safe). The environment variable PSAM_KERNELS
+ * (scalar, avx2, avx512vnni, neondot) caps the choice, e.g. for valgrind, which lacks AVX-512. */
+psam_isa psam_best_isa(void);
+const char *psam_isa_name(psam_isa isa);
+/* Peak probe for benchmarks: `iters` rounds of 16 independent dot-product instructions on registers;
+ * returns the multiply-accumulates done (0 when the probe or the ISA is unavailable; AVX-512 VNNI only). */
+uint64_t psam_isa_peak_probe(psam_isa isa, uint64_t iters);
+/* Runs the variant psam_best_isa() names. */
+void psam_qgemm(const psam_qgemm_args *args, size_t n0, size_t n1);
+
+/* Dynamic asymmetric per-row quantization: for each row of x[m][ldx] (k values), lo = min(0, min x),
+ * hi = max(0, max x), scale = (hi − lo)/255, zero = round(−lo/scale), q = clamp(round(x/scale) + zero, 0, 255).
+ * An all-zero row gets scale 1, zero 0. Bytes [k, ldq) of each q row are set to zero. */
+void psam_quantize_rows_u8(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq,
+                           float *scale, int32_t *zero);
+
+/* GELU x·Φ(x) in place on n floats (erf by the rational fit of Ops.erfApprox, about 2 ulp). */
+void psam_gelu_rows(float *x, size_t n);
+
+/* Depthwise k×k convolution, channels-last: x[h][w][c], weight laid out [k·k][c] (tap-major), bias[c]
+ * or NULL, zero padding `pad`, stride `stride`; writes rows [y0, y1) of out[ho][wo][c]; GELU if `gelu`. */
+void psam_depthwise_rows(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias,
+                         size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu);
+
+/* Depthwise convolution as psam_depthwise_rows (then GELU if `gelu`), each output pixel quantized at
+ * once into row p = oy·wo + ox of q[·][ldq] (with scale[p], zero[p]) as psam_quantize_rows_u8 does, instead
+ * of being stored as floats: the GEMM that follows reads it directly. `row`: scratch of c floats. */
+void psam_depthwise_rows_u8(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k,
+                            size_t stride, size_t pad, size_t wo, size_t y0, size_t y1, int gelu, float *row,
+                            uint8_t *q, size_t ldq, float *scale, int32_t *zero);
+
+/* Layer norm of each row of x[m][ldx] (c values) into out[m][ldo] (may alias x). */
+void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps,
+                         float *out, size_t ldo);
+
+/* Softmax of each row of x[m][ld] (n values), in place. */
+void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld);
+
+/* Attention of one window of wn tokens, all heads: qkv[wn][ldq] holds per head h [q | k | v] at columns
+ * h·3·kd; softmax(q·kᵀ·scale + bias[h]) · v into out[wn][ldo] at columns h·kd. bias [heads][wn][wn] or
+ * NULL; scratch: wn·wn + kd·wn floats. */
+void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                           const float *bias, float *out, size_t ldo, float *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,181 @@
+/* Kernel tests, built with the system C compiler (natively, and cross-compiled for aarch64 to run under
+ * qemu-aarch64): the scalar int8 GEMM against a plain triple loop on unpacked weights, and every SIMD
+ * variant this CPU has against the scalar kernel, bit for bit, on many shapes (tails that fill no tile,
+ * K not a multiple of 4, M = 1, grouped scales, column sub-ranges), plus activation quantization.
+ * Prints "tested: <isa>..." and a final "N passed, M failed"; exit status 1 on any failure. */
+#include "pocketsam_kernels.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t next(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+
+typedef struct {
+    size_t m, n, k, kp, np, group, groups, lda;
+    int8_t *w;       /* unpacked [n][k] */
+    int8_t *packed;
+    uint8_t *a;
+    float *a_scale, *w_scale, *bias;
+    int32_t *a_zero, *w_sum;
+} problem;
+
+static problem make(size_t m, size_t n, size_t k, size_t group, int extreme) {
+    problem p;
+    p.m = m; p.n = n; p.k = k; p.kp = psam_round_up(k, 4); p.np = psam_round_up(n, 16);
+    p.group = group ? group : p.kp; p.groups = p.kp / p.group;
+    p.lda = p.kp + 4 * (next() % 3);
+    p.w = calloc(n * k + 1, 1);
+    p.packed = calloc(p.np * p.kp + 1, 1);
+    p.a = calloc(m * p.lda + 1, 1);
+    p.a_scale = calloc(m, 4); p.a_zero = calloc(m, 4);
+    p.w_scale = calloc(p.groups * p.np, 4); p.w_sum = calloc(p.groups * p.np, 4);
+    p.bias = calloc(n, 4);
+    for (size_t i = 0; i < n * k; i++) p.w[i] = extreme ? (next() & 1 ? 127 : -127) : (int8_t)((int)(next() % 255) - 127);
+    for (size_t r = 0; r < m; r++) {
+        for (size_t j = 0; j < k; j++) p.a[r * p.lda + j] = extreme ? 255 : (uint8_t)(next() % 256);
+        p.a_scale[r] = (float)(next() % 1000 + 1) / 997.0f;
+        p.a_zero[r] = (int32_t)(next() % 256);
+    }
+    for (size_t c = 0; c < n; c++) {
+        p.bias[c] = ((float)(next() % 2001) - 1000.0f) / 313.0f;
+        for (size_t j = 0; j < k; j++) p.packed[psam_panel_offset(c, j, p.kp)] = p.w[c * k + j];
+        for (size_t g = 0; g < p.groups; g++) {
+            int32_t s = 0;
+            for (size_t j = g * p.group; j < (g + 1) * p.group && j < k; j++) s += p.w[c * k + j];
+            p.w_sum[g * p.np + c] = s;
+            p.w_scale[g * p.np + c] = (float)(next() % 1000 + 1) / 1e5f;
+        }
+    }
+    return p;
+}
+
+static void release(problem *p) {
+    free(p->w); free(p->packed); free(p->a); free(p->a_scale); free(p->a_zero);
+    free(p->w_scale); free(p->w_sum); free(p->bias);
+}
+
+static psam_qgemm_args args(const problem *p, float *c, int with_bias, int gelu) {
+    psam_qgemm_args a = {p->a, p->lda, p->a_scale, p->a_zero, (const int8_t *)p->packed, p->w_scale, p->w_sum,
+                         with_bias ? p->bias : NULL, c, p->n + 3, p->m, p->n, p->kp, p->group, gelu};
+    return a;
+}
+
+/* The definition, on the unpacked weights: exact int32 per group, then the documented fmaf chain. */
+static void triple_loop(const problem *p, float *c, int with_bias) {
+    for (size_t r = 0; r < p->m; r++)
+        for (size_t n = 0; n < p->n; n++) {
+            float f = 0.0f;
+            for (size_t g = 0; g < p->groups; g++) {
+                int64_t acc = 0;
+                for (size_t j = g * p->group; j < (g + 1) * p->group && j < p->k; j++)
+                    acc += (int64_t)p->a[r * p->lda + j] * p->w[n * p->k + j];
+                acc -= (int64_t)p->a_zero[r] * p->w_sum[g * p->np + n];
+                f = fmaf((float)(int32_t)acc, p->w_scale[g * p->np + n], f);
+            }
+            c[r * (p->n + 3) + n] = fmaf(f, p->a_scale[r], with_bias ? p->bias[n] : 0.0f);
+        }
+}
+
+static int same(const float *x, const float *y, size_t m, size_t n, size_t ld) {
+    for (size_t r = 0; r < m; r++)
+        for (size_t j = 0; j < n; j++)
+            if (memcmp(&x[r * ld + j], &y[r * ld + j], 4) != 0 && x[r * ld + j] != y[r * ld + j]) return 0;
+    return 1;
+}
+
+#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; fprintf(stderr, "FAILED: " __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+int main(void) {
+    static const size_t ms[] = {1, 2, 3, 5, 7, 8, 9, 13, 17, 64, 65, 130};
+    static const size_t ns[] = {1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100};
+    static const size_t ks[] = {1, 2, 3, 4, 5, 7, 8, 12, 63, 64, 65, 256, 300};
+    psam_qgemm_fn fns[PSAM_ISA_COUNT];
+    printf("tested:");
+    for (int i = 0; i < PSAM_ISA_COUNT; i++) {
+        fns[i] = psam_qgemm_kernel((psam_isa)i);
+        if (fns[i]) printf(" %s", psam_isa_name((psam_isa)i));
+    }
+    printf("\nbest: %s\n", psam_isa_name(psam_best_isa()));
+    CHECK(fns[PSAM_ISA_SCALAR] != NULL, "scalar kernel missing");
+    size_t shapes = 0;
+    for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+                size_t m = ms[mi], n = ns[ni], k = ks[ki], kp = psam_round_up(k, 4);
+                /* Per channel, and grouped scales where a multiple of 4 divides kp. */
+                size_t groups[3] = {0, 0, 0};
+                int ng = 1;
+                if (kp % 8 == 0 && kp > 8) groups[ng++] = 8;
+                if (kp == 256) groups[ng++] = 64;
+                for (int gi = 0; gi < ng; gi++) {
+                    int extreme = (mi + ni + ki) % 7 == 0;
+                    problem p = make(m, n, k, groups[gi], extreme);
+                    int with_bias = (ni + ki) % 2 == 0;
+                    size_t ld = n + 3, sz = m * ld;
+                    float *ref = calloc(sz, 4), *sc = calloc(sz, 4), *out = calloc(sz, 4);
+                    triple_loop(&p, ref, with_bias);
+                    psam_qgemm_args a = args(&p, sc, with_bias, 0);
+                    fns[PSAM_ISA_SCALAR](&a, 0, n);
+                    CHECK(same(ref, sc, m, n, ld), "scalar vs triple loop m=%zu n=%zu k=%zu group=%zu", m, n, k, groups[gi]);
+                    for (int i = 1; i < PSAM_ISA_COUNT; i++) {
+                        if (!fns[i]) continue;
+                        memset(out, 0, sz * 4);
+                        a = args(&p, out, with_bias, 0);
+                        if (n > 16 && (m + n) % 2) {  /* in column sub-ranges, as threads call it */
+                            fns[i](&a, 0, 16);
+                            fns[i](&a, 16, n);
+                        } else {
+                            fns[i](&a, 0, n);
+                        }
+                        CHECK(same(sc, out, m, n, ld), "%s vs scalar m=%zu n=%zu k=%zu group=%zu",
+                              psam_isa_name((psam_isa)i), m, n, k, groups[gi]);
+                        /* Nothing written outside the n columns of each row. */
+                        int clean = 1;
+                        for (size_t r = 0; r < m; r++)
+                            for (size_t j = n; j < ld; j++) clean &= out[r * ld + j] == 0.0f;
+                        CHECK(clean, "%s wrote past column n (m=%zu n=%zu k=%zu)", psam_isa_name((psam_isa)i), m, n, k);
+                    }
+                    /* Fused GELU equals GELU applied afterwards. */
+                    if (m <= 9) {
+                        for (int i = 0; i < PSAM_ISA_COUNT; i++) {
+                            if (!fns[i]) continue;
+                            a = args(&p, out, with_bias, 1);
+                            fns[i](&a, 0, n);
+                            memcpy(ref, sc, sz * 4);
+                            for (size_t r = 0; r < m; r++) psam_gelu_rows(ref + r * ld, n);
+                            CHECK(same(ref, out, m, n, ld), "%s fused GELU m=%zu n=%zu k=%zu", psam_isa_name((psam_isa)i), m, n, k);
+                        }
+                    }
+                    free(ref); free(sc); free(out);
+                    release(&p);
+                    shapes++;
+                }
+            }
+    /* Activation quantization: round trip within half a step, zero exact, padding zeroed. */
+    for (int t = 0; t < 200; t++) {
+        size_t m = 1 + next() % 5, k = 1 + next() % 300, ldq = psam_round_up(k, 4) + 4;
+        float *x = malloc(m * k * 4), sc[5];
+        int32_t zp[5];
+        uint8_t *q = malloc(m * ldq);
+        memset(q, 0xAB, m * ldq);
+        float mag = (float)(next() % 100 + 1) / (t % 3 ? 10.0f : 0.01f);
+        for (size_t i = 0; i < m * k; i++) x[i] = t % 17 == 0 ? 0.0f : ((float)(next() % 20001) / 10000.0f - (t % 2 ? 1.0f : 0.2f)) * mag;
+        psam_quantize_rows_u8(x, m, k, k, q, ldq, sc, zp);
+        int ok = 1;
+        for (size_t r = 0; r < m; r++) {
+            ok &= zp[r] >= 0 && zp[r] <= 255 && sc[r] > 0;
+            for (size_t j = 0; j < k; j++) ok &= fabsf(sc[r] * ((float)q[r * ldq + j] - (float)zp[r]) - x[r * k + j]) <= sc[r] * 0.5001f + 1e-6f * fabsf(x[r * k + j]);
+            for (size_t j = k; j < ldq; j++) ok &= q[r * ldq + j] == 0;
+        }
+        CHECK(ok, "quantize_rows case %d (m=%zu k=%zu)", t, m, k);
+        free(x); free(q);
+    }
+    printf("%zu shapes\n%d passed, %d failed\n", shapes, passed, failed);
+    return failed ? 1 : 0;
+}

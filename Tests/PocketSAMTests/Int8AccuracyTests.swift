@@ -1,0 +1,119 @@
+import Foundation
+import PocketSAM
+import PocketSAMFormat
+import PocketSAMIO
+import PocketSAMQuantize
+import XCTest
+
+/// The int8 path (an int8 `.psam` as `pocketsam-quantize` writes it by default, run by the int8
+/// kernels) against the PyTorch fp32 reference on the real LiteMedSAM checkpoint and real images
+/// (fixtures by Tests/Reference/make_litemedsam_fixtures.py).
+///
+/// Bounds (the int8 issue's): mean final-mask IoU ≥ 0.98 over the box, box+point and mask-refinement
+/// cases, every such case ≥ 0.95, predicted IoU within 0.02, image-embedding cosine ≥ 0.999. Point-only
+/// prompts give near-empty masks with LiteMedSAM (trained on boxes), so those cases are judged by the
+/// Pearson correlation of the low-res logits, ≥ 0.99.
+final class Int8AccuracyTests: XCTestCase {
+    static func int8Model() throws -> Model {
+        let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))
+        let bytes = try Converter.convert(ckpt).writer.serialize()
+        XCTAssertLessThanOrEqual(bytes.count, 11_000_000, "the int8 LiteMedSAM file must stay at most 11 MB")
+        let model = try Model(file: try PSAMFile(storage: ByteStorage(copying: bytes)))
+        XCTAssertGreaterThan(model.int8Layers, 90, "the int8 kernels are not in use")
+        return model
+    }
+
+    static func cosine(_ a: [Float], _ b: [Float]) -> Double {
+        var ab = 0.0, aa = 0.0, bb = 0.0
+        for (x, y) in zip(a, b) { ab += Double(x) * Double(y); aa += Double(x) * Double(x); bb += Double(y) * Double(y) }
+        return ab / max((aa * bb).squareRoot(), 1e-30)
+    }
+
+    static func pearson(_ a: [Float], _ b: [Float]) -> Double {
+        let n = Double(a.count)
+        let ma = a.reduce(0.0) { $0 + Double($1) } / n, mb = b.reduce(0.0) { $0 + Double($1) } / n
+        var ab = 0.0, aa = 0.0, bb = 0.0
+        for (x, y) in zip(a, b) {
+            let dx = Double(x) - ma, dy = Double(y) - mb
+            ab += dx * dy; aa += dx * dx; bb += dy * dy
+        }
+        return ab / max((aa * bb).squareRoot(), 1e-30)
+    }
+
+    func testInt8MatchesPyTorchFP32OnRealImages() throws {
+        let manifest = try XCTUnwrap(JSONSerialization.jsonObject(
+            with: Data(contentsOf: LiteMedSAMParityTests.fixtures.appendingPathComponent("manifest.json"))) as? [String: Any])
+        let images = try XCTUnwrap(manifest["images"] as? [[String: Any]])
+        XCTAssertGreaterThanOrEqual(images.count, 8, "the int8 accuracy bar is set on at least 8 real images")
+        let session = Session(model: try Self.int8Model(), threads: 2)
+        var table = ["image        case         mask IoU  pred IoU (ref)      logit corr"]
+        var maskIoUs: [Double] = [], worstCosine = 1.0
+        for im in images {
+            let stem = try XCTUnwrap(im["stem"] as? String), file = try XCTUnwrap(im["source_file"] as? String)
+            let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/" + file))
+            try img.pixels.withUnsafeBufferPointer {
+                try session.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+            }
+            let embFile = LiteMedSAMParityTests.fixtures.appendingPathComponent("\(stem)_embedding.npy")
+            if FileManager.default.fileExists(atPath: embFile.path) {
+                let cos = Self.cosine(try LiteMedSAMParityTests.npy("\(stem)_embedding.npy").floats, try session.imageEmbedding())
+                worstCosine = min(worstCosine, cos)
+                XCTAssertGreaterThanOrEqual(cos, 0.999, "\(stem): embedding cosine \(cos)")
+                table.append("\(stem.padding(toLength: 12, withPad: " ", startingAt: 0)) embedding    cosine \(String(format: "%.5f", cos))")
+            } else {
+                XCTFail("\(stem): no full embedding fixture")
+            }
+            for case_ in try XCTUnwrap(im["cases"] as? [[String: Any]]) {
+                let name = try XCTUnwrap(case_["name"] as? String)
+                let prompts = try XCTUnwrap(case_["prompts_original_xy"] as? [String: Any])
+                let coords = (prompts["point_coords"] as? [[Double]]) ?? []
+                let labels = (prompts["point_labels"] as? [Int]) ?? []
+                let points = zip(coords, labels).map { PointPrompt(x: Float($0[0]), y: Float($0[1]), positive: $1 == 1) }
+                let box = (prompts["box_xyxy"] as? [Double]).map { BoxPrompt(x0: Float($0[0]), y0: Float($0[1]), x1: Float($0[2]), y1: Float($0[3])) }
+                let maskInput = try (prompts["mask_input"] as? String).map { try LiteMedSAMParityTests.npy($0).floats }
+                let multimask = try XCTUnwrap(case_["multimask_output"] as? Bool)
+                let pred = try session.predict(points: points, box: box, maskInput: maskInput, multimask: multimask)
+                let refLow = try LiteMedSAMParityTests.npy(try XCTUnwrap(case_["lowres_file"] as? String)).floats
+                let corr = Self.pearson(refLow, pred.lowResLogits)
+                let refIoU = try XCTUnwrap(case_["iou_predictions"] as? [Double])
+                let label = "\(stem.padding(toLength: 12, withPad: " ", startingAt: 0)) \(name.padding(toLength: 12, withPad: " ", startingAt: 0))"
+                if box == nil {
+                    // Point only: near-empty masks; judge the logits.
+                    XCTAssertGreaterThanOrEqual(corr, 0.99, "\(stem)/\(name): low-res logit correlation \(corr)")
+                    table.append("\(label) -         \(String(format: "%.4f (%.4f)", Double(pred.iou[0]), refIoU[0]))     \(String(format: "%.5f", corr))")
+                    continue
+                }
+                let n = pred.count * pred.width * pred.height
+                let refMasks = LiteMedSAMParityTests.unpackBits(
+                    try LiteMedSAMParityTests.npy(try XCTUnwrap(case_["masks_file"] as? String)).data, count: n)
+                for i in 0..<pred.count {
+                    let iou = LiteMedSAMParityTests.maskIoU(refMasks, pred.masks, mask: i, size: pred.width * pred.height)
+                    maskIoUs.append(iou)
+                    XCTAssertGreaterThanOrEqual(iou, 0.95, "\(stem)/\(name) mask \(i): IoU \(iou) with the fp32 reference")
+                    XCTAssertLessThanOrEqual(abs(Double(pred.iou[i]) - refIoU[i]), 0.02, "\(stem)/\(name): predicted IoU \(pred.iou[i]) vs \(refIoU[i])")
+                    table.append("\(label) \(String(format: "%.4f    %.4f (%.4f)", iou, Double(pred.iou[i]), refIoU[i]))     \(String(format: "%.5f", corr))")
+                }
+            }
+        }
+        let mean = maskIoUs.reduce(0, +) / Double(max(maskIoUs.count, 1))
+        XCTAssertGreaterThanOrEqual(maskIoUs.count, 24, "too few box cases")
+        XCTAssertGreaterThanOrEqual(mean, 0.98, "mean final-mask IoU \(mean)")
+        table.append("mean mask IoU \(String(format: "%.4f", mean)) over \(maskIoUs.count) masks, worst \(String(format: "%.4f", maskIoUs.min() ?? 0)); worst embedding cosine \(String(format: "%.5f", worstCosine))")
+        print("LiteMedSAM int8 vs PyTorch fp32:\n" + table.joined(separator: "\n"))
+    }
+
+    /// The int8 path gives the same bits for 1 and 2 threads (integer GEMMs, splits fixed or exact).
+    func testInt8OneAndTwoThreadsIdentical() throws {
+        let model = try Self.int8Model()
+        let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/cell.png"))
+        var results: [[Float]] = []
+        for threads in [1, 2] {
+            let s = Session(model: model, threads: threads)
+            try img.pixels.withUnsafeBufferPointer {
+                try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+            }
+            results.append(try s.imageEmbedding() + s.predict(box: BoxPrompt(x0: 355, y0: 300, x1: 500, y1: 448)).lowResLogits)
+        }
+        XCTAssertEqual(results[0], results[1])
+    }
+}

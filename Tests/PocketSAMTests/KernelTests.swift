@@ -1,0 +1,69 @@
+import Foundation
+import XCTest
+
+/// The C kernels' own test program (`Tests/KernelTests/qgemm_test.c`), built with the system C
+/// compiler and run natively (scalar, AVX2, AVX-512 VNNI: every variant this CPU has against the
+/// scalar kernel, bit for bit, and the scalar kernel against a triple loop), then cross-compiled for
+/// aarch64 and run under qemu-aarch64 (scalar and NEON dot-product). scripts/install-deps.sh installs
+/// the cross compiler and qemu; a missing one is a failure, not a skip.
+final class KernelTests: XCTestCase {
+    static let root = LiteMedSAMParityTests.root
+    static let sources: [String] = {
+        let dir = root.appendingPathComponent("Sources/PocketSAMKernels")
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        return files.filter { $0.hasSuffix(".c") }.sorted().map { dir.appendingPathComponent($0).path }
+    }()
+
+    static func which(_ name: String) -> String? {
+        ["/usr/bin/", "/usr/local/bin/", "/bin/"].map { $0 + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    func build(compiler: String, output: String) throws {
+        XCTAssertFalse(Self.sources.isEmpty)
+        let args = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
+                    "-I", Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path]
+            + Self.sources + [Self.root.appendingPathComponent("Tests/KernelTests/qgemm_test.c").path, "-o", output, "-lm", "-lpthread"]
+        let r = try CABITests.run(compiler, args)
+        XCTAssertEqual(r.status, 0, "\(compiler) failed:\n\(r.err)")
+    }
+
+    func check(_ r: CABITests.Run, expecting isas: [String]) {
+        XCTAssertEqual(r.status, 0, r.out + r.err)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        let tested = (lines.first { $0.hasPrefix("tested:") } ?? "").split(separator: " ").dropFirst().map(String.init)
+        for isa in isas { XCTAssertTrue(tested.contains(isa), "\(isa) was not tested: \(lines.first ?? "")") }
+        XCTAssertTrue(lines.last?.hasSuffix(" passed, 0 failed") ?? false, r.out + r.err)
+        let passed = Int(lines.last?.split(separator: " ").first ?? "") ?? 0
+        XCTAssertGreaterThan(passed, 5000, "too few checks ran: \(lines.last ?? "")")
+    }
+
+    func testNativeKernelsEqualScalarReference() throws {
+        let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
+        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("qgemm-test-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: exe) }
+        try build(compiler: cc, output: exe)
+        #if arch(x86_64)
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        var expected = ["scalar"]
+        if flags.contains(" avx2") { expected.append("avx2") }
+        if flags.contains(" avx512_vnni") { expected.append("avx512vnni") }
+        check(try CABITests.run(exe, []), expecting: expected)
+        // The AVX2 path is what machines without AVX-512 run: also check it end to end as the best choice.
+        let capped = try CABITests.run(exe, [], env: ["PSAM_KERNELS": "avx2"])
+        XCTAssertTrue(capped.out.contains("best: avx2") || !flags.contains(" avx2"), capped.out)
+        #else
+        check(try CABITests.run(exe, []), expecting: ["scalar"])
+        #endif
+    }
+
+    func testNEONKernelsUnderQEMU() throws {
+        let cc = try XCTUnwrap(Self.which("aarch64-linux-gnu-gcc"), "aarch64-linux-gnu-gcc missing (scripts/install-deps.sh installs gcc-aarch64-linux-gnu)")
+        let qemu = try XCTUnwrap(Self.which("qemu-aarch64") ?? Self.which("qemu-aarch64-static"), "qemu-aarch64 missing (scripts/install-deps.sh installs qemu-user)")
+        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("qgemm-test-arm-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: exe) }
+        try build(compiler: cc, output: exe)
+        let r = try CABITests.run(qemu, ["-L", "/usr/aarch64-linux-gnu", exe])
+        check(r, expecting: ["scalar", "neondot"])
+        XCTAssertTrue(r.out.contains("best: neondot"), r.out)
+    }
+}

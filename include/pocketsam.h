@@ -1,0 +1,184 @@
+/*
+ * pocketsam.h — the C interface of PocketSAM, Segment Anything on the CPU.
+ *
+ * Read top to bottom, this is the manual. One model (a .psam file made by pocketsam-quantize) is
+ * loaded once and shared; each thread makes its own session, sets an image (the expensive step: one
+ * image-encoder pass), then asks any number of prompts (points, a box, a mask input) for masks.
+ *
+ * Conventions
+ *  - Every fallible call returns a psam_status; PSAM_OK is 0. On failure nothing is written to the
+ *    outputs, and psam_last_error(session) describes what went wrong (calls without a session take
+ *    an optional error buffer instead). Nothing in the library prints, exits or aborts.
+ *  - Coordinates are pixels of the original image: x to the right, y down.
+ *  - Ownership: objects made by psam_*_create/load/alloc are freed by the matching psam_*_free.
+ *    Buffers passed in stay the caller's. No global state.
+ *  - Threads: a psam_model is immutable and may be shared by any number of threads and sessions.
+ *    A psam_session must be used by one thread at a time. Using a freed object is undefined.
+ *
+ * Link (static, no Swift toolchain needed on the target):
+ *   cc app.c -Iinclude libPocketSAMC.a <swift static runtime> -lopenblas -lturbojpeg -lpng16 \
+ *      -lstdc++ -lm -ldl -lpthread   (see README.md, "C", for the exact line)
+ */
+#ifndef POCKETSAM_H
+#define POCKETSAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI this header describes. psam_abi_version() returns the library's; they must be equal. */
+#define PSAM_ABI_VERSION 1
+
+typedef enum psam_status {
+    PSAM_OK = 0,
+    PSAM_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer, a zero or negative size, an unknown enum value */
+    PSAM_ERR_IO = 2,               /* a file could not be opened or read */
+    PSAM_ERR_MODEL = 3,            /* not a valid .psam file (corrupt, truncated, unsupported) */
+    PSAM_ERR_IMAGE = 4,            /* an image that is empty, too small, too large or not decodable */
+    PSAM_ERR_PROMPT = 5,           /* a prompt that is empty, not finite, outside the image, inverted */
+    PSAM_ERR_NO_IMAGE = 6,         /* psam_predict before a successful psam_set_image */
+    PSAM_ERR_BUFFER_TOO_SMALL = 7, /* a caller buffer smaller than the call needs */
+    PSAM_ERR_INTERNAL = 8          /* a bug: please report it with psam_last_error's text */
+} psam_status;
+
+/* A short English name of a status ("ok", "invalid argument", ...). Never NULL. */
+const char *psam_status_string(psam_status status);
+
+/* The library's version ("0.1.0") and ABI version (PSAM_ABI_VERSION of the header it was built with). */
+const char *psam_version(void);
+int psam_abi_version(void);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Models                                                                                            */
+
+typedef struct psam_model psam_model;
+
+/* Loads and validates a .psam file (memory-mapped; every offset, checksum and tensor shape checked).
+ * On failure *out_model is set to NULL and, if error is not NULL, up to error_size bytes of message
+ * (NUL-terminated) are written there. Thread-safe. */
+psam_status psam_model_load(const char *path, psam_model **out_model, char *error, size_t error_size);
+
+/* As psam_model_load, from a .psam image in memory. The bytes are used in place (not copied) when
+ * `data` is 64-byte aligned, else copied once; in-place bytes must stay valid and unchanged until
+ * psam_model_free. */
+psam_status psam_model_load_from_memory(const void *data, size_t size, psam_model **out_model, char *error,
+                                        size_t error_size);
+
+/* Frees a model. Every session made from it must be freed first. NULL is ignored. */
+void psam_model_free(psam_model *model);
+
+typedef struct psam_model_info {
+    int32_t input_size;        /* side of the square encoder input, pixels (1024 or 256) */
+    int32_t low_res_size;      /* side of the low-resolution logits (256) */
+    int32_t num_multimask;     /* masks returned with multimask (3) */
+    char variant[16];          /* "sam", "mobilesam" or "litemedsam", NUL-terminated */
+} psam_model_info;
+
+psam_status psam_model_get_info(const psam_model *model, psam_model_info *out_info);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Sessions                                                                                          */
+
+typedef struct psam_session psam_session;
+
+typedef struct psam_session_params {
+    int32_t threads;    /* worker threads including the caller's, >= 1 (default 1); results do not
+                           depend on it */
+    void *arena;        /* optional caller buffer for all activations, 64-byte aligned, at least
+                           psam_session_arena_size() bytes, kept alive until psam_session_free;
+                           NULL (default): the session allocates it */
+    size_t arena_size;  /* size of `arena` in bytes */
+} psam_session_params;
+
+psam_session_params psam_session_default_params(void);
+
+/* The bytes of activation memory a session of this model needs, for any image and prompt. Measured
+ * once per model by a planning pass (one encoder run on a blank image) and cached. Thread-safe. */
+psam_status psam_session_arena_size(const psam_model *model, size_t *out_bytes);
+
+/* Makes a session. With params->arena it works entirely inside that buffer (PSAM_ERR_BUFFER_TOO_SMALL
+ * if it is smaller than psam_session_arena_size, PSAM_ERR_INVALID_ARGUMENT if misaligned). params may
+ * be NULL for the defaults. On failure *out_session is NULL; pass `error` for a message. */
+psam_status psam_session_create(const psam_model *model, const psam_session_params *params,
+                                psam_session **out_session, char *error, size_t error_size);
+
+/* Frees a session (not the model, not a caller arena). NULL is ignored. */
+void psam_session_free(psam_session *session);
+
+/* The message of the last failed call on this session, "" if none. Valid until the next call on the
+ * session. Never NULL (for a NULL session: a fixed message). */
+const char *psam_last_error(const psam_session *session);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Images                                                                                            */
+
+typedef enum psam_pixel_format {
+    PSAM_PIXEL_RGB8 = 0,  /* 3 bytes per pixel, R G B */
+    PSAM_PIXEL_GRAY8 = 1  /* 1 byte per pixel, replicated to RGB */
+} psam_pixel_format;
+
+/* Encodes an image (runs the image encoder: the expensive step; prompts are then cheap). `stride` is
+ * the distance between rows in bytes (0: packed). Images from 2x2 to 16384x16384 pixels. No heap
+ * allocation once the session has seen an image of this size. */
+psam_status psam_set_image(psam_session *session, const uint8_t *pixels, int32_t width, int32_t height,
+                           size_t stride, psam_pixel_format format);
+
+/* As psam_set_image, decoding a JPEG or PNG file first (gray stays gray, alpha is dropped). */
+psam_status psam_set_image_file(psam_session *session, const char *path);
+
+/* Size of the current image, for sizing mask buffers. PSAM_ERR_NO_IMAGE before psam_set_image. */
+psam_status psam_get_image_size(const psam_session *session, int32_t *out_width, int32_t *out_height);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Prompts and masks                                                                                 */
+
+typedef struct psam_point {
+    float x, y;     /* original-image pixels */
+    int32_t label;  /* 1 foreground, 0 background */
+} psam_point;
+
+typedef struct psam_box {
+    float x0, y0, x1, y1;  /* top-left and bottom-right corners, original-image pixels */
+} psam_box;
+
+typedef struct psam_prompt {
+    const psam_point *points;  /* num_points points, or NULL */
+    size_t num_points;         /* at most 256 */
+    const psam_box *box;       /* one box, or NULL */
+    const float *mask_input;   /* low-res logits of an earlier prediction (low_res_size^2), or NULL */
+    size_t mask_input_size;    /* number of floats in mask_input */
+    int32_t multimask;         /* 0: one mask; 1: three (for an ambiguous prompt), as SAM */
+} psam_prompt;
+
+psam_prompt psam_prompt_default(void);
+
+/* Answers a prompt into caller buffers:
+ *   masks            num_masks * width * height bytes, mask-major, 1 inside, 0 outside
+ *   iou, stability   num_masks floats each: predicted IoU and stability score (may be NULL)
+ *   low_res_logits   num_masks * low_res_size^2 floats, for a later mask_input (may be NULL)
+ * where num_masks is 1, or 3 with multimask; the capacities are in elements and must be large enough
+ * (PSAM_ERR_BUFFER_TOO_SMALL otherwise). *out_num_masks receives num_masks. After the first call,
+ * no heap allocation. */
+psam_status psam_predict(psam_session *session, const psam_prompt *prompt, uint8_t *masks, size_t masks_capacity,
+                         float *iou, float *stability, size_t scores_capacity, float *low_res_logits,
+                         size_t low_res_capacity, int32_t *out_num_masks);
+
+/* The same answer in library-owned memory, freed with psam_result_free. */
+typedef struct psam_result {
+    int32_t num_masks, width, height, low_res_size;
+    uint8_t *masks;         /* num_masks * width * height */
+    float *iou;             /* num_masks */
+    float *stability;       /* num_masks */
+    float *low_res_logits;  /* num_masks * low_res_size * low_res_size */
+} psam_result;
+
+psam_status psam_predict_alloc(psam_session *session, const psam_prompt *prompt, psam_result **out_result);
+void psam_result_free(psam_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POCKETSAM_H */
