@@ -22,9 +22,12 @@ build: deps
 assets:
 	scripts/fetch-assets.sh
 
-# Quantizes the real LiteMedSAM checkpoint to int8 and segments a sample image with a box prompt.
+CALIBRATION = $(addprefix --calibrate .cache/images/calibration/,motorcycle_right.png moon.png phantom.png microaneurysms.png)
+
+# Quantizes the real LiteMedSAM checkpoint to int8 (GPTQ rounding calibrated on 4 images that are not
+# test images) and segments a sample image with a box prompt.
 demo: deps assets build
-	.build/$(CONFIG)/pocketsam-quantize .cache/lite_medsam.pth -o .cache/lite_medsam.psam
+	.build/$(CONFIG)/pocketsam-quantize .cache/lite_medsam.pth -o .cache/lite_medsam.psam $(CALIBRATION)
 	.build/$(CONFIG)/pocketsam segment --model .cache/lite_medsam.psam --image .cache/images/cell.png \
 		--box 355,300,500,448 --out .cache/demo
 

@@ -52,7 +52,7 @@ let package = Package(
         // The quantization tool: checkpoint readers, architecture detection, BN folding, quantization.
         .target(
             name: "PocketSAMQuantize",
-            dependencies: ["PocketSAMFormat"],
+            dependencies: ["PocketSAMFormat", "PocketSAM", "PocketSAMIO", "COpenBLAS"],
             path: "Quantization/Sources/PocketSAMQuantize"
         ),
         .executableTarget(

@@ -44,4 +44,21 @@ if [ "$need" = 1 ]; then
     extract "$wheel" "skimage/data/${entry%%:*}" ".cache/images/${entry%%:*}" "${entry##*:}"
   done
 fi
-echo "fetch-assets: $ckpt and $(ls .cache/images | wc -l) images present and verified"
+# Calibration images for GPTQ rounding in the int8 quantizer (make demo, Int8AccuracyTests): scikit-image
+# images that are not among the test images.
+calib="motorcycle_right.png:5fc913ae870e42a4b662314bc904d1786bcad8e2f0b9b67dba5a229406357797"
+calib+=" moon.png:78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577"
+calib+=" phantom.png:552ff698167aa402cceb17981130607a228a0a0aa7c519299eaa4d5f301ba36c"
+calib+=" microaneurysms.png:a1e1be59aa447f8ce082f7fa809997ab369a2b137cb6c4202abc647c7ccf6456"
+mkdir -p .cache/images/calibration
+need=0
+for entry in $calib; do have ".cache/images/calibration/${entry%%:*}" "${entry##*:}" || need=1; done
+if [ "$need" = 1 ]; then
+  ls .cache/wheels/scikit_image-0.26.0-*.whl >/dev/null 2>&1 || \
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest .cache/wheels scikit-image==0.26.0
+  wheel=$(ls .cache/wheels/scikit_image-0.26.0-*.whl | head -n 1)
+  for entry in $calib; do
+    extract "$wheel" "skimage/data/${entry%%:*}" ".cache/images/calibration/${entry%%:*}" "${entry##*:}"
+  done
+fi
+echo "fetch-assets: $ckpt, $(ls .cache/images/*.* | wc -l) test images and $(ls .cache/images/calibration | wc -l) calibration images present and verified"

@@ -21,6 +21,10 @@ final class Arena {
     /// Test hook: called with named intermediate activations (channels-last, with their shape).
     var tap: ((String, UnsafePointer<Float>, [Int]) -> Void)?
 
+    /// Calibration hook: called with each linear/conv layer's weight name and its input rows
+    /// (`a`, rows, columns, row stride) before the layer runs (nil in normal use).
+    var linearInputHook: ((String, UnsafePointer<Float>, Int, Int, Int) -> Void)?
+
     /// Multiply-accumulates issued by GEMMs, matmuls and convolutions so far (for benchmarks).
     var macs = 0
 

@@ -29,6 +29,7 @@ enum Ops {
     /// the work is cut into row and column blocks freely.
     static func linear(_ ctx: Arena, _ a: CPtr, _ l: Lin, _ out: FPtr, m: Int, n: Int, k: Int,
                        lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
+        ctx.linearInputHook?(l.name, a, m, k, lda ?? k)
         guard let q = l.q else {
             linear(ctx, a, l.w, l.b, out, m: m, n: n, k: k, lda: lda, ldo: ldo)
             if gelu {

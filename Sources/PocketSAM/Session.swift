@@ -147,6 +147,14 @@ public final class Session {
     /// Peak bytes of activation memory used so far.
     public var arenaPeakBytes: Int { arena.peakBytes }
 
+    /// Calibration (for the quantizer): called with each linear or convolution layer's weight name and
+    /// its fp32 input rows (pointer, rows, columns, row stride) during `setImage` and `predict`.
+    @_spi(Calibration)
+    public var linearInputHook: ((String, UnsafePointer<Float>, Int, Int, Int) -> Void)? {
+        get { arena.linearInputHook }
+        set { arena.linearInputHook = newValue }
+    }
+
     /// Multiply-accumulates of every GEMM, matmul and convolution this session has run (a counter for
     /// benchmarks: the encoder's MACs are the difference around one `setImage`).
     public var multiplyAccumulates: Int { arena.macs }

@@ -19,6 +19,8 @@ struct Lin {
     let w: UnsafePointer<Float>!
     let b: UnsafePointer<Float>?
     let q: QWeight?
+    /// The weight tensor's name (for calibration hooks).
+    let name: String
 }
 
 struct Norm {
@@ -28,7 +30,8 @@ struct Norm {
 
 extension Model {
     func lin(_ p: String, bias: Bool = true) -> Lin {
-        Lin(w: qweights[p + ".weight"] == nil ? w(p + ".weight") : nil, b: bias ? w(p + ".bias") : nil, q: qweights[p + ".weight"])
+        Lin(w: qweights[p + ".weight"] == nil ? w(p + ".weight") : nil, b: bias ? w(p + ".bias") : nil, q: qweights[p + ".weight"],
+            name: p + ".weight")
     }
     func norm(_ p: String) -> Norm { Norm(w: w(p + ".weight"), b: w(p + ".bias")) }
 }

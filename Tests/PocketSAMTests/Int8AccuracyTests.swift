@@ -14,9 +14,20 @@ import XCTest
 /// prompts give near-empty masks with LiteMedSAM (trained on boxes), so those cases are judged by the
 /// Pearson correlation of the low-res logits, ≥ 0.99.
 final class Int8AccuracyTests: XCTestCase {
-    static func int8Model() throws -> Model {
+    /// Calibration images (scikit-image's, none of them among the test images; scripts/fetch-assets.sh).
+    static let calibrationImages = ["motorcycle_right.png", "moon.png", "phantom.png", "microaneurysms.png"]
+
+    /// The int8 model as `make demo` makes it: GPTQ rounding calibrated on `calibrationImages`, the
+    /// default fp32-activation layers, everything else on the int8 kernels.
+    static func int8Model() throws -> Model { try built.get() }
+    nonisolated(unsafe) static let built: Result<Model, Error> = Result { try makeInt8Model() }
+
+    static func makeInt8Model() throws -> Model {
         let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))
-        let bytes = try Converter.convert(ckpt).writer.serialize()
+        var o = ConversionOptions()
+        let fp32 = try Converter.convert(ckpt, options: .init(precision: .fp32)).writer.serialize()
+        o.hessians = try Calibrator.hessians(fp32: fp32, images: try calibrationImages.map { try LiteMedSAMParityTests.asset("images/calibration/" + $0) })
+        let bytes = try Converter.convert(ckpt, options: o).writer.serialize()
         XCTAssertLessThanOrEqual(bytes.count, 11_000_000, "the int8 LiteMedSAM file must stay at most 11 MB")
         let model = try Model(file: try PSAMFile(storage: ByteStorage(copying: bytes)))
         XCTAssertGreaterThan(model.int8Layers, 90, "the int8 kernels are not in use")

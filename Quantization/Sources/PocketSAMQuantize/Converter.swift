@@ -18,6 +18,15 @@ public struct ConversionOptions: Sendable {
     public var minInt8Elements: Int = 1024
     /// Glob patterns (fnmatch) of tensor names that stay fp32 whatever the precision.
     public var keepFP32: [String] = []
+    /// Glob patterns of int8 weights whose layers run with fp32 activations: stored int8 row-major
+    /// (layout 0), so the runtime dequantizes them at load instead of running its int8 kernels. nil:
+    /// the defaults for the detected model (`Converter.defaultFP32Activations`).
+    public var fp32Activations: [String]?
+    /// Input second moments per weight name (`Calibrator.hessians`): those int8 weights are rounded by
+    /// GPTQ (output error) instead of to nearest (weight error).
+    public var hessians: [String: [Float]] = [:]
+    /// What the calibration was, for the file's metadata.
+    public var calibrationNote: String?
 
     public init(precision: Precision = .int8) {
         self.precision = precision
@@ -105,6 +114,7 @@ public enum Converter {
         var writer = PSAMWriter()
         var reports: [TensorReport] = []
         let specs = config.tensorSpecs()
+        let fp32Act = options.fp32Activations ?? defaultFP32Activations(config)
         for (i, spec) in specs.enumerated() {
             let values: [Float]
             if tensors[spec.name] != nil {
@@ -121,7 +131,7 @@ public enum Converter {
             } else {
                 throw .missingTensor(name: spec.name, needed: "the detected \(config.family) model")
             }
-            let report = try store(spec, values, options, &writer)
+            let report = try store(spec, values, options, fp32Activations: fp32Act, &writer)
             reports.append(report)
             if (i + 1) % 100 == 0 || i + 1 == specs.count { progress("stored \(i + 1)/\(specs.count) tensors") }
         }
@@ -139,6 +149,8 @@ public enum Converter {
         writer.metadata["psam.precision"] = .string(options.precision.rawValue)
         writer.metadata["psam.quantization"] = .string("int8 symmetric per output channel (per group where a channel misses the error limit), fp32 scales, linear/conv weights packed panels16x4")
         if !options.keepFP32.isEmpty { writer.metadata["psam.keep_fp32"] = .string(options.keepFP32.joined(separator: " ")) }
+        if let c = options.calibrationNote { writer.metadata["psam.calibration"] = .string(c) }
+        if options.precision == .int8, !fp32Act.isEmpty { writer.metadata["psam.fp32_activations"] = .string(fp32Act.joined(separator: " ")) }
         writer.metadata["psam.source_format"] = .string(format.rawValue)
         writer.metadata["psam.source_sha256"] = .string(digest)
         writer.metadata["psam.tool_version"] = .string("pocketsam-quantize " + pocketSAMQuantizeVersion)
@@ -150,7 +162,19 @@ public enum Converter {
         patterns.contains { fnmatch($0, name, 0) == 0 }
     }
 
-    static func store(_ spec: TensorSpec, _ w: [Float], _ o: ConversionOptions,
+    /// Layers whose int8 activations measurably hurt the masks, run with fp32 activations by default.
+    /// Measured on the real LiteMedSAM checkpoint (Int8AccuracyTests, GPTQ weights): computing one group
+    /// of layers in fp32 at a time, the inputs of the stage-0 and patch-merging expansion convs
+    /// (`conv1`) and of the patch embedding mattered most (mean mask IoU 0.959 → 0.980 on the 4
+    /// reference images); every other group moved it by less than 0.005. TinyViT only (MobileSAM shares
+    /// the structure); SAM ViT has no measurement and no defaults.
+    public static func defaultFP32Activations(_ c: ModelConfig) -> [String] {
+        guard case .tinyViT = c.encoder else { return [] }
+        return ["image_encoder.patch_embed.*", "image_encoder.layers.*.blocks.*.conv1.weight",
+                "image_encoder.layers.*.downsample.conv1.weight"]
+    }
+
+    static func store(_ spec: TensorSpec, _ w: [Float], _ o: ConversionOptions, fp32Activations: [String],
                       _ writer: inout PSAMWriter) throws(CheckpointError) -> TensorReport {
         var report = TensorReport(name: spec.name, shape: spec.shape, role: spec.role, dtype: .f32, relativeRMSError: 0, note: "")
         func add(_ body: () throws(PSAMError) -> Void) throws(CheckpointError) {
@@ -200,11 +224,24 @@ public enum Converter {
                     if group != 0 {
                         report.note = "groups of \(group): per-channel error \(formatPercent(firstError)) was over the limit"
                     }
+                    var q = q, scales = scales
+                    if axis == 0, let h = o.hessians[spec.name], spec.shape.count >= 2 {
+                        let n = spec.shape[0], k = w.count / max(n, 1)
+                        if h.count == k * k, let r = GPTQ.quantize(w, n: n, k: k, hessian: h, groupSize: group) {
+                            (q, scales) = r
+                            report.relativeRMSError = Quantizer.relativeRMSError(
+                                w, Quantizer.dequantize(q, scales: scales, shape: spec.shape, axis: axis, groupSize: group))
+                            report.note = (report.note.isEmpty ? "" : report.note + "; ") + "GPTQ (nearest: \(formatPercent(err)))"
+                        }
+                    }
+                    let fp32Act = matches(spec.name, fp32Activations)
+                    if fp32Act { report.note = (report.note.isEmpty ? "" : report.note + "; ") + "fp32 activations" }
                     try add { () throws(PSAMError) in
                         // Linear and conv weights (scale axis 0) go in the int8 GEMM kernels' panel layout, so
-                        // the runtime uses them in place; transposed-conv weights stay row-major.
+                        // the runtime uses them in place; transposed-conv weights, and layers kept at fp32
+                        // activations, stay row-major (dequantized at load).
                         try writer.addI8(spec.name, shape: spec.shape, values: q, scaleAxis: axis, groupSize: group, scales: scales,
-                                         packed: axis == 0 && spec.shape.count >= 2)
+                                         packed: axis == 0 && spec.shape.count >= 2 && !fp32Act)
                     }
                     return report
                 }

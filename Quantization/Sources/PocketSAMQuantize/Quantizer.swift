@@ -68,6 +68,27 @@ public enum Quantizer {
         return (q, scales)
     }
 
+    /// The scale `α · max|v| / 127` (α in 0.50…1.00, steps of 0.01) minimising `Σ (v − q·s)²`, as
+    /// `int8PerChannel` chooses it; 0 for all-zero values.
+    public static func bestScale(_ v: [Float]) -> Float {
+        var m: Float = 0
+        for x in v { m = max(m, abs(x)) }
+        guard m > 0 else { return 0 }
+        var best = Float.infinity, bestScale = m / 127
+        for step in 0...50 {
+            let s = m * (1 - Float(step) * 0.01) / 127
+            let inv = 1 / s
+            var err: Float = 0
+            for x in v {
+                let r = max(-127, min(127, (x * inv).rounded(.toNearestOrEven)))
+                let d = x - r * s
+                err += d * d
+            }
+            if err < best { best = err; bestScale = s }
+        }
+        return bestScale
+    }
+
     public static func dequantize(_ q: [Int8], scales: [Float], shape: [Int], axis: Int, groupSize: Int = 0) -> [Float] {
         let channels = shape[axis]
         let inner = shape[(axis + 1)...].reduce(1, *)

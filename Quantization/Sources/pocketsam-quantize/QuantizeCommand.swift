@@ -23,8 +23,10 @@ struct QuantizeCommand: ParsableCommand {
         and its hyper-parameters are detected from tensor names and shapes, BatchNorm is folded into \
         the preceding convolutions, and weight matrices are quantized per output channel.
 
+        With --calibrate, the model runs in fp32 on those images first and every image-encoder weight         matrix is rounded by GPTQ (minimising the layer's output error on the images' activations)         instead of to nearest. Use images like the ones the model will see, not the ones you test on.
+
         Example:
-          pocketsam-quantize lite_medsam.pth -o lite_medsam.psam --report
+          pocketsam-quantize lite_medsam.pth -o lite_medsam.psam --calibrate a.png --calibrate b.jpg --report
 
         Exit codes: 0 written, 1 the checkpoint was rejected, 3 the output could not be written or \
         did not read back.
@@ -46,6 +48,13 @@ struct QuantizeCommand: ParsableCommand {
 
     @Option(name: .customLong("keep-fp32"), help: "Keep tensors whose name matches this glob in fp32 (repeatable).")
     var keepFP32: [String] = []
+
+    @Option(name: .customLong("calibrate"), help: "A calibration image (JPEG/PNG) for GPTQ rounding (repeatable).")
+    var calibrate: [String] = []
+
+    @Option(name: .customLong("fp32-activations"),
+            help: "Run int8 layers whose weight name matches this glob with fp32 activations (repeatable; 'none' for none; default: the measured sensitive layers of TinyViT models).")
+    var fp32Activations: [String] = []
 
     @Option(help: "Store a weight matrix as fp16 instead when its int8 relative RMS error exceeds this.")
     var maxInt8Error: Double = 0.01
@@ -72,6 +81,13 @@ struct QuantizeCommand: ParsableCommand {
             say("reading \(input)")
             checkpoint = try Checkpoint(path: input)
             say("\(checkpoint.tensors.count) tensors (\(checkpoint.format.rawValue))")
+            if !fp32Activations.isEmpty { options.fp32Activations = fp32Activations.filter { $0 != "none" } }
+            if !calibrate.isEmpty, precision == .int8 {
+                say("calibrating on \(calibrate.count) image(s)")
+                let fp32 = try Converter.convert(checkpoint, options: .init(precision: .fp32)).writer.serialize()
+                options.hessians = try Calibrator.hessians(fp32: fp32, images: calibrate, progress: say)
+                options.calibrationNote = "GPTQ on " + calibrate.map { String($0.split(separator: "/").last ?? "") }.joined(separator: ", ")
+            }
             result = try Converter.convert(checkpoint, options: options, progress: say)
         } catch {
             FileHandleStderr.write("pocketsam-quantize: error: \(error)\n")
