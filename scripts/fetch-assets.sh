@@ -34,6 +34,7 @@ fi
 
 images="cell.png:8d23a7fb81f7cc877cd09f330357fc7f595651306e84e17252f6e0a1b3f61515"
 images+=" camera.png:b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a rocket.jpg:c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c chelsea.png:596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"
+images+=" coffee.png:cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7 astronaut.png:88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5 coins.png:f8d773fc9cfa6f4d8e5942dc34d0a0788fcaed2a4fefbbed0aef5398d7ef4cba ihc.png:f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef"
 need=0
 for entry in $images; do have ".cache/images/${entry%%:*}" "${entry##*:}" || need=1; done
 if [ "$need" = 1 ]; then

@@ -17,8 +17,9 @@ enum Ops {
     /// single-threaded sgemm): every element is the same K-long dot product in the same order whatever
     /// the thread count, so results are bit-identical for 1 or N threads.
     static func linear(_ ctx: Arena, _ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
-                       lda: Int? = nil, ldo: Int? = nil) {
+                       lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
         var t = ColumnTask(kind: .linear, a: a, b: w, c: out, bias: bias, m: m, n: n, k: k, lda: lda ?? k, ldb: k, ldc: ldo ?? n)
+        t.gelu = gelu
         ctx.macs &+= m * n * k
         ctx.parallelColumns(&t, work: m * n * k)
     }
@@ -31,14 +32,7 @@ enum Ops {
                        lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
         ctx.linearInputHook?(l.name, a, m, k, lda ?? k)
         guard let q = l.q else {
-            linear(ctx, a, l.w, l.b, out, m: m, n: n, k: k, lda: lda, ldo: ldo)
-            if gelu {
-                if let ldo, ldo != n {
-                    for r in 0..<m { geluRange(out + r * ldo, 0, n) }
-                } else {
-                    Ops.gelu(out, m * n, ctx)
-                }
-            }
+            linear(ctx, a, l.w, l.b, out, m: m, n: n, k: k, lda: lda, ldo: ldo, gelu: gelu)
             return
         }
         precondition(q.n == n && q.k == k, "int8 weight [\(q.n), \(q.k)] used as [\(n), \(k)]")
@@ -460,18 +454,13 @@ struct ColumnTask {
             guard let a, let b else { return }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda),
                         b + j0 * k, Int32(k), 0, c + j0, Int32(ldc))
-            if let bias {
-                for r in 0..<m {
-                    let row = c + r * ldc
-                    for j in j0..<j1 { row[j] += bias[j] }
-                }
-            }
+            if bias != nil || gelu { psam_bias_gelu_rows(c + j0, m, j1 - j0, ldc, bias.map { $0 + j0 }, gelu ? 1 : 0) }
         case .matmul:
             guard let a, let b else { return }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), 0, c + j0, Int32(ldc))
         case .gelu:
-            Ops.geluRange(c, j0, j1)
+            psam_gelu_rows(c + j0, j1 - j0)
         case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention:
             break
         }

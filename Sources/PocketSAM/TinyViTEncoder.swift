@@ -50,8 +50,7 @@ struct TinyViTEncoder {
         let h1 = (h + 2 * (k / 2) - k) / s + 1
         let t1 = arena.alloc(h1 * h1 * d0 / 2)
         Ops.conv2d(x, h: h, w: h, cin: 3, weight: pe0,
-                   cout: d0 / 2, k: k, stride: s, pad: k / 2, out: t1, arena: arena)
-        Ops.gelu(t1, h1 * h1 * d0 / 2, arena)
+                   cout: d0 / 2, k: k, stride: s, pad: k / 2, out: t1, arena: arena, gelu: true)
         let h2 = (h1 + 2 * (k / 2) - k) / s + 1
         var cur = arena.alloc(h2 * h2 * d0)
         Ops.conv2d(t1, h: h1, w: h1, cin: d0 / 2, weight: pe2,

@@ -62,7 +62,7 @@ public enum NPY {
         guard hlen <= b.count - start else { throw ReadError.invalid("header runs past the end") }
         let header = String(decoding: b[start..<(start + hlen)], as: UTF8.self)
         guard !header.contains("'fortran_order': True") else { throw ReadError.invalid("Fortran order is not supported") }
-        guard let dtype = [DType.f32, .u8, .f64, .bool].first(where: { header.contains("'\($0.rawValue)'") }) else {
+        guard let dtype = [DType.f32, .u8, .f64, .bool, .f16].first(where: { header.contains("'\($0.rawValue)'") }) else {
             throw ReadError.invalid("unsupported dtype in \(header)")
         }
         let key = Swift.Array("'shape': (".utf8), hb = Swift.Array(header.utf8)

@@ -459,3 +459,13 @@ void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads
     attention_generic(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
 }
 
+
+/* x[r][0..n) += bias (if any), then GELU (if gelu), for m rows of stride ld. */
+void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *bias, int gelu) {
+    for (size_t r = 0; r < m; r++) {
+        float *row = x + r * ld;
+        if (bias)
+            for (size_t j = 0; j < n; j++) row[j] += bias[j];
+        if (gelu) psam_gelu_rows(row, n);
+    }
+}

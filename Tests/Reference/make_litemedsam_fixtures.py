@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden LiteMedSAM fixtures for PocketSAM's fp32 runtime (real checkpoint, real images).
 
-Writes ``Tests/Fixtures/litemedsam/``: for a few images shipped with
+Writes ``Tests/Fixtures/litemedsam/``: for 8 images shipped with
 scikit-image, the resized input image, the low-resolution mask logits and the
 final masks of several prompt cases, produced by the REAL LiteMedSAM
 checkpoint run through the OFFICIAL ``segment_anything`` code
@@ -129,7 +129,58 @@ IMAGES = [
         "point": [262, 238],
         "point_note": "the cat's nose",
     },
+    {
+        "stem": "coffee",
+        "file": "coffee.png",
+        "kind": "RGB PNG, landscape 600x400; resized image is padded at the bottom",
+        "object": "the white espresso cup with its handle (not the saucer or spoon)",
+        "box": [172, 18, 412, 300],
+        "pos": [290, 150],
+        "neg": [100, 300],
+        "neg_note": "the saucer, outside the box",
+        "point": [290, 150],
+        "point_note": "the coffee's surface",
+    },
+    {
+        "stem": "astronaut",
+        "file": "astronaut.png",
+        "kind": "RGB PNG, square 512x512; exact 2x downscale, no padding",
+        "object": "the astronaut's head (hair and face)",
+        "box": [150, 15, 305, 165],
+        "pos": [225, 120],
+        "neg": [120, 250],
+        "neg_note": "the orange suit, outside the box",
+        "point": [225, 110],
+        "point_note": "the face",
+    },
+    {
+        "stem": "coins",
+        "file": "coins.png",
+        "kind": "grayscale PNG (mode L), landscape 384x303, replicated to 3 channels; padded at the bottom",
+        "object": "the large coin in the top right corner",
+        "box": [302, 12, 368, 84],
+        "pos": [335, 48],
+        "neg": [290, 100],
+        "neg_note": "the dark background between coins, outside the box",
+        "point": [335, 48],
+        "point_note": "centre of the coin",
+    },
+    {
+        "stem": "ihc",
+        "file": "ihc.png",
+        "kind": "RGB PNG, square 512x512 (immunohistochemistry micrograph); exact 2x downscale, no padding",
+        "object": "the round stained gland at the bottom centre",
+        "box": [250, 305, 390, 470],
+        "pos": [320, 390],
+        "neg": [200, 300],
+        "neg_note": "unstained stroma above-left of the gland, outside the box",
+        "point": [320, 390],
+        "point_note": "centre of the gland",
+    },
 ]
+# Every image also gets a subset of its embedding for the int8 accuracy test (cosine similarity):
+# every EMBEDDING_STRIDE-th channel, all 64x64 positions, stored as float16.
+EMBEDDING_STRIDE = 8
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -353,6 +404,12 @@ def main() -> None:
                     "std": float(e64[:EMBEDDING_CHANNELS].std()),
                 },
             }
+
+        sub = emb[0].numpy()[::EMBEDDING_STRIDE]
+        entry["embedding_every8"] = writer.npy(
+            f"{stem}_embedding_every8.npy", np.ascontiguousarray(sub.astype(np.float16)),
+            f"channels 0, {EMBEDDING_STRIDE}, 16, ... of the image embedding [256,64,64] as float16 "
+            "(for the int8 path's embedding cosine similarity)")
 
         # --- prompt cases -------------------------------------------------------------------
         box = np.array(spec["box"], dtype=np.float64)
