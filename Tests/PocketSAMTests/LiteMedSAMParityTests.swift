@@ -42,6 +42,17 @@ final class LiteMedSAMParityTests: XCTestCase {
         return union == 0 ? 1.0 : Double(inter) / Double(union)
     }
 
+    /// A manifest case's prompts (original-image pixels): points, box, mask input, multimask.
+    static func prompts(of case_: [String: Any]) throws -> (points: [PointPrompt], box: BoxPrompt?, maskInput: [Float]?, multimask: Bool) {
+        let p = try XCTUnwrap(case_["prompts_original_xy"] as? [String: Any])
+        let coords = (p["point_coords"] as? [[Double]]) ?? []
+        let labels = (p["point_labels"] as? [Int]) ?? []
+        let points = zip(coords, labels).map { PointPrompt(x: Float($0[0]), y: Float($0[1]), positive: $1 == 1) }
+        let box = (p["box_xyxy"] as? [Double]).map { BoxPrompt(x0: Float($0[0]), y0: Float($0[1]), x1: Float($0[2]), y1: Float($0[3])) }
+        let maskInput = try (p["mask_input"] as? String).map { try npy($0).floats }
+        return (points, box, maskInput, try XCTUnwrap(case_["multimask_output"] as? Bool))
+    }
+
     static func unpackBits(_ packed: [UInt8], count: Int) -> [UInt8] {
         (0..<count).map { (packed[$0 / 8] >> (7 - UInt8($0 % 8))) & 1 }
     }
@@ -74,16 +85,7 @@ final class LiteMedSAMParityTests: XCTestCase {
             var lowResByCase: [String: [Float]] = [:]
             for case_ in try XCTUnwrap(im["cases"] as? [[String: Any]]) {
                 let name = try XCTUnwrap(case_["name"] as? String)
-                let prompts = try XCTUnwrap(case_["prompts_original_xy"] as? [String: Any])
-                let coords = (prompts["point_coords"] as? [[Double]]) ?? []
-                let labels = (prompts["point_labels"] as? [Int]) ?? []
-                let points = zip(coords, labels).map { PointPrompt(x: Float($0[0]), y: Float($0[1]), positive: $1 == 1) }
-                let box = (prompts["box_xyxy"] as? [Double]).map { BoxPrompt(x0: Float($0[0]), y0: Float($0[1]), x1: Float($0[2]), y1: Float($0[3])) }
-                var maskInput: [Float]?
-                if let mi = prompts["mask_input"] as? String {
-                    maskInput = try Self.npy(mi).floats
-                }
-                let multimask = try XCTUnwrap(case_["multimask_output"] as? Bool)
+                let (points, box, maskInput, multimask) = try Self.prompts(of: case_)
                 let pred = try session.predict(points: points, box: box, maskInput: maskInput, multimask: multimask)
                 let refLow = try Self.npy(try XCTUnwrap(case_["lowres_file"] as? String)).floats
                 XCTAssertEqual(pred.lowResLogits.count, refLow.count)

@@ -39,24 +39,7 @@ public enum Quantizer {
                     m = max(m, abs(v))
                 }
                 guard m > 0 else { continue }
-                var best = Float.infinity
-                var bestScale = m / 127
-                buf.withUnsafeBufferPointer { b in
-                    for step in 0...50 {
-                        let s = m * (1 - Float(step) * 0.01) / 127
-                        let inv = 1 / s
-                        var err: Float = 0
-                        for v in b {
-                            let r = max(-127, min(127, (v * inv).rounded(.toNearestOrEven)))
-                            let d = v - r * s
-                            err += d * d
-                        }
-                        if err < best {
-                            best = err
-                            bestScale = s
-                        }
-                    }
-                }
+                let bestScale = bestScale(buf)
                 scales[c * groups + k] = bestScale
                 let inv = 1 / bestScale
                 for j in 0..<unitCount {
