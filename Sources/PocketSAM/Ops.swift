@@ -452,9 +452,21 @@ struct ColumnTask {
         switch kind {
         case .linear:
             guard let a, let b else { return }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda),
-                        b + j0 * k, Int32(k), 0, c + j0, Int32(ldc))
-            if bias != nil || gelu { psam_bias_gelu_rows(c + j0, m, j1 - j0, ldc, bias.map { $0 + j0 }, gelu ? 1 : 0) }
+            guard bias != nil || gelu else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda),
+                            b + j0 * k, Int32(k), 0, c + j0, Int32(ldc))
+                return
+            }
+            // With an epilogue: in row chunks, so bias and GELU run on output still in cache.
+            let chunk = 512
+            var r0 = 0
+            while r0 < m {
+                let rows = min(chunk, m - r0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(j1 - j0), Int32(k), 1, a + r0 * lda, Int32(lda),
+                            b + j0 * k, Int32(k), 0, c + r0 * ldc + j0, Int32(ldc))
+                psam_bias_gelu_rows(c + r0 * ldc + j0, rows, j1 - j0, ldc, bias.map { $0 + j0 }, gelu ? 1 : 0)
+                r0 += rows
+            }
         case .matmul:
             guard let a, let b else { return }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
