@@ -184,6 +184,11 @@ enum Ops {
         for i in 0..<n where x[i] < 0 { x[i] = 0 }
     }
 
+    /// `o = a + b` elementwise.
+    static func sumInto(_ o: FPtr, _ a: CPtr, _ b: CPtr, _ n: Int) {
+        for i in 0..<n { o[i] = a[i] + b[i] }
+    }
+
     static func add(_ x: FPtr, _ y: CPtr, _ n: Int) {
         for i in 0..<n { x[i] += y[i] }
     }
@@ -343,6 +348,22 @@ enum Ops {
     /// Multi-head attention on already-projected q, k, v. Head `h` of a row starts at column
     /// `qOff(h)` / `kOff(h)` / `vOff(h)`; rows have strides `ldq`, `ldk`, `ldv`. Optional additive bias per
     /// head: `bias(h)` is a `[Nq, Nk]` matrix. Output `[Nq, heads · dv]`.
+    /// Attention of `nq` query rows over `nk` ≤ 64 keys (SAM's image→token attention), heads side by
+    /// side in the columns (head `h` at column `h·d` of q, k, v and out); rows split across threads.
+    static func attentionFewKeys(_ ctx: Arena, q: CPtr, ldq: Int, k: CPtr, ldk: Int, v: CPtr, ldv: Int, nq: Int, nk: Int,
+                                 heads: Int, d: Int, scale: Float, out: FPtr, ldo: Int) {
+        precondition(nk <= 64, "attentionFewKeys: \(nk) keys")
+        var t = ColumnTask(kind: .fewKeysAttention, a: q, b: k, c: out, bias: nil, m: nq, n: nk, k: d, lda: ldq, ldb: ldk, ldc: ldo)
+        t.v = v
+        t.ldv = ldv
+        t.heads = heads
+        t.alpha = scale
+        ctx.macs &+= 2 * nq * nk * heads * d
+        let blocks = nq * nk * heads * d < 1 << 16 ? 1 : 16
+        t.rowsPer = (nq + blocks - 1) / blocks
+        ctx.parallelBlocks(&t, blocks: blocks)
+    }
+
     static func attention(q: CPtr, k: CPtr, v: CPtr, nq: Int, nk: Int, heads: Int, d: Int, dv: Int,
                           ldq: Int, ldk: Int, ldv: Int, qOff: (Int) -> Int, kOff: (Int) -> Int, vOff: (Int) -> Int,
                           scale: Float, bias: (Int, FPtr) -> Void = { _, _ in }, out: FPtr, arena: Arena) {
@@ -361,7 +382,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention }
+    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -387,6 +408,14 @@ struct ColumnTask {
     var stride = 1
     var pad = 0
     var gelu = false
+    /// `.fewKeysAttention`: values, their row stride, heads (`k` is the head width, `n` the key count).
+    var v: CPtr?
+    var ldv = 0
+    var heads = 0
+    /// `.maskUpscale`: block i upscales mask `lows[i]` (scratch `c + i·low·outW`, mask `qa + i·outH·outW`).
+    var maskArgs: UnsafePointer<psam_mask_upscale_args>?
+    var lows: UnsafePointer<UnsafePointer<Float>>?
+    var maskStats: UnsafeMutablePointer<psam_mask_stats>?
 
     init(kind: Kind, a: CPtr?, b: CPtr?, c: FPtr, bias: CPtr?, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int) {
         self.kind = kind
@@ -408,6 +437,16 @@ struct ColumnTask {
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
             guard r0 < r1, let a, let qa, let qz else { return }
             psam_quantize_rows_u8(a + r0 * lda, r1 - r0, k, lda, qa + r0 * ldq, ldq, c + r0, qz + r0)
+            return
+        case .maskUpscale:
+            guard let maskArgs, let lows, let qa, let maskStats else { return }
+            let a = maskArgs.pointee
+            psam_mask_upscale(maskArgs, lows[i], c + i * a.low * a.out_w, qa + i * a.out_h * a.out_w, maskStats + i)
+            return
+        case .fewKeysAttention:
+            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
+            guard r0 < r1, let a, let b, let v else { return }
+            psam_attention_few_keys(a, lda, b, ldb, v, ldv, n, heads, k, alpha, c, ldc, r0, r1)
             return
         case .layerNorm:
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
@@ -473,7 +512,7 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), 0, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
-        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention:
+        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale:
             break
         }
     }

@@ -7,6 +7,8 @@ public enum PocketSAMError: Error, Equatable, Sendable, CustomStringConvertible 
     case invalidImage(String)
     case invalidPrompt(String)
     case noImage
+    /// Generator options out of range.
+    case invalidOptions(String)
     case bufferTooSmall(needed: Int, given: Int)
     case bufferMisaligned
 
@@ -17,6 +19,7 @@ public enum PocketSAMError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .invalidImage(why): return "invalid image: \(why)"
         case let .invalidPrompt(why): return "invalid prompt: \(why)"
         case .noImage: return "predict was called before setImage"
+        case let .invalidOptions(why): return "invalid options: \(why)"
         case let .bufferTooSmall(needed, given): return "the arena buffer has \(given) bytes, the model needs \(needed)"
         case .bufferMisaligned: return "the arena buffer is not 64-byte aligned"
         }

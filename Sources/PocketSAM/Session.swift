@@ -205,6 +205,12 @@ public final class Session {
         resized = (rh, rw)
     }
 
+    /// The current embedding `[G·G, C]`, dense positional encoding, and the resized image's size.
+    func embeddingState() throws -> (UnsafePointer<Float>, UnsafePointer<Float>, Int, Int) {
+        guard let emb = embedding, let pe = densePE, let (rh, rw) = resized else { throw PocketSAMError.noImage }
+        return (UnsafePointer(emb), UnsafePointer(pe), rh, rw)
+    }
+
     /// The image embedding of the current image, `[C, G, G]` (PyTorch's layout), copied out.
     public func imageEmbedding() throws -> [Float] {
         guard let emb = embedding else { throw PocketSAMError.noImage }

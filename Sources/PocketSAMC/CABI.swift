@@ -53,7 +53,7 @@ func status(of error: Error) -> psam_status {
         case .invalidPrompt: return PSAM_ERR_PROMPT
         case .noImage: return PSAM_ERR_NO_IMAGE
         case .bufferTooSmall: return PSAM_ERR_BUFFER_TOO_SMALL
-        case .bufferMisaligned: return PSAM_ERR_INVALID_ARGUMENT
+        case .bufferMisaligned, .invalidOptions: return PSAM_ERR_INVALID_ARGUMENT
         }
     case let e as PSAMError:
         if case .cannotOpen = e { return PSAM_ERR_IO }

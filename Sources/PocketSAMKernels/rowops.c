@@ -469,3 +469,38 @@ void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *b
         if (gelu) psam_gelu_rows(row, n);
     }
 }
+
+/* Attention with few keys (SAM's image→token attention: thousands of queries, a handful of tokens).
+ * Rows r0..r1 of q[nq][ldq]; per head h (columns h·d of q, k, v and out): scores over the nk ≤ 64
+ * keys k[nk][ldk] scaled by `scale`, softmax, weighted sum of v[nk][ldv] into out[row][ldo]. */
+void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,
+                             size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo,
+                             size_t r0, size_t r1) {
+    float s[64];
+    if (nk > 64) return;
+    for (size_t r = r0; r < r1; r++) {
+        for (size_t h = 0; h < heads; h++) {
+            const float *qr = q + r * ldq + h * d;
+            float mx = -INFINITY;
+            for (size_t j = 0; j < nk; j++) {
+                const float *kr = k + j * ldk + h * d;
+                float acc = 0.0f;
+                for (size_t t = 0; t < d; t++) acc += qr[t] * kr[t];
+                s[j] = acc * scale;
+                if (s[j] > mx) mx = s[j];
+            }
+            float sum = 0.0f;
+            for (size_t j = 0; j < nk; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += s[j];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + r * ldo + h * d;
+            for (size_t t = 0; t < d; t++) o[t] = 0.0f;
+            for (size_t j = 0; j < nk; j++) {
+                const float p = s[j] * inv, *vr = v + j * ldv + h * d;
+                for (size_t t = 0; t < d; t++) o[t] += p * vr[t];
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@ struct PocketSAMCommand: ParsableCommand {
         Example:
           pocketsam segment --model lite_medsam.psam --image cell.png --box 355,300,500,448 --out out/
         """,
-        subcommands: [Segment.self, Info.self, Bench.self]
+        subcommands: [Segment.self, Everything.self, Info.self, Bench.self]
     )
 }
 

@@ -102,7 +102,11 @@ public struct SourceTensor: @unchecked Sendable {
 
 /// A checkpoint opened for reading: its tensors by name, backed by the mapped file.
 public final class Checkpoint: @unchecked Sendable {
-    public enum Format: String, Sendable { case pytorchZip = "pytorch-zip", safetensors }
+    public enum Format: String, Sendable {
+        case pytorchZip = "pytorch-zip", safetensors
+        /// No checkpoint: seeded random weights (`RandomCheckpoint`), for benchmarks.
+        case random
+    }
 
     public let path: String
     public let format: Format

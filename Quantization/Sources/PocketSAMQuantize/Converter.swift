@@ -78,6 +78,14 @@ public enum Converter {
         }
         let config = try ArchitectureDetector.detect(tensors.mapValues(\.shape))
         progress("detected \(describe(config))")
+        return try convert(tensors: tensors, config: config, source: source, stripModule: stripModule, format: format,
+                           sourceSHA256: digest, options: options, progress: progress)
+    }
+
+    /// Converts tensors named as `config.tensorSpecs()` names them or as the checkpoint does.
+    static func convert(tensors: [String: SourceTensor], config: ModelConfig, source: [SourceTensor], stripModule: Bool,
+                        format: Checkpoint.Format, sourceSHA256 digest: String, options: ConversionOptions,
+                        progress: (String) -> Void) throws(CheckpointError) -> ConversionResult {
 
         var consumed: Set<String> = []
         var folded: [String: (weight: [Float], bias: [Float])] = [:]

@@ -35,7 +35,13 @@ struct QuantizeCommand: ParsableCommand {
     )
 
     @Argument(help: "The checkpoint: .pth/.pt (torch.save zip) or .safetensors.")
-    var input: String
+    var input: String?
+
+    @Option(help: ArgumentHelp("Instead of a checkpoint, seeded random weights for a published architecture (for benchmarks; the masks mean nothing): \(ModelConfig.presetNames.joined(separator: ", ")).", valueName: "ARCH"))
+    var random: String?
+
+    @Option(help: "Seed of --random.")
+    var seed: UInt64 = 1
 
     @Option(name: .shortAndLong, help: "The .psam file to write.")
     var output: String
@@ -63,6 +69,11 @@ struct QuantizeCommand: ParsableCommand {
     var quiet = false
 
     func validate() throws {
+        guard (input == nil) != (random == nil) else { throw ValidationError("give a checkpoint or --random ARCH (not both)") }
+        if let r = random, ModelConfig.preset(r) == nil {
+            throw ValidationError("unknown architecture '\(r)' for --random (one of \(ModelConfig.presetNames.joined(separator: ", ")))")
+        }
+        if random != nil, !calibrate.isEmpty { throw ValidationError("--calibrate needs a real checkpoint") }
         guard maxInt8Error.isFinite, maxInt8Error > 0 else {
             throw ValidationError("--max-int8-error must be a positive number")
         }
@@ -72,23 +83,29 @@ struct QuantizeCommand: ParsableCommand {
         func say(_ s: String) {
             if !quiet { FileHandleStderr.write("pocketsam-quantize: " + s + "\n") }
         }
-        let checkpoint: Checkpoint
         let result: ConversionResult
+        var inSize: Int?
         var options = ConversionOptions(precision: precision)
         options.keepFP32 = keepFP32
         options.maxInt8RelativeError = maxInt8Error
+        if !fp32Activations.isEmpty { options.fp32Activations = fp32Activations.filter { $0 != "none" } }
         do {
-            say("reading \(input)")
-            checkpoint = try Checkpoint(path: input)
-            say("\(checkpoint.tensors.count) tensors (\(checkpoint.format.rawValue))")
-            if !fp32Activations.isEmpty { options.fp32Activations = fp32Activations.filter { $0 != "none" } }
-            if !calibrate.isEmpty, precision == .int8 {
-                say("calibrating on \(calibrate.count) image(s)")
-                let fp32 = try Converter.convert(checkpoint, options: .init(precision: .fp32)).writer.serialize()
-                options.hessians = try Calibrator.hessians(fp32: fp32, images: calibrate, progress: say)
-                options.calibrationNote = "GPTQ on " + calibrate.map { String($0.split(separator: "/").last ?? "") }.joined(separator: ", ")
+            if let input {
+                say("reading \(input)")
+                let checkpoint = try Checkpoint(path: input)
+                inSize = checkpoint.file.count
+                say("\(checkpoint.tensors.count) tensors (\(checkpoint.format.rawValue))")
+                if !calibrate.isEmpty, precision == .int8 {
+                    say("calibrating on \(calibrate.count) image(s)")
+                    let fp32 = try Converter.convert(checkpoint, options: .init(precision: .fp32)).writer.serialize()
+                    options.hessians = try Calibrator.hessians(fp32: fp32, images: calibrate, progress: say)
+                    options.calibrationNote = "GPTQ on " + calibrate.map { String($0.split(separator: "/").last ?? "") }.joined(separator: ", ")
+                }
+                result = try Converter.convert(checkpoint, options: options, progress: say)
+            } else {
+                result = try RandomCheckpoint.convert(config: ModelConfig.preset(random ?? "")!, seed: seed, options: options,
+                                                      progress: say)
             }
-            result = try Converter.convert(checkpoint, options: options, progress: say)
         } catch {
             FileHandleStderr.write("pocketsam-quantize: error: \(error)\n")
             throw ExitCode(1)
@@ -102,12 +119,13 @@ struct QuantizeCommand: ParsableCommand {
             FileHandleStderr.write("pocketsam-quantize: error: \(error)\n")
             throw ExitCode(3)
         }
-        let inSize = checkpoint.file.count
         let outSize = fileSize(output)
         if report { printReport(result) }
         let worst = result.reports.filter { $0.dtype == .i8 }.max { $0.relativeRMSError < $1.relativeRMSError }
         let counts = Dictionary(grouping: result.reports, by: \.dtype).mapValues(\.count)
-        var summary = "wrote \(output): \(outSize) bytes (\(String(format1(Double(inSize) / Double(max(outSize, 1)))))x smaller than the \(inSize)-byte checkpoint); "
+        var summary = "wrote \(output): \(outSize) bytes"
+        if let inSize { summary += " (\(format1(Double(inSize) / Double(max(outSize, 1))))x smaller than the \(inSize)-byte checkpoint)" }
+        summary += "; "
         summary += DType.allCases.compactMap { d in counts[d].map { "\($0) \(d)" } }.joined(separator: ", ") + " tensors"
         if let w = worst { summary += "; worst int8 error \(percent(w.relativeRMSError)) (\(w.name))" }
         say(summary)

@@ -105,6 +105,40 @@ void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld);
 void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                            const float *bias, float *out, size_t ldo, float *scratch);
 
+/* Attention with few keys (nk <= 64), rows [r0, r1) of q: per head h (columns h*d of q, k, v, out)
+ * softmax(q.k^T * scale) . v into out[row][ldo]. For SAM's image-to-token attention. */
+void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,
+                             size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo,
+                             size_t r0, size_t r1);
+
+/* Automatic mask generation: one mask from low-res logits to the output size. The output is a
+ * separable 4-tap resampling of the low[low][low] logits (the composition of SAM's two bilinear
+ * resizes): output row y reads low-res rows row_start[y] + 0..3 with weights row_w[4y..4y+3], output
+ * column x reads columns col_start[x] + 0..3 with col_w[4x..4x+3] (start + 3 < low). */
+typedef struct psam_mask_upscale_args {
+    size_t low, out_h, out_w;
+    const int32_t *row_start, *col_start;
+    const float *row_w, *col_w;
+    float threshold, offset;
+} psam_mask_upscale_args;
+
+typedef struct psam_mask_stats {
+    int64_t intersection; /* pixels with logit > threshold + offset */
+    int64_t union_;       /* pixels with logit > threshold − offset */
+    int64_t area;         /* pixels with logit > threshold (the mask) */
+    int32_t box[4];       /* x0, y0, x1, y1 of the mask, inclusive; zeros when empty */
+} psam_mask_stats;
+
+/* Writes the mask (out_h × out_w bytes: 0 outside, 1 inside, 2 inside with logit > threshold + offset) and
+ * its stats; hbuf holds low × out_w floats. */
+void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float *hbuf, uint8_t *mask,
+                       psam_mask_stats *st);
+
+/* Uncompressed COCO RLE (column-major runs, starting with zeros) of an h × w mask placed at (x0, y0) in a
+ * full_h × full_w frame of zeros. counts needs room for h·w + 3 entries; returns how many were written. */
+size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t y0, size_t full_h, size_t full_w,
+                     uint32_t *counts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,238 @@
+import Foundation
+import PocketSAM
+import PocketSAMIO
+import XCTest
+
+/// Automatic mask generation against the official SamAutomaticMaskGenerator on the small random models
+/// (fixtures by Tests/Reference/make_generator_fixtures.py; the parameters of each case are in it).
+final class MaskGeneratorTests: XCTestCase {
+    static let dir = RandomModelParityTests.dir.appendingPathComponent("generator")
+
+    struct Reference {
+        let h: Int, w: Int
+        let options: MaskGeneratorOptions
+        let masks: [[String: Any]]
+        let bits: [[UInt64]]
+    }
+
+    static func options(_ p: [String: Any], cropLayers: Int) -> MaskGeneratorOptions {
+        var o = MaskGeneratorOptions()
+        o.pointsPerSide = p["points_per_side"] as? Int
+        o.pointsPerBatch = p["points_per_batch"] as! Int
+        o.predIoUThresh = Float(p["pred_iou_thresh"] as! Double)
+        o.stabilityScoreThresh = Float(p["stability_score_thresh"] as! Double)
+        o.stabilityScoreOffset = Float(p["stability_score_offset"] as! Double)
+        o.boxNMSThresh = Float(p["box_nms_thresh"] as! Double)
+        o.cropNMSThresh = Float(p["crop_nms_thresh"] as! Double)
+        o.cropOverlapRatio = p["crop_overlap_ratio"] as! Double
+        o.cropNPointsDownscaleFactor = p["crop_n_points_downscale_factor"] as! Int
+        o.minMaskRegionArea = p["min_mask_region_area"] as! Int
+        o.cropNLayers = cropLayers
+        return o
+    }
+
+    static func reference(_ name: String) throws -> Reference {
+        let j = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent(name + ".json"))) as? [String: Any])
+        let size = j["size"] as! [Int]
+        let (h, w) = (size[0], size[1])
+        let masks = j["masks"] as! [[String: Any]]
+        let png = try ImageIO.read(dir.appendingPathComponent(name + "_masks.png").path)
+        let tile = j["tile_columns"] as! Int
+        XCTAssertEqual(png.width, tile * w)
+        XCTAssertEqual(png.height, h * ((masks.count + tile - 1) / tile))
+        let bits = (0..<masks.count).map { i in
+            var m = [UInt8](repeating: 0, count: h * w)
+            let y0 = (i / tile) * h, x0 = (i % tile) * w
+            for y in 0..<h { for x in 0..<w where png.pixels[((y0 + y) * png.width + x0 + x) * png.channels] != 0 { m[y * w + x] = 1 } }
+            return pack(m)
+        }
+        return Reference(h: h, w: w, options: options(j["params"] as! [String: Any], cropLayers: j["crop_n_layers"] as! Int),
+                         masks: masks, bits: bits)
+    }
+
+    static func pack(_ m: [UInt8]) -> [UInt64] {
+        var out = [UInt64](repeating: 0, count: (m.count + 63) / 64)
+        for (i, v) in m.enumerated() where v != 0 { out[i >> 6] |= 1 << UInt64(i & 63) }
+        return out
+    }
+
+    static func iou(_ a: [UInt64], _ b: [UInt64]) -> Double {
+        var inter = 0, uni = 0
+        for i in a.indices {
+            inter += (a[i] & b[i]).nonzeroBitCount
+            uni += (a[i] | b[i]).nonzeroBitCount
+        }
+        return uni == 0 ? 1 : Double(inter) / Double(uni)
+    }
+
+    static func model(_ tag: String) throws -> Model {
+        try RandomModelParityTests.model(tag == "vit" ? "vit_tiny.pth" : "mobilesam_tiny.pth")
+    }
+
+    static func generate(_ model: Model, image: String, _ o: MaskGeneratorOptions) throws -> GenerationResult {
+        let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/" + image))
+        let session = Session(model: model, threads: 2)
+        return try img.pixels.withUnsafeBufferPointer {
+            try session.generate(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels, options: o)
+        }
+    }
+
+    /// For each reference mask, the best IoU with one of ours (and which); among masks of equal IoU, one
+    /// from the same point prompt (random models give many identical masks from different points).
+    static func match(_ ref: Reference, _ ours: [GeneratedMask]) -> [(Double, Int)] {
+        let bits = ours.map { pack($0.segmentation.decoded()) }
+        let areas = ours.map(\.area)
+        return ref.masks.indices.map { i in
+            let a = ref.masks[i]["area"] as! Int
+            let pt = ref.masks[i]["point_coords"] as! [Double]
+            var best = (0.0, -1, false)
+            for j in bits.indices {
+                // IoU ≥ 0.9 needs the areas within 10 % of each other; skip the rest.
+                let lo = min(a, areas[j]), hi = max(a, areas[j])
+                if hi > 0, Double(lo) < 0.85 * Double(hi) { continue }
+                let v = iou(ref.bits[i], bits[j])
+                let same = abs(ours[j].point.x - pt[0]) < 1e-6 && abs(ours[j].point.y - pt[1]) < 1e-6
+                if v > best.0 || (v == best.0 && same && !best.2) { best = (v, j, same) }
+            }
+            return (best.0, best.1)
+        }
+    }
+
+    /// The issue's bars: the same number of masks ±10 %, and ≥ `recall` of the reference masks matched by
+    /// one of ours with IoU ≥ 0.9. Matched masks also agree on predicted IoU, stability and point.
+    func check(_ name: String, tag: String, model: Model, image: String, hierarchical: Bool = false, recall: Double = 0.95,
+               checkCount: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> GenerationResult {
+        let ref = try Self.reference(name)
+        var o = ref.options
+        o.hierarchical = hierarchical
+        let result = try Self.generate(model, image: image, o)
+        let ours = result.masks
+        let n = ref.masks.count
+        let matches = Self.match(ref, ours)
+        let matched = matches.filter { $0.0 >= 0.9 }.count
+        var worstIoU: Float = 0, worstStability: Float = 0
+        var samePoint = 0
+        for (i, m) in matches.enumerated() where m.0 >= 0.9 {
+            let r = ref.masks[i], g = ours[m.1]
+            let pt = r["point_coords"] as! [Double]
+            guard abs(g.point.x - pt[0]) < 1e-6, abs(g.point.y - pt[1]) < 1e-6 else { continue }
+            samePoint += 1
+            worstIoU = max(worstIoU, abs(Float(r["predicted_iou"] as! Double) - g.predictedIoU))
+            worstStability = max(worstStability, abs(Float(r["stability_score"] as! Double) - g.stabilityScore))
+        }
+        print("\(name)\(hierarchical ? " hierarchical" : ""): \(ours.count) masks (reference \(n)), \(matched) of \(n) matched at IoU ≥ 0.9; "
+              + "\(samePoint) from the same point, predicted IoU within \(worstIoU), stability within \(worstStability); \(result.stats.decoderCalls) prompts decoded")
+        XCTAssertGreaterThanOrEqual(n, 20, file: file, line: line)
+        if checkCount { XCTAssertLessThanOrEqual(abs(ours.count - n), max(1, n / 10), "mask count", file: file, line: line) }
+        XCTAssertGreaterThanOrEqual(Double(matched), recall * Double(n), "reference masks matched", file: file, line: line)
+        if !hierarchical {
+            XCTAssertGreaterThanOrEqual(Double(samePoint), 0.95 * Double(n), "matched masks from the same point", file: file, line: line)
+            // fp32 sums in another order move a logit by ~1e-6 relative; the IoU head is an MLP on the same tokens.
+            XCTAssertLessThanOrEqual(worstIoU, 1e-4, file: file, line: line)
+            // Stability is a ratio of pixel counts: one pixel whose logit lies within ~1e-6 of a threshold
+            // can flip, moving the ratio by 1/union; the smallest unions here are a few pixels.
+            XCTAssertLessThanOrEqual(worstStability, 0.1, file: file, line: line)
+        }
+        return result
+    }
+
+    func testViTChelsea() throws {
+        let m = try Self.model("vit")
+        _ = try check("vit_chelsea_crop0", tag: "vit", model: m, image: "chelsea.png")
+        _ = try check("vit_chelsea_crop1", tag: "vit", model: m, image: "chelsea.png")
+    }
+
+    func testViTCoffee() throws {
+        let m = try Self.model("vit")
+        _ = try check("vit_coffee_crop0", tag: "vit", model: m, image: "coffee.png")
+        _ = try check("vit_coffee_crop1", tag: "vit", model: m, image: "coffee.png")
+    }
+
+    func testMobileSAMChelsea() throws {
+        let m = try Self.model("mobilesam")
+        _ = try check("mobilesam_chelsea_crop0", tag: "mobilesam", model: m, image: "chelsea.png")
+        _ = try check("mobilesam_chelsea_crop1", tag: "mobilesam", model: m, image: "chelsea.png")
+    }
+
+    func testMobileSAMCoffee() throws {
+        let m = try Self.model("mobilesam")
+        _ = try check("mobilesam_coffee_crop0", tag: "mobilesam", model: m, image: "coffee.png")
+        _ = try check("mobilesam_coffee_crop1", tag: "mobilesam", model: m, image: "coffee.png")
+    }
+
+    /// min_mask_region_area: holes and islands below 16 px removed, changed masks re-suppressed.
+    func testSmallRegionCleanUp() throws {
+        _ = try check("vit_chelsea_crop0_minarea", tag: "vit", model: try Self.model("vit"), image: "chelsea.png")
+    }
+
+    /// Hierarchical sampling against the reference's dense result: ≥ 90 % of the reference masks found,
+    /// ±10 % masks. The count is compared on the vit cases only: the mobilesam cases run with NMS off
+    /// (box_nms_thresh 1.0, see the fixture script), so the reference keeps all three masks of every
+    /// prompt and any sampling that decodes fewer prompts returns proportionally fewer masks; there the
+    /// point is that the masks found are the same (recall) from fewer prompts. vit's masks are a few
+    /// pixels each, so they cover almost no dense points (the sparse pass adds its 16 prompts).
+    func testHierarchical() throws {
+        for (tag, image) in [("vit", "chelsea.png"), ("vit", "coffee.png"), ("mobilesam", "chelsea.png"), ("mobilesam", "coffee.png")] {
+            let m = try Self.model(tag)
+            let name = "\(tag)_\(image.dropLast(4))_crop0"
+            let r = try check(name, tag: tag, model: m, image: image, hierarchical: true, recall: 0.9, checkCount: tag == "vit")
+            let side = try Self.reference(name).options.pointsPerSide ?? 0
+            if tag == "vit" {
+                XCTAssertLessThanOrEqual(r.stats.decoderCalls, side * side + (side / 4) * (side / 4), name)
+            } else {
+                XCTAssertLessThanOrEqual(r.stats.decoderCalls, side * side * 2 / 3, name)
+            }
+        }
+    }
+
+    /// Our RLE: decode ∘ encode is the identity, area and box agree with the mask, runs cover the frame.
+    func testRLERoundTrip() throws {
+        var rng = SystemRandomNumberGenerator()
+        for (h, w) in [(1, 1), (3, 5), (17, 9), (64, 48)] {
+            for density in [0.0, 0.1, 0.5, 1.0] {
+                let m = (0..<(h * w)).map { _ in Double.random(in: 0..<1, using: &rng) < density ? UInt8(1) : 0 }
+                let rle = m.withUnsafeBufferPointer { MaskRLE(mask: $0.baseAddress!, height: h, width: w) }
+                XCTAssertTrue(rle.isValid)
+                XCTAssertEqual(rle.decoded(), m)
+                XCTAssertEqual(rle.area, m.reduce(0) { $0 + Int($1) })
+                var x0 = w, y0 = h, x1 = -1, y1 = -1
+                for y in 0..<h { for x in 0..<w where m[y * w + x] != 0 { x0 = min(x0, x); x1 = max(x1, x); y0 = min(y0, y); y1 = max(y1, y) } }
+                let b = rle.box
+                if x1 < 0 { XCTAssertTrue(b == (0, 0, 0, 0)) } else { XCTAssertTrue(b == (x0, y0, x1, y1), "\(b) vs \((x0, y0, x1, y1))") }
+                // Placed in a larger frame: the same pixels, zeros around.
+                let placed = m.withUnsafeBufferPointer { MaskRLE(mask: $0.baseAddress!, height: h, width: w, x0: 2, y0: 3, fullHeight: h + 5, fullWidth: w + 4) }
+                let full = placed.decoded()
+                for y in 0..<(h + 5) { for x in 0..<(w + 4) {
+                    let inside = x >= 2 && x < w + 2 && y >= 3 && y < h + 3
+                    XCTAssertEqual(full[y * (w + 4) + x], inside ? m[(y - 3) * w + x - 2] : 0)
+                } }
+            }
+        }
+    }
+
+    func testBadOptions() throws {
+        let m = try Self.model("vit")
+        let session = Session(model: m)
+        let px = [UInt8](repeating: 128, count: 32 * 32 * 3)
+        var cases: [MaskGeneratorOptions] = []
+        var o = MaskGeneratorOptions(); o.pointsPerSide = 0; cases.append(o)
+        o = MaskGeneratorOptions(); o.pointsPerSide = nil; cases.append(o)
+        o = MaskGeneratorOptions(); o.predIoUThresh = .nan; cases.append(o)
+        o = MaskGeneratorOptions(); o.boxNMSThresh = 1.5; cases.append(o)
+        o = MaskGeneratorOptions(); o.cropNLayers = -1; cases.append(o)
+        o = MaskGeneratorOptions(); o.pointsPerBatch = 0; cases.append(o)
+        o = MaskGeneratorOptions(); o.pointsPerSide = nil; o.pointGrids = [[SIMD2(0.5, 1.5)]]; cases.append(o)
+        o = MaskGeneratorOptions(); o.hierarchical = true; o.hierarchicalSparseFactor = 1; cases.append(o)
+        for c in cases {
+            XCTAssertThrowsError(try px.withUnsafeBufferPointer { try session.generate(pixels: $0.baseAddress!, width: 32, height: 32, options: c) }) {
+                guard case PocketSAMError.invalidOptions = $0 else { return XCTFail("\($0)") }
+            }
+        }
+        // An explicit point grid and a tiny image work.
+        o = MaskGeneratorOptions(); o.pointsPerSide = nil; o.pointGrids = [[SIMD2(0.5, 0.5), SIMD2(0, 0)]]
+        o.predIoUThresh = 0; o.stabilityScoreThresh = 0
+        let r = try px.withUnsafeBufferPointer { try session.generate(pixels: $0.baseAddress!, width: 32, height: 32, options: o) }
+        XCTAssertEqual(r.stats.decoderCalls, 2)
+        XCTAssertThrowsError(try px.withUnsafeBufferPointer { try session.generate(pixels: $0.baseAddress!, width: 1, height: 1) })
+    }
+}
