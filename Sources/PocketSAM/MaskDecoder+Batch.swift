@@ -1,21 +1,33 @@
+import PocketSAMKernels
+
 /// Many prompts against one image embedding (automatic mask generation): the decoder of `run`, on a
 /// batch of prompts that have the same number of sparse tokens and no mask input.
 ///
 /// What is shared is computed once per image (`Shared`): the keys of the first layer (image embedding
 /// plus the no-mask embedding) and their three projections that do not depend on the prompt (token→image
 /// keys and values, image→token queries). Per batch, the token-side layers run on all prompts' tokens in
-/// one GEMM, the image-side GEMMs on all prompts' image tokens at once, and attention per prompt.
+/// one GEMM, and attention per prompt.
+///
+/// The image-side projections are folded into the few tokens (the same algebra, fewer multiplies): with
+/// a handful of tokens on one side, `q·(W_k x + b_k)` is `(W_kᵀ q)·x` plus a constant that softmax
+/// cancels, `Σ p (W_v x + b_v)` is `W_v (Σ p x) + b_v`, and image→token attention's output projection
+/// applies to the few values instead of every image token. So no projection of the 4096 image tokens
+/// is ever computed per prompt: each attention costs two products of the image tokens with
+/// `heads × tokens` vectors (about 2 × 59 MMAC at SAM's sizes instead of 270).
 extension MaskDecoder {
     struct Shared {
         /// `[HW, D]`: image embedding + no-mask embedding (the first layer's keys for every prompt).
         let keys: UnsafeMutablePointer<Float>
         /// `[HW, inner]`: first layer's token→image key and value projections, image→token queries.
         let k0, v0, q0: UnsafeMutablePointer<Float>
+        /// fp32 `[out, in]` weights of the image-side projections that the folding multiplies by
+        /// (dequantized for an int8 model; a few hundred KB).
+        let folded: [String: [Float]]
     }
 
     /// The prompt-independent part, in `arena` (kept until the caller resets past it).
     func shared(image: UnsafePointer<Float>, pe: UnsafePointer<Float>, dense: UnsafePointer<Float>, hw: Int,
-                arena: Arena) -> Shared {
+                model: Model, arena: Arena) -> Shared {
         let D = c.transformerDim, inner = D / c.attentionDownsampleRate
         let keys = Self.sum(image, dense, hw * D, arena)
         let k0 = arena.alloc(hw * inner), v0 = arena.alloc(hw * inner), q0 = arena.alloc(hw * inner)
@@ -26,7 +38,23 @@ extension MaskDecoder {
         Ops.linear(arena, keys, L.t2i.v, v0, m: hw, n: inner, k: D)
         Ops.linear(arena, kpe, L.i2t.q, q0, m: hw, n: inner, k: D)
         arena.reset(to: mark)
-        return Shared(keys: keys, k0: k0, v0: v0, q0: q0)
+        var folded: [String: [Float]] = [:]
+        func keep(_ l: Lin, _ n: Int, _ k: Int) {
+            if let w = l.w {
+                folded[l.name] = Array(UnsafeBufferPointer(start: w, count: n * k))
+            } else if let e = model.file.tensor(named: l.name) {
+                folded[l.name] = model.file.floatValues(of: e)
+            }
+        }
+        for L in layers {
+            keep(L.t2i.k, inner, D)
+            keep(L.t2i.v, inner, D)
+            keep(L.i2t.q, inner, D)
+            keep(L.i2t.out, D, inner)
+        }
+        keep(finalAttn.k, inner, D)
+        keep(finalAttn.v, inner, D)
+        return Shared(keys: keys, k0: k0, v0: v0, q0: q0, folded: folded)
     }
 
     /// Attention core per prompt: projected `q` (`nq` rows per prompt), `k`, `v` (`nk` rows per prompt;
@@ -78,7 +106,10 @@ extension MaskDecoder {
             if accumulate { Ops.add(queries, r, rows * D) } else { queries.update(from: r, count: rows * D) }
             arena.reset(to: m)
         }
-        /// Tokens attend to image tokens: `k0`/`v0` given (shared) or projected from `keys + pe` / `keys`.
+        let heads = c.numHeads, dh = inner / heads, scale = 1 / Float(dh).squareRoot(), hk = heads * nt
+        /// `image + pe` of one prompt's image tokens.
+        let kpe = arena.alloc(hw * D)
+        /// Tokens attend to image tokens: `k0`/`v0` given (shared, first layer) or folded (see the top).
         func tokenToImage(_ a: Attn, shared: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?) {
             let m = arena.mark()
             let q = Self.sum(queries, pePoints, rows * D, arena)
@@ -88,16 +119,91 @@ extension MaskDecoder {
                 core(q: qp, qStride: nt * inner, k: shared.k, v: shared.v, kvStride: 0, nq: nt, nk: hw, batch: B, inner: inner,
                      o: o, arena: arena)
             } else {
-                let kpe = arena.alloc(B * hw * D)
-                for b in 0..<B { Ops.sumInto(kpe + b * hw * D, keys + b * hw * D, pe, hw * D) }
-                let kp = arena.alloc(B * hw * inner), vp = arena.alloc(B * hw * inner)
-                Ops.linear(arena, kpe, a.k, kp, m: B * hw, n: inner, k: D)
-                Ops.linear(arena, keys, a.v, vp, m: B * hw, n: inner, k: D)
-                core(q: qp, qStride: nt * inner, k: kp, v: vp, kvStride: hw * inner, nq: nt, nk: hw, batch: B, inner: inner,
-                     o: o, arena: arena)
+                let wk = s.folded[a.k.name]!, wv = s.folded[a.v.name]!
+                let qk = arena.alloc(hk * D), p = arena.alloc(hk * hw), px = arena.alloc(hk * D)
+                for b in 0..<B {
+                    let xb = keys + b * hw * D
+                    Ops.sumInto(kpe, xb, pe, hw * D)
+                    // qk[h, i] = W_k,hᵀ q_h,i (row h·nt + i), then scores against every image token.
+                    wk.withUnsafeBufferPointer { w in
+                        for h in 0..<heads {
+                            Ops.matmul(arena, qp + b * nt * inner + h * dh, w.baseAddress! + h * dh * D, qk + h * nt * D,
+                                       m: nt, n: D, k: dh, lda: inner, ldb: D, ldc: D)
+                        }
+                    }
+                    Ops.matmul(arena, qk, kpe, p, m: hk, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
+                    Ops.softmaxRows(p, m: hk, n: hw, ld: hw)
+                    // Σ_j p x_j, then W_v,h of it (+ b_v: the weights sum to 1).
+                    Ops.matmul(arena, p, xb, px, m: hk, n: D, k: hw, lda: hw, ldb: D, ldc: D)
+                    let ob = o + b * nt * inner
+                    wv.withUnsafeBufferPointer { w in
+                        for h in 0..<heads {
+                            Ops.matmul(arena, px + h * nt * D, w.baseAddress! + h * dh * D, ob + h * dh, m: nt, n: dh, k: D,
+                                       lda: D, ldb: D, ldc: inner, transB: true)
+                        }
+                    }
+                    if let bv = a.v.b { for i in 0..<nt { Ops.add(ob + i * inner, bv, inner) } }
+                }
             }
             Ops.linear(arena, o, a.out, r, m: rows, n: D, k: inner)
             Ops.add(queries, r, rows * D)
+            arena.reset(to: m)
+        }
+        /// Image tokens attend to the prompt's tokens, folded: scores of every image token against
+        /// `heads × nt` vectors, softmax per head, then the output projection applied to the values first.
+        func imageToToken(_ a: Attn, layer: Int) {
+            let m = arena.mark()
+            let q = Self.sum(queries, pePoints, rows * D, arena)
+            let kp = arena.alloc(rows * inner), vp = arena.alloc(rows * inner)
+            Ops.linear(arena, q, a.k, kp, m: rows, n: inner, k: D)
+            Ops.linear(arena, queries, a.v, vp, m: rows, n: inner, k: D)
+            let wo = s.folded[a.out.name]!, wq = s.folded[a.q.name]
+            let p = arena.alloc(hw * hk), vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk)
+            for b in 0..<B {
+                let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
+                if layer == 0 {
+                    // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0`).
+                    for h in 0..<heads {
+                        Ops.matmul(arena, s.q0 + h * dh, kb + h * dh, p + h * nt, m: hw, n: nt, k: dh, lda: inner, ldb: inner,
+                                   ldc: hk, transB: true, alpha: scale)
+                    }
+                } else {
+                    Ops.sumInto(kpe, xb, pe, hw * D)
+                    wq!.withUnsafeBufferPointer { w in
+                        for h in 0..<heads {
+                            Ops.matmul(arena, kb + h * dh, w.baseAddress! + h * dh * D, kq + h * nt * D, m: nt, n: D, k: dh,
+                                       lda: inner, ldb: D, ldc: D)
+                        }
+                    }
+                    for h in 0..<heads {
+                        for i in 0..<nt {
+                            var acc: Float = 0
+                            if let bq = a.q.b { for t in 0..<dh { acc += bq[h * dh + t] * kb[i * inner + h * dh + t] } }
+                            cq[h * nt + i] = acc * scale
+                        }
+                    }
+                    Ops.matmul(arena, kpe, kq, p, m: hw, n: hk, k: D, lda: D, ldb: D, ldc: hk, transB: true, alpha: scale)
+                    for j in 0..<hw { Ops.add(p + j * hk, cq, hk) }
+                }
+                Ops.softmaxRows(p, m: hw * heads, n: nt, ld: nt)
+                // vt[h, i] = W_o,h v_h,i: the output projection of each value, then every image token's
+                // output is a p-weighted sum of these (+ b_o).
+                wo.withUnsafeBufferPointer { w in
+                    for h in 0..<heads {
+                        Ops.matmul(arena, vb + h * dh, w.baseAddress! + h * dh, vt + h * nt * D, m: nt, n: D, k: dh, lda: inner,
+                                   ldb: inner, ldc: D, transB: true)
+                    }
+                }
+                if layer == 0 {
+                    Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D)
+                    Ops.add(xb, s.keys, hw * D)
+                } else {
+                    let r = arena.alloc(hw * D)
+                    Ops.matmul(arena, p, vt, r, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D)
+                    Ops.add(xb, r, hw * D)
+                }
+                if let bo = a.out.b { for j in 0..<hw { Ops.add(xb + j * D, bo, D) } }
+            }
             arena.reset(to: m)
         }
 
@@ -119,29 +225,7 @@ extension MaskDecoder {
             Ops.linear(arena, hid, L.lin2, mo, m: rows, n: D, k: c.mlpDim)
             Ops.add(queries, mo, rows * D)
             norm(L.norm3, queries, rows)
-            // Image tokens attend to the prompt's tokens (few keys).
-            let q = Self.sum(queries, pePoints, rows * D, arena)
-            let kp = arena.alloc(rows * inner), vp = arena.alloc(rows * inner)
-            Ops.linear(arena, q, L.i2t.k, kp, m: rows, n: inner, k: D)
-            Ops.linear(arena, queries, L.i2t.v, vp, m: rows, n: inner, k: D)
-            let o = arena.alloc(B * hw * inner)
-            if l == 0 {
-                core(q: s.q0, qStride: 0, k: kp, v: vp, kvStride: nt * inner, nq: hw, nk: nt, batch: B, inner: inner, o: o, arena: arena)
-            } else {
-                let kpe = arena.alloc(B * hw * D), qp = arena.alloc(B * hw * inner)
-                for b in 0..<B { Ops.sumInto(kpe + b * hw * D, keys + b * hw * D, pe, hw * D) }
-                Ops.linear(arena, kpe, L.i2t.q, qp, m: B * hw, n: inner, k: D)
-                core(q: qp, qStride: hw * inner, k: kp, v: vp, kvStride: nt * inner, nq: hw, nk: nt, batch: B, inner: inner, o: o,
-                     arena: arena)
-            }
-            if l == 0 {
-                Ops.linear(arena, o, L.i2t.out, keys, m: B * hw, n: D, k: inner)
-                for b in 0..<B { Ops.add(keys + b * hw * D, s.keys, hw * D) }
-            } else {
-                let r = arena.alloc(B * hw * D)
-                Ops.linear(arena, o, L.i2t.out, r, m: B * hw, n: D, k: inner)
-                Ops.add(keys, r, B * hw * D)
-            }
+            imageToToken(L.i2t, layer: l)
             Ops.layerNorm(arena, keys, keys, m: B * hw, c: D, L.norm4, eps: 1e-5)
             arena.reset(to: scratch)
         }
@@ -187,20 +271,23 @@ extension MaskDecoder {
             }
             arena.reset(to: scratch)
         }
-        // Upscaling and masks, one prompt at a time (the upscaled maps are large).
+        // Upscaling and masks, one prompt at a time and one row of pixels at a time: each row's GEMM output
+        // is finished (bias, norm, GELU, the hypernetwork products) while it is in cache.
+        let mask = arena.mark()
+        let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(g * d4 * 4), t2 = arena.alloc(g2 * d8 * 4), sc = arena.alloc(4 * g2 * d8)
         for b in 0..<B {
-            let scratch = arena.mark()
-            let u1 = arena.alloc(g2 * g2 * d4)
-            Ops.convTranspose2x2(keys + b * hw * D, h: g, w: g, cin: D, weight: up0.w, bias: up0.b!, cout: d4, out: u1, arena: arena)
-            Ops.layerNorm(arena, u1, u1, m: g2 * g2, c: d4, up1, eps: 1e-6)
-            Ops.gelu(u1, g2 * g2 * d4, arena)
-            let u2 = arena.alloc(g4 * g4 * d8)
-            Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: up3.w, bias: up3.b!, cout: d8, out: u2, arena: arena)
-            Ops.gelu(u2, g4 * g4 * d8, arena)
-            Ops.matmul(arena, hyperOut + b * count * d8, u2, masks + b * count * g4 * g4, m: count, n: g4 * g4, k: d8, lda: d8,
-                       ldb: d8, ldc: g4 * g4, transB: true)
-            arena.reset(to: scratch)
+            let kb = keys + b * hw * D
+            for y in 0..<g {
+                Ops.matmul(arena, kb + y * g * D, up0.w, t1, m: g, n: d4 * 4, k: D, lda: D, ldb: d4 * 4, ldc: d4 * 4)
+                psam_upscale_ln_gelu_row(t1, g, d4, y, up0.b!, up1.w, up1.b, 1e-6, u1)
+            }
+            let mb = masks + b * count * g4 * g4
+            for y in 0..<g2 {
+                Ops.matmul(arena, u1 + y * g2 * d4, up3.w, t2, m: g2, n: d8 * 4, k: d4, lda: d4, ldb: d8 * 4, ldc: d8 * 4)
+                psam_upscale_gelu_masks_row(t2, g2, d8, y, up3.b!, hyperOut + b * count * d8, count, mb, sc)
+            }
         }
+        arena.reset(to: mask)
         arena.reset(to: mark)
     }
 }

@@ -36,6 +36,10 @@ public struct MaskGeneratorOptions: Sendable {
     /// `pointsPerSide`.
     public var hierarchical = false
     public var hierarchicalSparseFactor = 4
+    /// Hierarchical sampling skips a dense point where a mask kept from the sparse pass has a logit above
+    /// the mask threshold plus this (0: anywhere inside the mask, as TinySAM's "covered by a confident
+    /// mask"; larger values skip only the masks' confident cores, decoding more points).
+    public var hierarchicalCoverOffset: Float = 0
 
     public init() {}
 
@@ -66,6 +70,7 @@ public struct MaskGeneratorOptions: Sendable {
         if hierarchical {
             guard pointsPerSide != nil else { throw bad("hierarchical sampling needs pointsPerSide") }
             guard hierarchicalSparseFactor >= 2 else { throw bad("hierarchical sparse factor \(hierarchicalSparseFactor) (at least 2)") }
+            guard hierarchicalCoverOffset.isFinite, hierarchicalCoverOffset >= 0 else { throw bad("hierarchical cover offset \(hierarchicalCoverOffset)") }
         }
     }
 }
@@ -213,8 +218,8 @@ extension Session {
         }
         let pts = grid.map { $0 * scale }
         guard o.hierarchical, let n = o.pointsPerSide else { return run(pts, stage: "points") }
-        // Hierarchical: a sparse grid first; then only the dense points outside the confident core (logit above
-        // threshold + stability offset) of every mask the sparse pass kept.
+        // Hierarchical: a sparse grid first; then only the dense points outside every mask the sparse pass kept
+        // (outside their cores: logit above threshold + hierarchicalCoverOffset).
         var pow = 1
         for _ in 0..<crop.layer { pow *= o.cropNPointsDownscaleFactor }
         let sparse = MaskGeneration.pointGrid(max(1, n / pow / o.hierarchicalSparseFactor)).map { $0 * scale }
@@ -228,14 +233,28 @@ extension Session {
 }
 
 /// Decodes batches of point prompts against the session's current embedding and turns each mask into a
-/// filtered candidate.
+/// filtered candidate. The prompts of a batch are split between the session's threads, each decoding
+/// its share single-threaded in its own scratch arena (whole prompts in parallel: no synchronisation
+/// inside the decoder's many small steps).
 private final class PointDecoder {
     let session: Session
     let plan: MaskGeneration.UpscalePlan
-    let work: Arena
+    /// `main`: the shared per-image part and the batch's inputs and outputs (on the session's threads);
+    /// `workers`: one single-threaded arena per thread.
+    let main: Arena
+    let workers: [Arena]
     let shared: MaskDecoder.Shared
     let densePE: UnsafePointer<Float>
     let ch: Int, cw: Int, rh: Int, rw: Int
+
+    /// One batch's work, read by the threads.
+    var sparse: UnsafeMutablePointer<Float>?
+    var masks: UnsafeMutablePointer<Float>?
+    var iou: UnsafeMutablePointer<Float>?
+    var batch = 0
+    /// Prompts per decoder pass: enough to fill the token-side GEMMs, few enough that a pass's image-side
+    /// activations (prompts × 64² × 256 floats) stay near the caches.
+    static let step = 2
 
     init(session s: Session, cropH: Int, cropW: Int) throws {
         session = s
@@ -247,12 +266,29 @@ private final class PointDecoder {
         let cfg = s.model.config
         plan = MaskGeneration.UpscalePlan(low: 4 * cfg.prompt.embeddingSize, size: cfg.encoder.imageSize, rh: rh, rw: rw,
                                           outH: cropH, outW: cropW)
-        work = Arena()
-        work.pool = s.arena.pool
+        main = Arena()
+        main.pool = s.arena.pool
+        workers = (0..<(s.arena.pool?.size ?? 1)).map { _ in Arena() }
         let g = cfg.prompt.embeddingSize
-        let dense = s.model.promptEncoder.dense(mask: nil, arena: work)
-        shared = s.model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, arena: work)
+        let dense = s.model.promptEncoder.dense(mask: nil, arena: main)
+        shared = s.model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, model: s.model, arena: main)
         densePE = pe
+    }
+
+    /// Thread `t`'s share of the batch: passes t, t + threads, …
+    func decodeShare(_ t: Int) {
+        let cfg = session.model.config
+        let g = cfg.prompt.embeddingSize, lowN = 16 * g * g, T = cfg.decoder.numMaskTokens, C = cfg.prompt.embedDim
+        guard let sparse, let masks, let iou else { return }
+        let count = T - 1
+        var b0 = t * Self.step
+        while b0 < batch {
+            let nb = min(Self.step, batch - b0)
+            session.model.maskDecoder.runBatch(shared: shared, pe: densePE, grid: g, sparse: sparse + b0 * 2 * C, ns: 2, batch: nb,
+                                               first: 1, count: count, masks: masks + b0 * count * lowN, iou: iou + b0 * T,
+                                               arena: workers[t])
+            b0 += workers.count * Self.step
+        }
     }
 
     func decode(_ points: [SIMD2<Double>], crop: MaskGeneration.Crop, imageH: Int, imageW: Int, options o: MaskGeneratorOptions,
@@ -261,26 +297,26 @@ private final class PointDecoder {
         let g = cfg.prompt.embeddingSize, lowN = 16 * g * g, T = cfg.decoder.numMaskTokens, C = cfg.prompt.embedDim
         let count = T - 1, B = points.count
         let td = Stopwatch.now()
-        let mark = work.mark()
+        let mark = main.mark()
         let sx = Double(rw) / Double(cw), sy = Double(rh) / Double(ch)
-        let sparse = work.alloc(B * 2 * C)
+        let sparse = main.alloc(B * 2 * C)
         for (b, p) in points.enumerated() {
             let (e, ns) = session.model.promptEncoder.sparse(points: [PointPrompt(x: Float(p.x), y: Float(p.y))], box: nil,
-                                                             sx: sx, sy: sy, arena: work)
+                                                             sx: sx, sy: sy, arena: main)
             precondition(ns == 2)
             (sparse + b * 2 * C).update(from: e, count: 2 * C)
         }
-        let masks = work.alloc(B * count * lowN), iou = work.alloc(B * T)
-        let macs0 = work.macs
-        // A few prompts per decoder pass: enough to fill the token-side GEMMs, small enough that the image-side
-        // activations of the pass (B × 64² × 256 floats each) stay near the caches.
-        let step = 4
-        for b0 in stride(from: 0, to: B, by: step) {
-            let nb = min(step, B - b0)
-            session.model.maskDecoder.runBatch(shared: shared, pe: densePE, grid: g, sparse: sparse + b0 * 2 * C, ns: 2, batch: nb,
-                                               first: 1, count: count, masks: masks + b0 * count * lowN, iou: iou + b0 * T, arena: work)
-        }
-        stats.decoderMACs += work.macs - macs0
+        let masks = main.alloc(B * count * lowN), iou = main.alloc(B * T)
+        self.sparse = sparse
+        self.masks = masks
+        self.iou = iou
+        batch = B
+        let macs0 = workers.reduce(0) { $0 + $1.macs }
+        var task = ColumnTask(kind: .callback, a: nil, b: nil, c: masks, bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+        task.callback = { ctx, i in Unmanaged<PointDecoder>.fromOpaque(ctx).takeUnretainedValue().decodeShare(i) }
+        task.context = Unmanaged.passUnretained(self).toOpaque()
+        main.parallelBlocks(&task, blocks: workers.count)
+        stats.decoderMACs += workers.reduce(0) { $0 + $1.macs } - macs0
         stats.decoderCalls += B
         stats.decoderSeconds += Stopwatch.since(td)
 
@@ -292,8 +328,8 @@ private final class PointDecoder {
         }
         stats.masksUpscaled += jobs.count
         let results = plan.run(jobs.map { UnsafePointer(masks + ($0.b * count + $0.j) * lowN) },
-                               threshold: Float(cfg.maskThreshold), offset: o.stabilityScoreOffset,
-                               crop: crop, imageH: imageH, imageW: imageW, pool: work.pool, coverage: coverage,
+                               threshold: Float(cfg.maskThreshold), offset: o.stabilityScoreOffset, coreOffset: o.hierarchicalCoverOffset,
+                               crop: crop, imageH: imageH, imageW: imageW, pool: main.pool, coverage: coverage,
                                keep: { st in
                                    let stability = st.union_ == 0 ? Float.nan : Float(st.intersection) / Float(st.union_)
                                    if o.stabilityScoreThresh > 0, !(stability >= o.stabilityScoreThresh) { return false }
@@ -309,7 +345,10 @@ private final class PointDecoder {
                                                 point: SIMD2(p.x + Double(crop.x0), p.y + Double(crop.y0)), crop: crop))
         }
         stats.candidates += out.count
-        work.reset(to: mark)
+        self.sparse = nil
+        self.masks = nil
+        self.iou = nil
+        main.reset(to: mark)
         stats.postprocessSeconds += Stopwatch.since(tp)
         return out
     }
@@ -472,7 +511,7 @@ enum MaskGeneration {
 
         /// Upscales each mask (in parallel on `pool`), keeps those `keep` accepts, and encodes them as RLE in
         /// the image frame.
-        func run(_ lows: [UnsafePointer<Float>], threshold: Float, offset: Float, crop: Crop, imageH: Int, imageW: Int,
+        func run(_ lows: [UnsafePointer<Float>], threshold: Float, offset: Float, coreOffset: Float, crop: Crop, imageH: Int, imageW: Int,
                  pool: ThreadPool?, coverage: UnsafeMutablePointer<UInt8>? = nil, keep: (psam_mask_stats) -> Bool) -> [(MaskRLE, psam_mask_stats)?] {
             let n = lows.count
             guard n > 0 else { return [] }
@@ -491,7 +530,8 @@ enum MaskGeneration {
             rowStart.withUnsafeBufferPointer { rs in colStart.withUnsafeBufferPointer { cs in
                 rowW.withUnsafeBufferPointer { rw in colW.withUnsafeBufferPointer { cw in
                     var args = psam_mask_upscale_args(low: low, out_h: outH, out_w: outW, row_start: rs.baseAddress, col_start: cs.baseAddress,
-                                                      row_w: rw.baseAddress, col_w: cw.baseAddress, threshold: threshold, offset: offset)
+                                                      row_w: rw.baseAddress, col_w: cw.baseAddress, threshold: threshold, offset: offset,
+                                                      core_offset: coreOffset)
                     var i = 0
                     while i < n {
                         let m = min(slots, n - i)
@@ -514,7 +554,7 @@ enum MaskGeneration {
                             guard keep(st) else { results.append(nil); continue }
                             if let coverage {
                                 let m = masks + s * outH * outW
-                                for p in 0..<(outH * outW) where m[p] == 2 { coverage[p] = 1 }
+                                for p in 0..<(outH * outW) where m[p] & 2 != 0 { coverage[p] = 1 }
                             }
                             let nc = counts.withUnsafeMutableBufferPointer {
                                 psam_mask_rle(masks + s * outH * outW, outH, outW, crop.x0, crop.y0, imageH, imageW, $0.baseAddress!)

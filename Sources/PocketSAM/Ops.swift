@@ -382,7 +382,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale }
+    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale, callback }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -416,6 +416,9 @@ struct ColumnTask {
     var maskArgs: UnsafePointer<psam_mask_upscale_args>?
     var lows: UnsafePointer<UnsafePointer<Float>>?
     var maskStats: UnsafeMutablePointer<psam_mask_stats>?
+    /// `.callback`: block i calls `callback(context, i)` (coarse work that is itself Swift code).
+    var callback: (@convention(c) (UnsafeMutableRawPointer, Int) -> Void)?
+    var context: UnsafeMutableRawPointer?
 
     init(kind: Kind, a: CPtr?, b: CPtr?, c: FPtr, bias: CPtr?, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int) {
         self.kind = kind
@@ -437,6 +440,10 @@ struct ColumnTask {
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
             guard r0 < r1, let a, let qa, let qz else { return }
             psam_quantize_rows_u8(a + r0 * lda, r1 - r0, k, lda, qa + r0 * ldq, ldq, c + r0, qz + r0)
+            return
+        case .callback:
+            guard let callback, let context else { return }
+            callback(context, i)
             return
         case .maskUpscale:
             guard let maskArgs, let lows, let qa, let maskStats else { return }
@@ -512,7 +519,7 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), 0, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
-        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale:
+        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback:
             break
         }
     }

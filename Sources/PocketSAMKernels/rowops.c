@@ -1,15 +1,49 @@
-/* fp32 row operations. Each has a portable body and, on x86-64, the same body compiled for AVX-512;
- * contraction into fused multiply-adds is off, so both give bit-identical results (min/max, mul, add,
- * div and truncating conversion round the same at any vector width). */
+/* fp32 row operations. Each has a portable ("generic") body and, on x86-64, an AVX-512 and an AVX2 (+FMA)
+ * version, dispatched at run time (AVX-512, then AVX2 + FMA, then generic).
+ * Quantization and GELU give bit-identical results at every width: contraction into fused multiply-adds
+ * is off and their x86 versions are compiled without FMA (min/max, mul, add, div and truncating conversion
+ * round the same at any vector width). The others (layer norm, softmax, attention, depthwise) use FMA and
+ * sum in a different order, and softmax's x86 exp is a polynomial (below); they agree with the generic
+ * body to rounding, not bit for bit. Tests/KernelTests/rowops_test.c checks both. */
 #include "pocketsam_kernels.h"
 #include <math.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define PSAM_AVX512F __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define PSAM_AVX512FMA __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+/* AVX2 without FMA (bit-identical kernels: quantization, GELU) and with FMA (the rest). */
+#define PSAM_AVX2 __attribute__((target("avx2")))
+#define PSAM_AVX2FMA __attribute__((target("avx2,fma")))
 static int has_avx512(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+static int has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* Lane mask of the first r (0 < r < 8) of 8 floats, for _mm256_maskload_ps / _mm256_maskstore_ps. */
+static const int32_t psam_tail_bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+PSAM_AVX2 static inline __m256i tail_mask8(size_t r) {
+    return _mm256_loadu_si256((const __m256i *)(psam_tail_bits + 8 - r));
+}
+
+/* Horizontal sum, min and max of 8 floats. */
+PSAM_AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+PSAM_AVX2 static inline float hmin8(__m256 v) {
+    __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_min_ss(s, _mm_movehdup_ps(s)));
+}
+PSAM_AVX2 static inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
 }
 #endif
 #if defined(__clang__)
@@ -92,6 +126,64 @@ PSAM_AVX512F static void quantize_avx512(const float *x, size_t m, size_t k, siz
         for (j = k; j < ldq; j++) o[j] = 0;
     }
 }
+
+/* 8 floats in [0, 255.5] to 8 bytes, truncating like (uint8_t)(int32_t)t. */
+PSAM_AVX2 static inline __m128i cvt8_u8(__m256 t) {
+    __m256i i = _mm256_cvttps_epi32(t);
+    __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    return _mm_packus_epi16(w, w);
+}
+
+/* Without FMA: min/max are exact and r·inv + add rounds twice, exactly as quantize_row does. */
+PSAM_AVX2 static void quantize_avx2(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq,
+                                    float *scale, int32_t *zero) {
+    for (size_t i = 0; i < m; i++) {
+        const float *r = x + i * ldx;
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 8 <= k; j += 8) {
+            __m256 v = _mm256_loadu_ps(r + j);
+            lo = _mm256_min_ps(v, lo); /* v < lo ? v : lo, as the generic loop */
+            hi = _mm256_max_ps(v, hi);
+        }
+        float l = hmin8(lo), h = hmax8(hi);
+        for (; j < k; j++) {
+            l = r[j] < l ? r[j] : l;
+            h = r[j] > h ? r[j] : h;
+        }
+        uint8_t *o = q + i * ldq;
+        float s = (h - l) / 255.0f;
+        if (!(s > 0.0f) || !isfinite(s)) {
+            quantize_row(r, k, o, ldq, l, h, scale + i, zero + i);
+            continue;
+        }
+        float inv = 1.0f / s;
+        float zf = floorf(-l * inv + 0.5f);
+        if (zf > 255.0f) zf = 255.0f;
+        scale[i] = s;
+        zero[i] = (int32_t)zf;
+        const float add = zf + 0.5f;
+        const __m256 vinv = _mm256_set1_ps(inv), vadd = _mm256_set1_ps(add), vmax = _mm256_set1_ps(255.5f),
+                     v0 = _mm256_setzero_ps();
+#define PSAM_Q8(p) _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(p), vinv), vadd), v0), vmax)
+        for (j = 0; j + 32 <= k; j += 32) {
+            __m256i a = _mm256_cvttps_epi32(PSAM_Q8(r + j)), b = _mm256_cvttps_epi32(PSAM_Q8(r + j + 8));
+            __m256i c = _mm256_cvttps_epi32(PSAM_Q8(r + j + 16)), d = _mm256_cvttps_epi32(PSAM_Q8(r + j + 24));
+            /* The packs work per 128-bit lane: dwords come out as a0-3 b0-3 c0-3 d0-3 a4-7 b4-7 c4-7 d4-7. */
+            __m256i u = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+            u = _mm256_permutevar8x32_epi32(u, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(o + j), u);
+        }
+        for (; j + 8 <= k; j += 8) _mm_storel_epi64((__m128i *)(o + j), cvt8_u8(PSAM_Q8(r + j)));
+#undef PSAM_Q8
+        for (; j < k; j++) {
+            float t = r[j] * inv + add;
+            t = t < 0.0f ? 0.0f : (t > 255.5f ? 255.5f : t);
+            o[j] = (uint8_t)(int32_t)t;
+        }
+        for (j = k; j < ldq; j++) o[j] = 0;
+    }
+}
 #endif
 
 void psam_quantize_rows_u8(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq,
@@ -99,6 +191,10 @@ void psam_quantize_rows_u8(const float *x, size_t m, size_t k, size_t ldx, uint8
 #if defined(__x86_64__)
     if (has_avx512()) {
         quantize_avx512(x, m, k, ldx, q, ldq, scale, zero);
+        return;
+    }
+    if (has_avx2()) {
+        quantize_avx2(x, m, k, ldx, q, ldq, scale, zero);
         return;
     }
 #endif
@@ -132,12 +228,17 @@ static inline float erf_approx(float v) {
 static void gelu_generic(float *x, size_t n) { GELU_LOOP }
 #if defined(__x86_64__)
 PSAM_AVX512F static void gelu_avx512(float *x, size_t n) { GELU_LOOP }
+PSAM_AVX2 static void gelu_avx2(float *x, size_t n) { GELU_LOOP }
 #endif
 
 void psam_gelu_rows(float *x, size_t n) {
 #if defined(__x86_64__)
     if (has_avx512()) {
         gelu_avx512(x, n);
+        return;
+    }
+    if (has_avx2()) {
+        gelu_avx2(x, n);
         return;
     }
 #endif
@@ -198,6 +299,48 @@ PSAM_AVX512FMA static void depthwise_avx512(const float *x, size_t h, size_t w, 
             if (q) quantize_avx512(o, 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
         }
 }
+
+/* Channels [j, j + 8·B) held in B registers across all k·k taps (fused multiply-adds); if `masked`, the
+ * last register holds only the c − j − 8·(B − 1) < 8 channels that remain. */
+static inline PSAM_AVX2FMA __attribute__((always_inline)) void
+dw_block_avx2(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k, size_t stride,
+              size_t pad, size_t oy, size_t ox, size_t j, const int B, const int masked, float *o) {
+    const __m256i mk = masked ? tail_mask8(c - j - 8 * (size_t)(B - 1)) : _mm256_set1_epi32(-1);
+#define PSAM_LD(p, b) (masked && (b) == B - 1 ? _mm256_maskload_ps((p), mk) : _mm256_loadu_ps(p))
+    __m256 acc[4];
+    for (int b = 0; b < B; b++) acc[b] = bias ? PSAM_LD(bias + j + 8 * b, b) : _mm256_setzero_ps();
+    for (size_t ky = 0; ky < k; ky++) {
+        ptrdiff_t iy = (ptrdiff_t)(oy * stride + ky) - (ptrdiff_t)pad;
+        if (iy < 0 || iy >= (ptrdiff_t)h) continue;
+        for (size_t kx = 0; kx < k; kx++) {
+            ptrdiff_t ix = (ptrdiff_t)(ox * stride + kx) - (ptrdiff_t)pad;
+            if (ix < 0 || ix >= (ptrdiff_t)w) continue;
+            const float *sp = x + ((size_t)iy * w + (size_t)ix) * c + j, *wk = wt + (ky * k + kx) * c + j;
+            for (int b = 0; b < B; b++) acc[b] = _mm256_fmadd_ps(PSAM_LD(sp + 8 * b, b), PSAM_LD(wk + 8 * b, b), acc[b]);
+        }
+    }
+#undef PSAM_LD
+    for (int b = 0; b < B; b++) {
+        if (masked && b == B - 1) _mm256_maskstore_ps(o + j + 8 * b, mk, acc[b]);
+        else _mm256_storeu_ps(o + j + 8 * b, acc[b]);
+    }
+}
+
+PSAM_AVX2FMA static void depthwise_avx2(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias,
+                                        size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1,
+                                        int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero) {
+    for (size_t oy = y0; oy < y1; oy++)
+        for (size_t ox = 0; ox < wo; ox++) {
+            size_t p = oy * wo + ox;
+            float *o = q ? out : out + p * c;
+            size_t j = 0;
+            for (; j + 32 <= c; j += 32) dw_block_avx2(x, h, w, c, wt, bias, k, stride, pad, oy, ox, j, 4, 0, o);
+            for (; j + 8 <= c; j += 8) dw_block_avx2(x, h, w, c, wt, bias, k, stride, pad, oy, ox, j, 1, 0, o);
+            if (j < c) dw_block_avx2(x, h, w, c, wt, bias, k, stride, pad, oy, ox, j, 1, 1, o);
+            if (gelu) gelu_avx2(o, c);
+            if (q) quantize_avx2(o, 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
+        }
+}
 #endif
 
 static void depthwise_generic(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k,
@@ -220,6 +363,10 @@ void psam_depthwise_rows(const float *x, size_t h, size_t w, size_t c, const flo
         depthwise_avx512(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
         return;
     }
+    if (has_avx2()) {
+        depthwise_avx2(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
+        return;
+    }
 #endif
     depthwise_generic(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
 }
@@ -230,6 +377,10 @@ void psam_depthwise_rows_u8(const float *x, size_t h, size_t w, size_t c, const 
 #if defined(__x86_64__)
     if (has_avx512()) {
         depthwise_avx512(x, h, w, c, wt, bias, k, stride, pad, row, wo, y0, y1, gelu, q, ldq, scale, zero);
+        return;
+    }
+    if (has_avx2()) {
+        depthwise_avx2(x, h, w, c, wt, bias, k, stride, pad, row, wo, y0, y1, gelu, q, ldq, scale, zero);
         return;
     }
 #endif
@@ -285,6 +436,52 @@ PSAM_AVX512F static void layernorm_avx512(const float *x, size_t m, size_t c, si
         for (; j < c; j++) o[j] = (r[j] - mean) * inv * w[j] + b[j];
     }
 }
+
+/* As layernorm_avx512, with four partial sums per pass (the additions' latency, not their throughput,
+ * bounds one chain). */
+PSAM_AVX2FMA static void layernorm_avx2(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b,
+                                        float eps, float *out, size_t ldo) {
+    for (size_t i = 0; i < m; i++) {
+        const float *r = x + i * ldx;
+        float *o = out + i * ldo;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        size_t j = 0;
+        for (; j + 32 <= c; j += 32) {
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(r + j));
+            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(r + j + 8));
+            s2 = _mm256_add_ps(s2, _mm256_loadu_ps(r + j + 16));
+            s3 = _mm256_add_ps(s3, _mm256_loadu_ps(r + j + 24));
+        }
+        for (; j + 8 <= c; j += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(r + j));
+        float mean = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (; j < c; j++) mean += r[j];
+        mean /= (float)c;
+        const __m256 vm = _mm256_set1_ps(mean);
+        s0 = s1 = s2 = s3 = _mm256_setzero_ps();
+        for (j = 0; j + 32 <= c; j += 32) {
+            __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(r + j), vm), d1 = _mm256_sub_ps(_mm256_loadu_ps(r + j + 8), vm);
+            __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(r + j + 16), vm), d3 = _mm256_sub_ps(_mm256_loadu_ps(r + j + 24), vm);
+            s0 = _mm256_fmadd_ps(d0, d0, s0);
+            s1 = _mm256_fmadd_ps(d1, d1, s1);
+            s2 = _mm256_fmadd_ps(d2, d2, s2);
+            s3 = _mm256_fmadd_ps(d3, d3, s3);
+        }
+        for (; j + 8 <= c; j += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(r + j), vm);
+            s0 = _mm256_fmadd_ps(d, d, s0);
+        }
+        float var = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (; j < c; j++) { float d = r[j] - mean; var += d * d; }
+        var /= (float)c;
+        float inv = 1.0f / sqrtf(var + eps);
+        const __m256 vi = _mm256_set1_ps(inv);
+        for (j = 0; j + 8 <= c; j += 8) {
+            __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(r + j), vm), vi);
+            _mm256_storeu_ps(o + j, _mm256_fmadd_ps(t, _mm256_loadu_ps(w + j), _mm256_loadu_ps(b + j)));
+        }
+        for (; j < c; j++) o[j] = (r[j] - mean) * inv * w[j] + b[j];
+    }
+}
 #endif
 
 void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps,
@@ -292,6 +489,10 @@ void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const f
 #if defined(__x86_64__)
     if (has_avx512()) {
         layernorm_avx512(x, m, c, ldx, w, b, eps, out, ldo);
+        return;
+    }
+    if (has_avx2()) {
+        layernorm_avx2(x, m, c, ldx, w, b, eps, out, ldo);
         return;
     }
 #endif
@@ -351,12 +552,64 @@ PSAM_AVX512FMA static void softmax_avx512(float *x, size_t m, size_t n, size_t l
         }
     }
 }
+
+/* exp512 at 8 lanes. Without scalef, 2^n (n in [−149, 128] after the clamp) is built as 2^⌊n/2⌋ · 2^(n − ⌊n/2⌋),
+ * both factors normal numbers, so the result still goes smoothly into the subnormals. */
+PSAM_AVX2FMA static inline __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-103.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
+}
+
+PSAM_AVX2FMA static void softmax_avx2(float *x, size_t m, size_t n, size_t ld) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const size_t nf = n & ~(size_t)7;
+    const __m256i mk = tail_mask8(n > nf ? n - nf : 8);
+    for (size_t i = 0; i < m; i++) {
+        float *r = x + i * ld;
+        __m256 vm = ninf;
+        for (size_t j = 0; j < nf; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(r + j));
+        if (nf < n) vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, _mm256_maskload_ps(r + nf, mk), _mm256_castsi256_ps(mk)));
+        const __m256 mx = _mm256_set1_ps(hmax8(vm));
+        __m256 vs = _mm256_setzero_ps();
+        for (size_t j = 0; j < nf; j += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(r + j), mx));
+            vs = _mm256_add_ps(vs, e);
+            _mm256_storeu_ps(r + j, e);
+        }
+        if (nf < n) {
+            __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(r + nf, mk), mx)), _mm256_castsi256_ps(mk));
+            vs = _mm256_add_ps(vs, e);
+            _mm256_maskstore_ps(r + nf, mk, e);
+        }
+        const __m256 inv = _mm256_set1_ps(1.0f / hsum8(vs));
+        for (size_t j = 0; j < nf; j += 8) _mm256_storeu_ps(r + j, _mm256_mul_ps(_mm256_loadu_ps(r + j), inv));
+        if (nf < n) _mm256_maskstore_ps(r + nf, mk, _mm256_mul_ps(_mm256_maskload_ps(r + nf, mk), inv));
+    }
+}
 #endif
 
 void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld) {
 #if defined(__x86_64__)
     if (has_avx512()) {
         softmax_avx512(x, m, n, ld);
+        return;
+    }
+    if (has_avx2()) {
+        softmax_avx2(x, m, n, ld);
         return;
     }
 #endif
@@ -446,6 +699,85 @@ PSAM_AVX512FMA static void attention_avx512(const float *qkv, size_t ldq, size_t
         }
     }
 }
+
+/* Scores of R queries (rows i0… of q) against keys [j, j+8) (columns of kt[kd][ldk], nkeys of them):
+ * s[i][j] = (q_i · k_j)·scale (+ bias[i][j], bias of stride lds like s). R independent chains over kd. */
+static inline PSAM_AVX2FMA __attribute__((always_inline)) void
+scores_tile_avx2(const float *q, size_t ldq, const float *kt, size_t ldk, size_t nkeys, size_t kd, size_t i0, size_t j,
+                 const int R, __m256 vs, const float *bias, float *s, size_t lds) {
+    __m256 acc[8];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    if (nkeys - j >= 8) {
+        for (size_t d = 0; d < kd; d++) {
+            __m256 kv = _mm256_loadu_ps(kt + d * ldk + j);
+            for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (i0 + r) * ldq + d), kv, acc[r]);
+        }
+        for (int r = 0; r < R; r++) {
+            __m256 t = _mm256_mul_ps(acc[r], vs);
+            if (bias) t = _mm256_add_ps(t, _mm256_loadu_ps(bias + (i0 + r) * lds + j));
+            _mm256_storeu_ps(s + (i0 + r) * lds + j, t);
+        }
+    } else {
+        const __m256i mk = tail_mask8(nkeys - j);
+        for (size_t d = 0; d < kd; d++) {
+            __m256 kv = _mm256_maskload_ps(kt + d * ldk + j, mk);
+            for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (i0 + r) * ldq + d), kv, acc[r]);
+        }
+        for (int r = 0; r < R; r++) {
+            __m256 t = _mm256_mul_ps(acc[r], vs);
+            if (bias) t = _mm256_add_ps(t, _mm256_maskload_ps(bias + (i0 + r) * lds + j, mk));
+            _mm256_maskstore_ps(s + (i0 + r) * lds + j, mk, t);
+        }
+    }
+}
+
+/* Output of R queries for value columns [d, d+8) (of kd): out_i = Σ_j p[i][j]·v_j over nk keys, the
+ * probability of query i, key j at p[i·lpr + j·lpc]. R independent chains over the keys. */
+static inline PSAM_AVX2FMA __attribute__((always_inline)) void
+values_tile_avx2(const float *p, size_t lpr, size_t lpc, size_t nk, const float *v, size_t ldv, size_t kd, size_t i0,
+                 size_t d, const int R, float *out, size_t ldo) {
+    __m256 acc[8];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    if (kd - d >= 8) {
+        for (size_t j = 0; j < nk; j++) {
+            __m256 vv = _mm256_loadu_ps(v + j * ldv + d);
+            for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (i0 + r) * lpr + j * lpc), vv, acc[r]);
+        }
+        for (int r = 0; r < R; r++) _mm256_storeu_ps(out + (i0 + r) * ldo + d, acc[r]);
+    } else {
+        const __m256i mk = tail_mask8(kd - d);
+        for (size_t j = 0; j < nk; j++) {
+            __m256 vv = _mm256_maskload_ps(v + j * ldv + d, mk);
+            for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (i0 + r) * lpr + j * lpc), vv, acc[r]);
+        }
+        for (int r = 0; r < R; r++) _mm256_maskstore_ps(out + (i0 + r) * ldo + d, mk, acc[r]);
+    }
+}
+
+/* As attention_avx512: kᵀ in scratch, 8 queries × 8 keys score tiles, softmax, 8 queries × 8 columns value tiles. */
+PSAM_AVX2FMA static void attention_avx2(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                        const float *bias, float *out, size_t ldo, float *scratch) {
+    float *s = scratch, *kt = scratch + wn * wn;
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (size_t hd = 0; hd < heads; hd++) {
+        const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
+        const float *bh = bias ? bias + hd * wn * wn : NULL;
+        for (size_t d = 0; d < kd; d++)
+            for (size_t j = 0; j < wn; j++) kt[d * wn + j] = kk[j * ldq + d];
+        for (size_t j = 0; j < wn; j += 8) {
+            size_t i = 0;
+            for (; i + 8 <= wn; i += 8) scores_tile_avx2(q, ldq, kt, wn, wn, kd, i, j, 8, vs, bh, s, wn);
+            for (; i < wn; i++) scores_tile_avx2(q, ldq, kt, wn, wn, kd, i, j, 1, vs, bh, s, wn);
+        }
+        softmax_avx2(s, wn, wn, wn);
+        float *o = out + hd * kd;
+        for (size_t d = 0; d < kd; d += 8) {
+            size_t i = 0;
+            for (; i + 8 <= wn; i += 8) values_tile_avx2(s, wn, 1, wn, v, ldq, kd, i, d, 8, o, ldo);
+            for (; i < wn; i++) values_tile_avx2(s, wn, 1, wn, v, ldq, kd, i, d, 1, o, ldo);
+        }
+    }
+}
 #endif
 
 void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
@@ -453,6 +785,10 @@ void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads
 #if defined(__x86_64__)
     if (has_avx512()) {
         attention_avx512(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
+        return;
+    }
+    if (has_avx2()) {
+        attention_avx2(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
         return;
     }
 #endif
@@ -473,9 +809,8 @@ void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *b
 /* Attention with few keys (SAM's image→token attention: thousands of queries, a handful of tokens).
  * Rows r0..r1 of q[nq][ldq]; per head h (columns h·d of q, k, v and out): scores over the nk ≤ 64
  * keys k[nk][ldk] scaled by `scale`, softmax, weighted sum of v[nk][ldv] into out[row][ldo]. */
-void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,
-                             size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo,
-                             size_t r0, size_t r1) {
+static void few_keys_generic(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,
+                             size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo, size_t r0, size_t r1) {
     float s[64];
     if (nk > 64) return;
     for (size_t r = r0; r < r1; r++) {
@@ -503,4 +838,94 @@ void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t 
             }
         }
     }
+}
+
+#if defined(__x86_64__)
+/* In-place transpose of 8 vectors of 8 (row i lane j ↔ row j lane i). */
+PSAM_AVX2 static inline void transpose8x8(__m256 *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Floats of kᵀ kept on the stack: one head's d × ⌈nk/8⌉·8 must fit, else the generic body runs. */
+#define PSAM_FEW_KEYS_KT 4096
+
+/* kᵀ ([d][nk rounded up to 8], zero-padded) of as many heads as fit is built once per call. Queries go in
+ * groups of 8: scores as 8 queries × 8 keys tiles (as in window attention), transposed so that one vector
+ * holds one key's scores for the 8 queries; the softmax over keys then needs no horizontal reductions.
+ * Leftover queries go one at a time (row softmax). Values: 8 queries × 8 columns tiles. */
+PSAM_AVX2FMA static void few_keys_avx2(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,
+                                       size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo, size_t r0,
+                                       size_t r1) {
+    float kt[PSAM_FEW_KEYS_KT], p[64 * 8];
+    const size_t nkp = (nk + 7) & ~(size_t)7, per = d * nkp, hg = PSAM_FEW_KEYS_KT / per;
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (size_t h0 = 0; h0 < heads; h0 += hg) {
+        const size_t h1 = h0 + hg < heads ? h0 + hg : heads;
+        for (size_t h = h0; h < h1; h++)
+            for (size_t t = 0; t < d; t++)
+                for (size_t j = 0; j < nkp; j++) kt[(h - h0) * per + t * nkp + j] = j < nk ? k[j * ldk + h * d + t] : 0.0f;
+        size_t r = r0;
+        for (; r + 8 <= r1; r += 8)
+            for (size_t h = h0; h < h1; h++) {
+                const float *qh = q + r * ldq + h * d, *kh = kt + (h - h0) * per;
+                for (size_t j = 0; j < nkp; j += 8) {
+                    __m256 acc[8];
+                    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+                    for (size_t t = 0; t < d; t++) {
+                        __m256 kv = _mm256_loadu_ps(kh + t * nkp + j);
+                        for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(qh + i * ldq + t), kv, acc[i]);
+                    }
+                    for (int i = 0; i < 8; i++) acc[i] = _mm256_mul_ps(acc[i], vs);
+                    transpose8x8(acc);
+                    for (int i = 0; i < 8; i++) _mm256_storeu_ps(p + (j + (size_t)i) * 8, acc[i]); /* p[key][query] */
+                }
+                __m256 mx = _mm256_loadu_ps(p);
+                for (size_t j = 1; j < nk; j++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(p + j * 8));
+                __m256 sum = _mm256_setzero_ps();
+                for (size_t j = 0; j < nk; j++) {
+                    __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j * 8), mx));
+                    sum = _mm256_add_ps(sum, e);
+                    _mm256_storeu_ps(p + j * 8, e);
+                }
+                const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), sum);
+                for (size_t j = 0; j < nk; j++) _mm256_storeu_ps(p + j * 8, _mm256_mul_ps(_mm256_loadu_ps(p + j * 8), inv));
+                for (size_t t = 0; t < d; t += 8) values_tile_avx2(p, 1, 8, nk, v + h * d, ldv, d, 0, t, 8, out + r * ldo + h * d, ldo);
+            }
+        for (; r < r1; r++)
+            for (size_t h = h0; h < h1; h++) {
+                const float *qh = q + r * ldq + h * d, *kh = kt + (h - h0) * per;
+                for (size_t j = 0; j < nkp; j += 8) scores_tile_avx2(qh, 0, kh, nkp, nkp, d, 0, j, 1, vs, NULL, p, 0);
+                softmax_avx2(p, 1, nk, nkp);
+                for (size_t t = 0; t < d; t += 8) values_tile_avx2(p, 0, 1, nk, v + h * d, ldv, d, 0, t, 1, out + r * ldo + h * d, ldo);
+            }
+    }
+}
+#endif
+
+void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,
+                             size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo,
+                             size_t r0, size_t r1) {
+    if (nk > 64) return;
+#if defined(__x86_64__)
+    if (nk > 0 && d > 0 && d * ((nk + 7) & ~(size_t)7) <= PSAM_FEW_KEYS_KT && has_avx2()) {
+        few_keys_avx2(q, ldq, k, ldk, v, ldv, nk, heads, d, scale, out, ldo, r0, r1);
+        return;
+    }
+#endif
+    few_keys_generic(q, ldq, k, ldk, v, ldv, nk, heads, d, scale, out, ldo, r0, r1);
 }

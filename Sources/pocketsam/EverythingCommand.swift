@@ -22,6 +22,8 @@ struct GeneratorArguments: ParsableArguments {
     @Option(help: "Remove holes and islands smaller than this many pixels (0: off).") var minMaskRegionArea = 0
     @Flag(help: "Hierarchical sampling (TinySAM): a sparse grid first, dense points only where nothing was found.")
     var hierarchical = false
+    @Option(help: "Hierarchical: skip dense points where a kept sparse mask's logit exceeds the threshold by this (0: anywhere in the mask).")
+    var hierarchicalCoverOffset: Float = 0
 
     func options(defaultPredIoU: Float, defaultStability: Float) -> MaskGeneratorOptions {
         var o = MaskGeneratorOptions()
@@ -37,6 +39,7 @@ struct GeneratorArguments: ParsableArguments {
         o.cropNPointsDownscaleFactor = cropNPointsDownscaleFactor
         o.minMaskRegionArea = minMaskRegionArea
         o.hierarchical = hierarchical
+        o.hierarchicalCoverOffset = hierarchicalCoverOffset
         return o
     }
 }

@@ -214,8 +214,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Decoder prompts per model.") var prompts = 20
     @Option(help: "Threads.") var threads = 2
     @Option(help: "auto (int8 kernels for int8 weights) or fp32 (dequantize everything at load).") var compute = "auto"
+    @Flag(help: "Measure automatic mask generation instead (pocketsam everything), by default with every prompt decoded and postprocessed (--pred-iou-thresh 0 --stability-score-thresh 0); with --hierarchical, dense and hierarchical side by side.")
+    var everything = false
+    @OptionGroup var generator: GeneratorArguments
 
     func run() throws {
+        if everything { return try runEverything() }
         guard runs >= 1, prompts >= 1, threads >= 1 else { throw ValidationError("--runs, --prompts and --threads must be ≥ 1") }
         guard !model.isEmpty else { throw ValidationError("give at least one --model") }
         guard let mode = ComputeMode(rawValue: compute) else { throw ValidationError("--compute must be auto or fp32") }
@@ -283,6 +287,65 @@ struct Bench: ParsableCommand {
             print("  arena: peak \(sessions[i].arenaPeakBytes) bytes (planned for any image and prompt: \(planned) bytes)")
         }
         print("peak RSS of the process: \(ru.ru_maxrss * 1024) bytes")
+    }
+}
+
+extension Bench {
+    func runEverything() throws {
+        guard runs >= 1, threads >= 1 else { throw ValidationError("--runs and --threads must be ≥ 1") }
+        guard let mode = ComputeMode(rawValue: compute) else { throw ValidationError("--compute must be auto or fp32") }
+        guard let path = model.first, model.count == 1 else { throw ValidationError("--everything takes one --model") }
+        guard let imagePath = image else { throw ValidationError("--everything needs --image") }
+        let m: Model
+        do { m = try Model(path: path, compute: mode) } catch {
+            stderrWrite("pocketsam: error: \(path): \(error)\n")
+            throw ExitCode(2)
+        }
+        let img = try loadImage(imagePath)
+        var modes: [(String, MaskGeneratorOptions)] = []
+        var dense = generator.options(defaultPredIoU: 0, defaultStability: 0)
+        dense.hierarchical = false
+        modes.append(("dense", dense))
+        if generator.hierarchical {
+            var h = dense
+            h.hierarchical = true
+            modes.append(("hierarchical", h))
+        }
+        let session = Session(model: m, threads: threads)
+        var results = [[GenerationResult]](repeating: [], count: modes.count)
+        for r in 0..<runs {
+            for (i, (name, o)) in modes.enumerated() {
+                let res = try img.pixels.withUnsafeBufferPointer { px in
+                    try session.generate(pixels: px.baseAddress!, width: img.width, height: img.height, channels: img.channels,
+                                         options: o) { p in
+                        stderrWrite("bench: run \(r + 1)/\(runs) \(name): \(p.stage) \(p.pointsDone)/\(p.pointsTotal)   \r")
+                    }
+                }
+                results[i].append(res)
+            }
+        }
+        stderrWrite("\n")
+        func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+        let o = dense
+        print("everything: image \(img.width)x\(img.height), model \(path) (\(m.config.variant.rawValue), \(m.int8Layers) int8 layers), "
+              + "threads \(threads), int8 kernels: \(Kernels.name)")
+        print("  points per side \(o.pointsPerSide ?? 0), crop layers \(o.cropNLayers), pred IoU thresh \(o.predIoUThresh), "
+              + "stability thresh \(o.stabilityScoreThresh), medians of \(runs) run(s)")
+        for (i, (name, _)) in modes.enumerated() {
+            let rs = results[i]
+            let s = rs[rs.count / 2].stats
+            let total = median(rs.map(\.stats.totalSeconds)), dec = median(rs.map(\.stats.decoderSeconds))
+            print("  \(name): total \(format3(total)) s; encoder \(format3(median(rs.map(\.stats.encoderSeconds)))) s, "
+                  + "decoder \(format3(dec)) s, masks (upscale, stability, RLE) \(format3(median(rs.map(\.stats.postprocessSeconds)))) s, "
+                  + "suppression \(format3(median(rs.map(\.stats.nmsSeconds)))) s, clean-up \(format3(median(rs.map(\.stats.cleanupSeconds)))) s")
+            print("    decoder calls \(s.decoderCalls) (\(format3(Double(s.decoderCalls) / dec)) per second, "
+                  + "\(format3(1000 * dec / Double(max(1, s.decoderCalls)))) ms each, \(format3(Double(s.decoderMACs) / Double(max(1, s.decoderCalls)) / 1e6)) MMAC each, "
+                  + "\(format3(Double(s.decoderMACs) / dec / 1e9)) GMAC/s); masks upscaled \(s.masksUpscaled), kept \(rs[rs.count / 2].masks.count)")
+            if i > 0 {
+                let d0 = results[0][results[0].count / 2].stats.decoderCalls
+                print("    decoder calls \(format3(100 * Double(s.decoderCalls) / Double(max(1, d0))))% of dense; total time \(format3(total / median(results[0].map(\.stats.totalSeconds))))x dense")
+            }
+        }
     }
 }
 

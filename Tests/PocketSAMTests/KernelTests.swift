@@ -5,7 +5,8 @@ import XCTest
 /// compiler and run natively (scalar, AVX2, AVX-512 VNNI: every variant this CPU has against the
 /// scalar kernel, bit for bit, and the scalar kernel against a triple loop), then cross-compiled for
 /// aarch64 and run under qemu-aarch64 (scalar and NEON dot-product). scripts/install-deps.sh installs
-/// the cross compiler and qemu; a missing one is a failure, not a skip.
+/// the cross compiler and qemu; a missing one is a failure, not a skip. The fp32 row operations have
+/// their own program (`Tests/KernelTests/rowops_test.c`), run natively.
 final class KernelTests: XCTestCase {
     static let root = LiteMedSAMParityTests.root
     static let sources: [String] = {
@@ -27,14 +28,14 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(r.status, 0, "\(compiler) failed:\n\(r.err)")
     }
 
-    func check(_ r: CABITests.Run, expecting isas: [String]) {
+    func check(_ r: CABITests.Run, expecting isas: [String], minimumChecks: Int = 5000) {
         XCTAssertEqual(r.status, 0, r.out + r.err)
         let lines = r.out.split(separator: "\n").map(String.init)
         let tested = (lines.first { $0.hasPrefix("tested:") } ?? "").split(separator: " ").dropFirst().map(String.init)
         for isa in isas { XCTAssertTrue(tested.contains(isa), "\(isa) was not tested: \(lines.first ?? "")") }
         XCTAssertTrue(lines.last?.hasSuffix(" passed, 0 failed") ?? false, r.out + r.err)
         let passed = Int(lines.last?.split(separator: " ").first ?? "") ?? 0
-        XCTAssertGreaterThan(passed, 5000, "too few checks ran: \(lines.last ?? "")")
+        XCTAssertGreaterThan(passed, minimumChecks, "too few checks ran: \(lines.last ?? "")")
     }
 
     func testNativeKernelsEqualScalarReference() throws {
@@ -54,6 +55,29 @@ final class KernelTests: XCTestCase {
         #else
         check(try CABITests.run(exe, []), expecting: ["scalar"])
         #endif
+    }
+
+    /// The fp32 row operations' test program (`Tests/KernelTests/rowops_test.c`, which compiles rowops.c in
+    /// to use its generic bodies as the reference): every variant this CPU has (AVX2 + FMA, AVX-512) and the
+    /// dispatched functions against the generic bodies on many shapes, quantization and GELU bit for bit,
+    /// layer norm, softmax, attention and depthwise convolution to rounding.
+    func testRowOpsEqualGenericReference() throws {
+        let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
+        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("rowops-test-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: exe) }
+        let args = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
+                    "-I", Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path,
+                    Self.root.appendingPathComponent("Tests/KernelTests/rowops_test.c").path, "-o", exe, "-lm"]
+        let built = try CABITests.run(cc, args)
+        XCTAssertEqual(built.status, 0, "\(cc) failed:\n\(built.err)")
+        guard built.status == 0 else { return }
+        var expected = ["generic", "dispatched"]
+        #if arch(x86_64)
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        if flags.contains(" avx2") && flags.contains(" fma") { expected.append("avx2") }
+        if flags.contains(" avx512f") && flags.contains(" avx512bw") && flags.contains(" avx512vl") { expected.append("avx512") }
+        #endif
+        check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 3000)
     }
 
     func testNEONKernelsUnderQEMU() throws {

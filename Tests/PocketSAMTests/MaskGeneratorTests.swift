@@ -101,10 +101,11 @@ final class MaskGeneratorTests: XCTestCase {
     /// The bars: the same number of masks ±10 %, and ≥ `recall` of the reference masks matched by
     /// one of ours with IoU ≥ 0.9. Matched masks also agree on predicted IoU, stability and point.
     func check(_ name: String, tag: String, model: Model, image: String, hierarchical: Bool = false, recall: Double = 0.95,
-               checkCount: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws -> GenerationResult {
+               checkCount: Bool = true, coverOffset: Float = 0, file: StaticString = #filePath, line: UInt = #line) throws -> GenerationResult {
         let ref = try Self.reference(name)
         var o = ref.options
         o.hierarchical = hierarchical
+        o.hierarchicalCoverOffset = coverOffset
         let result = try Self.generate(model, image: image, o)
         let ours = result.masks
         let n = ref.masks.count
@@ -169,13 +170,17 @@ final class MaskGeneratorTests: XCTestCase {
     /// ±10 % masks. The count is compared on the vit cases only: the mobilesam cases run with NMS off
     /// (box_nms_thresh 1.0, see the fixture script), so the reference keeps all three masks of every
     /// prompt and any sampling that decodes fewer prompts returns proportionally fewer masks; there the
-    /// point is that the masks found are the same (recall) from fewer prompts. vit's masks are a few
-    /// pixels each, so they cover almost no dense points (the sparse pass adds its 16 prompts).
+    /// point is that the masks found are the same (recall) from fewer prompts. On vit the dense points
+    /// are skipped only inside the sparse masks' stable cores (cover offset = the stability offset):
+    /// skipping anywhere inside them (offset 0) finds 53 of 55 and 55 of 58 reference masks but returns
+    /// 43 and 47 masks, 20 % fewer than the reference's near-duplicates.
     func testHierarchical() throws {
         for (tag, image) in [("vit", "chelsea.png"), ("vit", "coffee.png"), ("mobilesam", "chelsea.png"), ("mobilesam", "coffee.png")] {
             let m = try Self.model(tag)
             let name = "\(tag)_\(image.dropLast(4))_crop0"
-            let r = try check(name, tag: tag, model: m, image: image, hierarchical: true, recall: 0.9, checkCount: tag == "vit")
+            let stabilityOffset = try Self.reference(name).options.stabilityScoreOffset
+            let r = try check(name, tag: tag, model: m, image: image, hierarchical: true, recall: 0.9, checkCount: tag == "vit",
+                              coverOffset: tag == "vit" ? stabilityOffset : 0)
             let side = try Self.reference(name).options.pointsPerSide ?? 0
             if tag == "vit" {
                 XCTAssertLessThanOrEqual(r.stats.decoderCalls, side * side + (side / 4) * (side / 4), name)

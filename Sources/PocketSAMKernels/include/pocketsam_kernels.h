@@ -119,7 +119,8 @@ typedef struct psam_mask_upscale_args {
     size_t low, out_h, out_w;
     const int32_t *row_start, *col_start;
     const float *row_w, *col_w;
-    float threshold, offset;
+    float threshold, offset; /* mask: logit > threshold; stability counts at threshold ± offset */
+    float core_offset;       /* bit 1 of a mask byte: logit > threshold + core_offset */
 } psam_mask_upscale_args;
 
 typedef struct psam_mask_stats {
@@ -129,8 +130,8 @@ typedef struct psam_mask_stats {
     int32_t box[4];       /* x0, y0, x1, y1 of the mask, inclusive; zeros when empty */
 } psam_mask_stats;
 
-/* Writes the mask (out_h × out_w bytes: 0 outside, 1 inside, 2 inside with logit > threshold + offset) and
- * its stats; hbuf holds low × out_w floats. */
+/* Writes the mask (out_h × out_w bytes: bit 0 inside, bit 1 logit > threshold + core_offset) and its stats;
+ * hbuf holds low × out_w floats. */
 void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float *hbuf, uint8_t *mask,
                        psam_mask_stats *st);
 
@@ -138,6 +139,16 @@ void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float 
  * full_h × full_w frame of zeros. counts needs room for h·w + 3 entries; returns how many were written. */
 size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t y0, size_t full_h, size_t full_w,
                      uint32_t *counts);
+
+/* SAM's mask-decoder output upscaling, per input row y after the caller's GEMM of that row into
+ * t[x][o*4 + dy*2 + dx] (w pixels, cout outputs × 4 sub-pixels). First stage: + bias, layer norm (ln_w, ln_b,
+ * eps) over each output pixel's cout channels, GELU, into out[(2y+dy)*2w + 2x+dx][cout]. */
+void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *ln_w,
+                              const float *ln_b, float eps, float *out);
+/* Second stage: + bias, GELU, and the masks masks[m][(2y+dy)*2w + 2x+dx] = hyper[m] . value for m < count;
+ * scratch holds 4*w*cout floats. */
+void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *hyper,
+                                 size_t count, float *masks, float *scratch);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,432 @@
+/* Tests of the fp32 row operations (Sources/PocketSAMKernels/rowops.c), built with the system C compiler.
+ * rowops.c is compiled into this program (#include below) so that its static generic bodies are the
+ * reference; every x86 variant this CPU has (AVX2 + FMA, AVX-512) and the public, dispatched function are
+ * run on the same inputs, over many shapes including tails that fill no vector (sizes not a multiple of
+ * 8 or 16, one row, c = 1…300, 49- and 196-token windows with kd 16 and 32, 1…64 keys).
+ *
+ * Quantization, GELU and bias + GELU must match bit for bit (no FMA, same operations in the same order per
+ * element). Layer norm, softmax, both attentions and the depthwise convolution may differ by rounding: the
+ * vector bodies add in a different order (partial sums per lane, then across lanes), use fused
+ * multiply-adds (one rounding instead of two) and, for softmax, a polynomial exp instead of libm's expf
+ * (relative error ~2e-7). So those are compared with a tolerance relative to the magnitude of the row:
+ * |a − b| ≤ 1e-5 · magnitude, the magnitude being max |reference| over the row for layer norm and softmax;
+ * where cancellation can make the result itself small, that of what it is made of: max |v| for the
+ * attentions (the output is a weighted mean of v), Σ |tap products| + |bias| for the depthwise convolution.
+ * Bytes outside the written area (row padding, scratch guard) must be left untouched.
+ *
+ * Prints "tested: <variant>...", the largest relative difference of each operation, and a final
+ * "N passed, M failed"; exit status 1 on any failure. */
+#include "../../Sources/PocketSAMKernels/rowops.c"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static uint32_t next(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(next() & 0xFFFFFF) / 16777215.0f; }
+static float *falloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static void fill(float *x, size_t n, float lo, float hi) { for (size_t i = 0; i < n; i++) x[i] = frand(lo, hi); }
+
+#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; fprintf(stderr, "FAILED: " __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+/* A variant of each operation: the generic body's signature. */
+typedef void (*quantize_fn)(const float *, size_t, size_t, size_t, uint8_t *, size_t, float *, int32_t *);
+typedef void (*gelu_fn)(float *, size_t);
+typedef void (*layernorm_fn)(const float *, size_t, size_t, size_t, const float *, const float *, float, float *, size_t);
+typedef void (*softmax_fn)(float *, size_t, size_t, size_t);
+typedef void (*attention_fn)(const float *, size_t, size_t, size_t, size_t, float, const float *, float *, size_t, float *);
+typedef void (*depthwise_fn)(const float *, size_t, size_t, size_t, const float *, const float *, size_t, size_t, size_t,
+                             float *, size_t, size_t, size_t, int, uint8_t *, size_t, float *, int32_t *);
+typedef void (*fewkeys_fn)(const float *, size_t, const float *, size_t, const float *, size_t, size_t, size_t, size_t,
+                           float, float *, size_t, size_t, size_t);
+
+/* The dispatched public functions in the generic signatures. */
+static void depthwise_public(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k,
+                             size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu, uint8_t *q,
+                             size_t ldq, float *scale, int32_t *zero) {
+    if (q) psam_depthwise_rows_u8(x, h, w, c, wt, bias, k, stride, pad, wo, y0, y1, gelu, out, q, ldq, scale, zero);
+    else psam_depthwise_rows(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu);
+}
+
+typedef struct {
+    const char *name;
+    quantize_fn quantize;
+    gelu_fn gelu;
+    layernorm_fn layernorm;
+    softmax_fn softmax;
+    attention_fn attention;
+    depthwise_fn depthwise;
+    fewkeys_fn fewkeys; /* NULL: no own version (the dispatched function covers it) */
+} variant;
+
+static variant variants[4];
+static size_t nvariants;
+
+/* Largest |a − b| / magnitude seen per operation, reported at the end. */
+static double worst_layernorm, worst_softmax, worst_attention, worst_depthwise, worst_fewkeys;
+
+/* |a − b| ≤ 1e-5 · mag for n values; returns the largest relative difference (or +inf on NaN). */
+static double reldiff(const float *a, const float *b, size_t n, double mag) {
+    double worst = 0.0;
+    if (!(mag > 0.0)) mag = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]) / mag;
+        if (!(d == d)) return INFINITY;
+        if (d > worst) worst = d;
+    }
+    return worst;
+}
+static double maxabs(const float *a, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+static const double TOL = 1e-5;
+
+/* ---- quantization: bit-exact ---- */
+static void test_quantize(size_t m, size_t k, int kind) {
+    size_t ldx = k + next() % 5, ldq = k + next() % 9;
+    float *x = falloc(m * ldx);
+    for (size_t i = 0; i < m * ldx; i++) {
+        switch (kind) {
+        case 0: x[i] = frand(-3.0f, 5.0f); break;
+        case 1: x[i] = frand(0.5f, 7.0f); break;                            /* all positive: lo = 0 */
+        case 2: x[i] = frand(-9.0f, -0.25f); break;                         /* all negative: hi = 0 */
+        case 3: x[i] = (i / ldx) % 3 == 0 ? 0.0f : (next() & 1 ? -0.0f : 1.5f); break; /* zero rows, ±0 */
+        case 4: x[i] = frand(-1e-3f, 1e-3f) * (float)(1u << (next() % 20)); break;   /* wide range */
+        default: break;
+        }
+    }
+    if (kind == 5) /* On rounding boundaries: x·inv + zero + 0.5 within an ulp or so of an integer, where one
+                    * rounding (FMA) instead of two would change the truncated result. */
+        for (size_t i = 0; i < m; i++) {
+            float *r = x + i * ldx, lo = frand(-4.0f, -0.5f), hi = frand(0.5f, 4.0f), s = (hi - lo) / 255.0f;
+            float inv = 1.0f / s, add = floorf(-lo * inv + 0.5f) + 0.5f;
+            for (size_t j = 0; j < k; j++) {
+                float t = ((float)(1 + next() % 254) - add) * s;
+                r[j] = t < lo ? lo : (t > hi ? hi : t);
+            }
+            if (k > 1) { r[0] = lo; r[k - 1] = hi; }
+        }
+    uint8_t *ref = malloc(m * ldq + 1), *got = malloc(m * ldq + 1);
+    float *rs = falloc(m), *gs = falloc(m);
+    int32_t *rz = calloc(m, 4), *gz = calloc(m, 4);
+    memset(ref, 0xA5, m * ldq + 1);
+    quantize_generic(x, m, k, ldx, ref, ldq, rs, rz);
+    for (size_t v = 0; v < nvariants; v++) {
+        memset(got, 0x5A, m * ldq + 1);
+        variants[v].quantize(x, m, k, ldx, got, ldq, gs, gz);
+        CHECK(memcmp(ref, got, m * ldq) == 0 && got[m * ldq] == 0x5A && memcmp(rs, gs, m * 4) == 0 && memcmp(rz, gz, m * 4) == 0,
+              "quantize %s m=%zu k=%zu kind=%d", variants[v].name, m, k, kind);
+    }
+    free(x); free(ref); free(got); free(rs); free(gs); free(rz); free(gz);
+}
+
+/* ---- GELU and bias + GELU: bit-exact ---- */
+static void test_gelu(size_t n) {
+    float *x = falloc(n + 1), *ref = falloc(n + 1), *got = falloc(n + 1);
+    fill(x, n, -6.0f, 6.0f);
+    if (n > 3) { x[0] = 0.0f; x[1] = -0.0f; x[2] = 40.0f; x[3] = -40.0f; }
+    memcpy(ref, x, (n + 1) * 4);
+    gelu_generic(ref, n);
+    for (size_t v = 0; v < nvariants; v++) {
+        memcpy(got, x, (n + 1) * 4);
+        got[n] = 12345.0f;
+        variants[v].gelu(got, n);
+        CHECK(memcmp(ref, got, n * 4) == 0 && got[n] == 12345.0f, "gelu %s n=%zu", variants[v].name, n);
+    }
+    free(x); free(ref); free(got);
+}
+
+static void test_bias_gelu(size_t m, size_t n, int with_bias, int gelu) {
+    size_t ld = n + next() % 4;
+    float *x = falloc(m * ld), *bias = falloc(n), *ref = falloc(m * ld), *got = falloc(m * ld);
+    fill(x, m * ld, -4.0f, 4.0f);
+    fill(bias, n, -1.0f, 1.0f);
+    memcpy(ref, x, m * ld * 4);
+    for (size_t r = 0; r < m; r++) {
+        for (size_t j = 0; j < n && with_bias; j++) ref[r * ld + j] += bias[j];
+        if (gelu) gelu_generic(ref + r * ld, n);
+    }
+    memcpy(got, x, m * ld * 4);
+    psam_bias_gelu_rows(got, m, n, ld, with_bias ? bias : NULL, gelu);
+    CHECK(memcmp(ref, got, m * ld * 4) == 0, "bias_gelu m=%zu n=%zu bias=%d gelu=%d", m, n, with_bias, gelu);
+    free(x); free(bias); free(ref); free(got);
+}
+
+/* ---- layer norm ---- */
+static void test_layernorm(size_t m, size_t c, int alias) {
+    size_t ldx = c + next() % 5, ldo = alias ? ldx : c + next() % 5;
+    float *x = falloc(m * ldx), *w = falloc(c), *b = falloc(c), *ref = falloc(m * ldo), *got = falloc(m * ldo);
+    for (size_t i = 0; i < m; i++) {
+        float mu = frand(-2.0f, 2.0f), sd = frand(0.05f, 4.0f);
+        for (size_t j = 0; j < ldx; j++) x[i * ldx + j] = mu + sd * frand(-1.7f, 1.7f);
+    }
+    fill(w, c, -2.0f, 2.0f);
+    fill(b, c, -1.0f, 1.0f);
+    float eps = next() & 1 ? 1e-6f : 1e-5f;
+    for (size_t i = 0; i < m * ldo; i++) ref[i] = alias ? x[i] : 777.0f;
+    layernorm_generic(alias ? ref : x, m, c, ldx, w, b, eps, ref, ldo);
+    for (size_t v = 0; v < nvariants; v++) {
+        for (size_t i = 0; i < m * ldo; i++) got[i] = alias ? x[i] : 777.0f;
+        variants[v].layernorm(alias ? got : x, m, c, ldx, w, b, eps, got, ldo);
+        double worst = 0.0;
+        int pad_ok = 1;
+        for (size_t i = 0; i < m; i++) {
+            double d = reldiff(ref + i * ldo, got + i * ldo, c, maxabs(ref + i * ldo, c));
+            worst = d > worst ? d : worst;
+            for (size_t j = c; j < ldo; j++) pad_ok &= got[i * ldo + j] == ref[i * ldo + j];
+        }
+        if (worst > worst_layernorm) worst_layernorm = worst;
+        CHECK(worst <= TOL && pad_ok, "layernorm %s m=%zu c=%zu alias=%d: rel diff %g pad %d", variants[v].name, m, c,
+              alias, worst, pad_ok);
+    }
+    free(x); free(w); free(b); free(ref); free(got);
+}
+
+/* ---- softmax ---- */
+static void test_softmax(size_t m, size_t n, float spread) {
+    size_t ld = n + next() % 6;
+    float *x = falloc(m * ld), *ref = falloc(m * ld), *got = falloc(m * ld);
+    fill(x, m * ld, -spread, spread);
+    memcpy(ref, x, m * ld * 4);
+    softmax_generic(ref, m, n, ld);
+    for (size_t v = 0; v < nvariants; v++) {
+        memcpy(got, x, m * ld * 4);
+        variants[v].softmax(got, m, n, ld);
+        double worst = 0.0;
+        int pad_ok = 1;
+        for (size_t i = 0; i < m; i++) {
+            double d = reldiff(ref + i * ld, got + i * ld, n, maxabs(ref + i * ld, n));
+            worst = d > worst ? d : worst;
+            for (size_t j = n; j < ld; j++) pad_ok &= got[i * ld + j] == x[i * ld + j];
+        }
+        if (worst > worst_softmax) worst_softmax = worst;
+        CHECK(worst <= TOL && pad_ok, "softmax %s m=%zu n=%zu spread=%g: rel diff %g pad %d", variants[v].name, m, n,
+              spread, worst, pad_ok);
+    }
+    free(x); free(ref); free(got);
+}
+
+/* ---- window attention ---- */
+static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
+    size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
+    size_t ns = wn * wn + kd * wn;
+    float *qkv = falloc(wn * ldq), *bias = falloc(heads * wn * wn), *ref = falloc(wn * ldo), *got = falloc(wn * ldo);
+    float *scratch = falloc(ns + 16);
+    fill(qkv, wn * ldq, -2.0f, 2.0f);
+    fill(bias, heads * wn * wn, -3.0f, 3.0f);
+    float scale = 1.0f / sqrtf((float)kd);
+    /* The output, a weighted mean of v, may be small by cancellation: its magnitude is that of v. */
+    double vmag = 0.0;
+    for (size_t j = 0; j < wn; j++)
+        for (size_t hd = 0; hd < heads; hd++) {
+            double m = maxabs(qkv + j * ldq + hd * 3 * kd + 2 * kd, kd);
+            vmag = m > vmag ? m : vmag;
+        }
+    for (size_t i = 0; i < wn * ldo; i++) ref[i] = 777.0f;
+    attention_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
+    for (size_t v = 0; v < nvariants; v++) {
+        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
+        for (size_t i = 0; i < 16; i++) scratch[ns + i] = -555.0f;
+        variants[v].attention(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, got, ldo, scratch);
+        double worst = 0.0;
+        int pad_ok = 1;
+        for (size_t i = 0; i < wn; i++) {
+            double d = reldiff(ref + i * ldo, got + i * ldo, heads * kd, vmag);
+            worst = d > worst ? d : worst;
+            for (size_t j = heads * kd; j < ldo; j++) pad_ok &= got[i * ldo + j] == 777.0f;
+        }
+        for (size_t i = 0; i < 16; i++) pad_ok &= scratch[ns + i] == -555.0f;
+        if (worst > worst_attention) worst_attention = worst;
+        CHECK(worst <= TOL && pad_ok, "window attention %s wn=%zu heads=%zu kd=%zu bias=%d: rel diff %g pad %d",
+              variants[v].name, wn, heads, kd, with_bias, worst, pad_ok);
+    }
+    free(qkv); free(bias); free(ref); free(got); free(scratch);
+}
+
+/* ---- attention with few keys ---- */
+static void test_fewkeys(size_t nq, size_t nk, size_t heads, size_t d) {
+    size_t ldq = heads * d + next() % 3, ldk = heads * d + next() % 3, ldv = heads * d + next() % 3;
+    size_t ldo = heads * d + next() % 3;
+    size_t r0 = nq > 3 ? next() % 3 : 0, r1 = nq > 3 ? nq - next() % 3 : nq;
+    float *q = falloc(nq * ldq), *k = falloc(nk * ldk), *vv = falloc(nk * ldv), *ref = falloc(nq * ldo),
+          *got = falloc(nq * ldo);
+    fill(q, nq * ldq, -2.0f, 2.0f);
+    fill(k, nk * ldk, -2.0f, 2.0f);
+    fill(vv, nk * ldv, -3.0f, 3.0f);
+    float scale = 1.0f / sqrtf((float)d);
+    double vmag = 0.0; /* as in test_attention */
+    for (size_t j = 0; j < nk; j++) {
+        double m = maxabs(vv + j * ldv, heads * d);
+        vmag = m > vmag ? m : vmag;
+    }
+    for (size_t i = 0; i < nq * ldo; i++) ref[i] = 777.0f;
+    few_keys_generic(q, ldq, k, ldk, vv, ldv, nk, heads, d, scale, ref, ldo, r0, r1);
+    for (size_t v = 0; v <= nvariants; v++) {
+        /* Each own version, and last the dispatched function. */
+        fewkeys_fn fn = v < nvariants ? variants[v].fewkeys : psam_attention_few_keys;
+        const char *name = v < nvariants ? variants[v].name : "dispatched";
+        if (!fn) continue;
+#if defined(__x86_64__)
+        /* Called directly, the AVX2 body needs kᵀ of one head to fit its buffer (the dispatcher checks). */
+        if (fn == few_keys_avx2 && d * psam_round_up(nk, 8) > PSAM_FEW_KEYS_KT) continue;
+#endif
+        for (size_t i = 0; i < nq * ldo; i++) got[i] = 777.0f;
+        fn(q, ldq, k, ldk, vv, ldv, nk, heads, d, scale, got, ldo, r0, r1);
+        double worst = 0.0;
+        int pad_ok = 1;
+        for (size_t i = 0; i < nq; i++) {
+            if (i < r0 || i >= r1) {
+                for (size_t j = 0; j < ldo; j++) pad_ok &= got[i * ldo + j] == 777.0f;
+                continue;
+            }
+            double dd = reldiff(ref + i * ldo, got + i * ldo, heads * d, vmag);
+            worst = dd > worst ? dd : worst;
+            for (size_t j = heads * d; j < ldo; j++) pad_ok &= got[i * ldo + j] == 777.0f;
+        }
+        if (worst > worst_fewkeys) worst_fewkeys = worst;
+        CHECK(worst <= TOL && pad_ok, "few-keys attention %s nq=%zu [%zu,%zu) nk=%zu heads=%zu d=%zu: rel diff %g pad %d",
+              name, nq, r0, r1, nk, heads, d, worst, pad_ok);
+    }
+    free(q); free(k); free(vv); free(ref); free(got);
+}
+
+/* ---- depthwise convolution (float output, and quantized output) ---- */
+static void test_depthwise(size_t h, size_t w, size_t c, size_t k, size_t stride, int with_bias, int gelu) {
+    size_t pad = k / 2, ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
+    size_t y0 = ho > 2 ? next() % 2 : 0, y1 = ho > 2 ? ho - next() % 2 : ho, np = ho * wo;
+    float *x = falloc(h * w * c), *wt = falloc(k * k * c), *bias = falloc(c);
+    float *ax = falloc(h * w * c), *awt = falloc(k * k * c), *abias = falloc(c);
+    float *ref = falloc(np * c), *mag = falloc(np * c), *got = falloc(np * c + 8), *row = falloc(c);
+    size_t ldq = c + next() % 5;
+    uint8_t *qref = malloc(np * ldq + 1), *qgot = malloc(np * ldq + 1);
+    float *sref = falloc(np), *sgot = falloc(np);
+    int32_t *zref = calloc(np, 4), *zgot = calloc(np, 4);
+    fill(x, h * w * c, -2.0f, 2.0f);
+    fill(wt, k * k * c, -1.0f, 1.0f);
+    fill(bias, c, -1.0f, 1.0f);
+    for (size_t i = 0; i < h * w * c; i++) ax[i] = fabsf(x[i]);
+    for (size_t i = 0; i < k * k * c; i++) awt[i] = fabsf(wt[i]);
+    for (size_t i = 0; i < c; i++) abias[i] = fabsf(bias[i]);
+    const float *b = with_bias ? bias : NULL;
+    depthwise_generic(x, h, w, c, wt, b, k, stride, pad, ref, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
+    /* Magnitude of each output: Σ |x·w| + |bias| (the same convolution on absolute values). */
+    depthwise_generic(ax, h, w, c, awt, with_bias ? abias : NULL, k, stride, pad, mag, wo, y0, y1, 0, NULL, 0, NULL, NULL);
+    for (size_t v = 0; v < nvariants; v++) {
+        for (size_t i = 0; i < np * c + 8; i++) got[i] = 777.0f;
+        variants[v].depthwise(x, h, w, c, wt, b, k, stride, pad, got, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
+        double worst = 0.0;
+        int pad_ok = 1;
+        for (size_t p = 0; p < np; p++) {
+            if (p < y0 * wo || p >= y1 * wo) {
+                for (size_t j = 0; j < c; j++) pad_ok &= got[p * c + j] == 777.0f;
+                continue;
+            }
+            double dd = reldiff(ref + p * c, got + p * c, c, maxabs(mag + p * c, c));
+            worst = dd > worst ? dd : worst;
+        }
+        for (size_t i = np * c; i < np * c + 8; i++) pad_ok &= got[i] == 777.0f;
+        if (worst > worst_depthwise) worst_depthwise = worst;
+        CHECK(worst <= TOL && pad_ok, "depthwise %s %zux%zux%zu k=%zu s=%zu bias=%d gelu=%d: rel diff %g pad %d",
+              variants[v].name, h, w, c, k, stride, with_bias, gelu, worst, pad_ok);
+        /* Quantized output: exactly the generic quantization of this variant's own float output. */
+        for (size_t p = y0 * wo; p < y1 * wo; p++)
+            quantize_generic(got + p * c, 1, c, c, qref + p * ldq, ldq, sref + p, zref + p);
+        memset(qgot, 0x5A, np * ldq + 1);
+        variants[v].depthwise(x, h, w, c, wt, b, k, stride, pad, row, wo, y0, y1, gelu, qgot, ldq, sgot, zgot);
+        int same = qgot[np * ldq] == 0x5A;
+        for (size_t p = 0; p < np; p++) {
+            if (p < y0 * wo || p >= y1 * wo) {
+                for (size_t j = 0; j < ldq; j++) same &= qgot[p * ldq + j] == 0x5A;
+                continue;
+            }
+            same &= memcmp(qref + p * ldq, qgot + p * ldq, ldq) == 0 && sref[p] == sgot[p] && zref[p] == zgot[p];
+        }
+        CHECK(same, "depthwise_u8 %s %zux%zux%zu k=%zu s=%zu bias=%d gelu=%d", variants[v].name, h, w, c, k, stride,
+              with_bias, gelu);
+    }
+    free(x); free(wt); free(bias); free(ax); free(awt); free(abias); free(ref); free(mag); free(got); free(row);
+    free(qref); free(qgot); free(sref); free(sgot); free(zref); free(zgot);
+}
+
+int main(void) {
+    variants[nvariants++] = (variant){"dispatched", psam_quantize_rows_u8, psam_gelu_rows, psam_layernorm_rows,
+                                      psam_softmax_rows, psam_window_attention, depthwise_public, NULL};
+    printf("tested: generic dispatched");
+#if defined(__x86_64__)
+    if (has_avx2()) {
+        variants[nvariants++] = (variant){"avx2", quantize_avx2, gelu_avx2, layernorm_avx2, softmax_avx2, attention_avx2,
+                                          depthwise_avx2, few_keys_avx2};
+        printf(" avx2");
+    }
+    if (has_avx512()) {
+        variants[nvariants++] = (variant){"avx512", quantize_avx512, gelu_avx512, layernorm_avx512, softmax_avx512,
+                                          attention_avx512, depthwise_avx512, NULL};
+        printf(" avx512");
+    }
+#endif
+    printf("\n");
+
+    size_t sizes[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33, 40, 47, 48, 49, 63, 64, 65, 96, 100, 127,
+                      128, 129, 160, 191, 192, 196, 255, 256, 257, 300};
+    size_t nsizes = sizeof sizes / sizeof sizes[0];
+
+    for (size_t s = 0; s < nsizes; s++)
+        for (int kind = 0; kind < 6; kind++) {
+            test_quantize(1, sizes[s], kind);
+            test_quantize(1 + next() % 6, sizes[s], kind);
+        }
+    test_quantize(3, 0, 0);
+    for (size_t n = 0; n <= 300; n++) test_gelu(n);
+    test_gelu(100003);
+    for (size_t s = 0; s < nsizes; s++)
+        for (int g = 0; g < 4; g++) test_bias_gelu(1 + next() % 4, sizes[s], g & 1, g >> 1);
+    for (size_t c = 1; c <= 300; c++) {
+        test_layernorm(1, c, 0);
+        test_layernorm(2 + next() % 4, c, (int)(c & 1));
+    }
+    for (size_t n = 1; n <= 300; n += (n < 70 ? 1 : 7)) {
+        test_softmax(1, n, 4.0f);
+        test_softmax(1 + next() % 5, n, n % 3 == 0 ? 60.0f : 8.0f);
+    }
+    /* Window attention: SAM-ViT's 14×14 windows and TinyViT's 7×7, with odd sizes around them. */
+    size_t wns[] = {1, 3, 7, 8, 9, 16, 17, 25, 49, 64, 196};
+    size_t kds[] = {16, 32, 8, 12, 20, 1, 3};
+    for (size_t a = 0; a < sizeof wns / sizeof wns[0]; a++)
+        for (size_t b = 0; b < sizeof kds / sizeof kds[0]; b++) {
+            if (wns[a] == 196 && b >= 2) continue;
+            for (int bias = 0; bias < 2; bias++) test_attention(wns[a], 1 + next() % 4, kds[b], bias);
+        }
+    /* Few keys: every nk 1…64 with d 16 and 8 heads (SAM's image→token attention), and odd d and head counts. */
+    /* (Random arguments are drawn into variables first: the order in which a call's arguments are
+     * evaluated is unspecified, and the shapes should not depend on the compiler.) */
+    for (size_t nk = 1; nk <= 64; nk++) {
+        test_fewkeys(8 + next() % 40, nk, 8, 16);
+        size_t nq = 1 + next() % 20, heads = 1 + next() % 3, d = (size_t[]){1, 3, 8, 12, 17, 32, 64, 80}[next() % 8];
+        test_fewkeys(nq, nk, heads, d);
+    }
+    test_fewkeys(300, 7, 8, 16);
+    test_fewkeys(64, 64, 2, 128); /* kᵀ too large for the stack buffer: generic body */
+    for (size_t s = 0; s < nsizes; s += 2) {
+        size_t c = sizes[s];
+        test_depthwise(5, 4, c, 3, 1, 1, (int)(s & 1));
+        test_depthwise(6, 7, c, 3, 2, (int)(s & 2), 1);
+    }
+    for (size_t c = 1; c <= 40; c++) {
+        size_t h = 3 + next() % 5, w = 3 + next() % 5, k = (size_t[]){1, 3, 5, 7}[next() % 4], stride = 1 + next() % 2;
+        int bias = (int)(next() & 1), gelu = (int)(next() & 1);
+        test_depthwise(h, w, c, k, stride, bias, gelu);
+    }
+    test_depthwise(8, 8, 256, 7, 1, 1, 0);
+
+    printf("largest relative difference: layernorm %.2g, softmax %.2g, window attention %.2g, few-keys attention %.2g, "
+           "depthwise %.2g (tolerance %.0g)\n", worst_layernorm, worst_softmax, worst_attention, worst_fewkeys,
+           worst_depthwise, TOL);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
