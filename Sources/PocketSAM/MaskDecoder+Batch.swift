@@ -132,7 +132,7 @@ extension MaskDecoder {
                         }
                     }
                     Ops.matmul(arena, qk, kpe, p, m: hk, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
-                    Ops.softmaxRows(p, m: hk, n: hw, ld: hw)
+                    psam_softmax_rows(p, hk, hw, hw)
                     // Σ_j p x_j, then W_v,h of it (+ b_v: the weights sum to 1).
                     Ops.matmul(arena, p, xb, px, m: hk, n: D, k: hw, lda: hw, ldb: D, ldc: D)
                     let ob = o + b * nt * inner
@@ -185,24 +185,22 @@ extension MaskDecoder {
                     Ops.matmul(arena, kpe, kq, p, m: hw, n: hk, k: D, lda: D, ldb: D, ldc: hk, transB: true, alpha: scale)
                     for j in 0..<hw { Ops.add(p + j * hk, cq, hk) }
                 }
-                Ops.softmaxRows(p, m: hw * heads, n: nt, ld: nt)
+                psam_softmax_rows(p, hw * heads, nt, nt)
                 // vt[h, i] = W_o,h v_h,i: the output projection of each value, then every image token's
-                // output is a p-weighted sum of these (+ b_o).
+                // output is a p-weighted sum of these. Each head's weights sum to 1, so b_o / heads added to
+                // every vt row adds b_o to the output.
                 wo.withUnsafeBufferPointer { w in
                     for h in 0..<heads {
                         Ops.matmul(arena, vb + h * dh, w.baseAddress! + h * dh, vt + h * nt * D, m: nt, n: D, k: dh, lda: inner,
                                    ldb: inner, ldc: D, transB: true)
                     }
                 }
-                if layer == 0 {
-                    Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D)
-                    Ops.add(xb, s.keys, hw * D)
-                } else {
-                    let r = arena.alloc(hw * D)
-                    Ops.matmul(arena, p, vt, r, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D)
-                    Ops.add(xb, r, hw * D)
+                if let bo = a.out.b {
+                    for r in 0..<hk { for j in 0..<D { vt[r * D + j] += bo[j] / Float(heads) } }
                 }
-                if let bo = a.out.b { for j in 0..<hw { Ops.add(xb + j * D, bo, D) } }
+                // keys += p · vt (the first layer's keys are the shared ones).
+                if layer == 0 { xb.update(from: s.keys, count: hw * D) }
+                Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D, accumulate: true)
             }
             arena.reset(to: m)
         }

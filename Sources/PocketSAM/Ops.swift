@@ -91,10 +91,11 @@ enum Ops {
     /// `c[M, N] = alpha · a[M, K] · b[K, N]` (or `b[N, K]ᵀ`), row-major with strides; columns split as in
     /// `linear`.
     static func matmul(_ ctx: Arena, _ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
-                       transB: Bool = false, alpha: Float = 1) {
+                       transB: Bool = false, alpha: Float = 1, accumulate: Bool = false) {
         var t = ColumnTask(kind: .matmul, a: a, b: b, c: c, bias: nil, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
         t.transB = transB
         t.alpha = alpha
+        t.beta = accumulate ? 1 : 0
         ctx.macs &+= m * n * k
         ctx.parallelColumns(&t, work: m * n * k)
     }
@@ -391,6 +392,8 @@ struct ColumnTask {
     var m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
     var transB = false
     var alpha: Float = 1
+    /// `.matmul`: 1 adds the product to `c`.
+    var beta: Float = 0
     /// Columns per block (set by `Arena.parallelColumns`).
     var width = 0
     /// int8 work (`.quantize`, `.qgemm`): blocks are `rowsPer` rows × `width` columns, column-major
@@ -516,7 +519,7 @@ struct ColumnTask {
         case .matmul:
             guard let a, let b else { return }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
-                        alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), 0, c + j0, Int32(ldc))
+                        alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
         case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback:

@@ -102,36 +102,116 @@ size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t 
 /* SAM's output upscaling, one input row at a time, after the caller's GEMM of that row:
  * t[x][o·4 + dy·2 + dx] = Σ_i in[x][i] · W[i][o][dy][dx] for the w pixels x of input row y. */
 
-/* First transposed conv: + bias, layer norm over the cout channels of each output pixel, GELU, into
- * out[(2y+dy)·2w + 2x+dx][cout]. */
+/* Sums of 8 interleaved partial sums (so the loops vectorise without reassociating) over n values. */
+#define DOT8(acc, a, b, n)                                           \
+    do {                                                             \
+        float p_[8] = {0, 0, 0, 0, 0, 0, 0, 0};                      \
+        size_t c_ = 0;                                               \
+        for (; c_ + 8 <= (n); c_ += 8)                               \
+            for (size_t j_ = 0; j_ < 8; j_++) p_[j_] += (a)[c_ + j_] * (b)[c_ + j_]; \
+        float s_ = 0.0f;                                             \
+        for (; c_ < (n); c_++) s_ += (a)[c_] * (b)[c_];              \
+        acc = s_ + ((p_[0] + p_[4]) + (p_[1] + p_[5])) + ((p_[2] + p_[6]) + (p_[3] + p_[7])); \
+    } while (0)
+#define SUM8(acc, a, n)                                              \
+    do {                                                             \
+        float p_[8] = {0, 0, 0, 0, 0, 0, 0, 0};                      \
+        size_t c_ = 0;                                               \
+        for (; c_ + 8 <= (n); c_ += 8)                               \
+            for (size_t j_ = 0; j_ < 8; j_++) p_[j_] += (a)[c_ + j_]; \
+        float s_ = 0.0f;                                             \
+        for (; c_ < (n); c_++) s_ += (a)[c_];                        \
+        acc = s_ + ((p_[0] + p_[4]) + (p_[1] + p_[5])) + ((p_[2] + p_[6]) + (p_[3] + p_[7])); \
+    } while (0)
+
+#define VAR8(acc, a, mean, n)                                        \
+    do {                                                             \
+        float p_[8] = {0, 0, 0, 0, 0, 0, 0, 0};                      \
+        size_t c_ = 0;                                               \
+        for (; c_ + 8 <= (n); c_ += 8)                               \
+            for (size_t j_ = 0; j_ < 8; j_++) {                      \
+                float d_ = (a)[c_ + j_] - (mean);                    \
+                p_[j_] += d_ * d_;                                   \
+            }                                                        \
+        float s_ = 0.0f;                                             \
+        for (; c_ < (n); c_++) { float d_ = (a)[c_] - (mean); s_ += d_ * d_; } \
+        acc = s_ + ((p_[0] + p_[4]) + (p_[1] + p_[5])) + ((p_[2] + p_[6]) + (p_[3] + p_[7])); \
+    } while (0)
+
+/* First transposed conv: + bias, layer norm over the cout channels of each output pixel, into
+ * out[(2y+dy)·2w + 2x+dx][cout] (GELU after, by the caller of the body). */
+#define LN_ROW_BODY                                                                   \
+    for (size_t x = 0; x < w; x++) {                                                  \
+        const float *tx = t + x * cout * 4;                                           \
+        for (size_t s = 0; s < 4; s++) {                                              \
+            size_t dy = s >> 1, dx = s & 1;                                           \
+            float *o = out + ((2 * y + dy) * 2 * w + 2 * x + dx) * cout;              \
+            for (size_t c = 0; c < cout; c++) o[c] = tx[c * 4 + s] + bias[c];         \
+            float mean;                                                               \
+            SUM8(mean, o, cout);                                                      \
+            mean /= (float)cout;                                                      \
+            float var;                                                                \
+            VAR8(var, o, mean, cout);                                                 \
+            var /= (float)cout;                                                       \
+            float inv = 1.0f / sqrtf(var + eps);                                      \
+            for (size_t c = 0; c < cout; c++) o[c] = (o[c] - mean) * inv * ln_w[c] + ln_b[c]; \
+        }                                                                             \
+    }
+
+/* Second transposed conv: + bias into scratch (GELU by the caller), then the masks. */
+#define MASKS_ROW_BODY                                                           \
+    const size_t ow = 2 * w;                                                     \
+    for (size_t m = 0; m < count; m++) {                                         \
+        const float *hm = hyper + m * cout;                                      \
+        float *row0 = masks + m * ow * ow + (2 * y) * ow, *row1 = row0 + ow;     \
+        for (size_t x = 0; x < w; x++)                                           \
+            for (size_t s = 0; s < 4; s++) {                                     \
+                const float *v = scratch + (x * 4 + s) * cout;                   \
+                float acc;                                                       \
+                DOT8(acc, hm, v, cout);                                          \
+                (s >> 1 ? row1 : row0)[2 * x + (s & 1)] = acc;                   \
+            }                                                                    \
+    }
+
+static void ln_row_generic(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *ln_w,
+                           const float *ln_b, float eps, float *out) {
+    LN_ROW_BODY
+}
+static void masks_row_generic(size_t w, size_t cout, size_t y, const float *hyper, size_t count, float *masks,
+                              const float *scratch) {
+    MASKS_ROW_BODY
+}
+#if defined(__x86_64__)
+#define PSAM_AVX2_POST __attribute__((target("avx2,fma")))
+static int post_has_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+PSAM_AVX2_POST static void ln_row_avx2(const float *t, size_t w, size_t cout, size_t y, const float *bias,
+                                       const float *ln_w, const float *ln_b, float eps, float *out) {
+    LN_ROW_BODY
+}
+PSAM_AVX2_POST static void masks_row_avx2(size_t w, size_t cout, size_t y, const float *hyper, size_t count,
+                                          float *masks, const float *scratch) {
+    MASKS_ROW_BODY
+}
+#endif
+
 void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *ln_w,
                               const float *ln_b, float eps, float *out) {
-    for (size_t x = 0; x < w; x++) {
-        const float *tx = t + x * cout * 4;
-        for (size_t s = 0; s < 4; s++) {
-            size_t dy = s >> 1, dx = s & 1;
-            float *o = out + ((2 * y + dy) * 2 * w + 2 * x + dx) * cout;
-            float mean = 0.0f;
-            for (size_t c = 0; c < cout; c++) {
-                o[c] = tx[c * 4 + s] + bias[c];
-                mean += o[c];
-            }
-            mean /= (float)cout;
-            float var = 0.0f;
-            for (size_t c = 0; c < cout; c++) {
-                float d = o[c] - mean;
-                var += d * d;
-            }
-            var /= (float)cout;
-            float inv = 1.0f / sqrtf(var + eps);
-            for (size_t c = 0; c < cout; c++) o[c] = (o[c] - mean) * inv * ln_w[c] + ln_b[c];
-        }
-    }
+#if defined(__x86_64__)
+    if (post_has_avx2())
+        ln_row_avx2(t, w, cout, y, bias, ln_w, ln_b, eps, out);
+    else
+#endif
+        ln_row_generic(t, w, cout, y, bias, ln_w, ln_b, eps, out);
     psam_gelu_rows(out + (2 * y) * 2 * w * cout, 4 * w * cout);
 }
 
-/* Second transposed conv: + bias, GELU, then the masks: masks[m][(2y+dy)·2w + 2x+dx] = hyper[m] · v for
- * the `count` hypernetwork outputs (cout each). `scratch` holds 4·w·cout floats. */
 void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *hyper,
                                  size_t count, float *masks, float *scratch) {
     for (size_t x = 0; x < w; x++)
@@ -141,16 +221,11 @@ void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y
             for (size_t c = 0; c < cout; c++) v[c] = tx[c * 4 + s] + bias[c];
         }
     psam_gelu_rows(scratch, 4 * w * cout);
-    const size_t ow = 2 * w;
-    for (size_t m = 0; m < count; m++) {
-        const float *hm = hyper + m * cout;
-        float *row0 = masks + m * ow * ow + (2 * y) * ow, *row1 = row0 + ow;
-        for (size_t x = 0; x < w; x++)
-            for (size_t s = 0; s < 4; s++) {
-                const float *v = scratch + (x * 4 + s) * cout;
-                float acc = 0.0f;
-                for (size_t c = 0; c < cout; c++) acc += hm[c] * v[c];
-                (s >> 1 ? row1 : row0)[2 * x + (s & 1)] = acc;
-            }
+#if defined(__x86_64__)
+    if (post_has_avx2()) {
+        masks_row_avx2(w, cout, y, hyper, count, masks, scratch);
+        return;
     }
+#endif
+    masks_row_generic(w, cout, y, hyper, count, masks, scratch);
 }

@@ -23,10 +23,27 @@ static int has_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-/* Lane mask of the first r (0 < r < 8) of 8 floats, for _mm256_maskload_ps / _mm256_maskstore_ps. */
+/* Lane mask of the first r (0 < r < 8) of 8 floats, for _mm256_maskload_ps. */
 static const int32_t psam_tail_bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 PSAM_AVX2 static inline __m256i tail_mask8(size_t r) {
     return _mm256_loadu_si256((const __m256i *)(psam_tail_bits + 8 - r));
+}
+
+/* Stores the first r (< 8) lanes of v. Not _mm256_maskstore_ps: AMD's Zen cores run masked stores as
+ * slow microcode (masked loads are fast). */
+PSAM_AVX2 static inline void store_tail8(float *p, __m256 v, size_t r) {
+    __m128 h = _mm256_castps256_ps128(v);
+    if (r & 4) {
+        _mm_storeu_ps(p, h);
+        h = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (r & 2) {
+        _mm_storel_pi((__m64 *)p, h);
+        h = _mm_movehl_ps(h, h);
+        p += 2;
+    }
+    if (r & 1) _mm_store_ss(p, h);
 }
 
 /* Horizontal sum, min and max of 8 floats. */
@@ -44,6 +61,25 @@ PSAM_AVX2 static inline float hmax8(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+/* In-place transpose of 8 vectors of 8 (row i lane j ↔ row j lane i). */
+PSAM_AVX2 static inline void transpose8x8(__m256 *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 #endif
 #if defined(__clang__)
@@ -321,7 +357,7 @@ dw_block_avx2(const float *x, size_t h, size_t w, size_t c, const float *wt, con
     }
 #undef PSAM_LD
     for (int b = 0; b < B; b++) {
-        if (masked && b == B - 1) _mm256_maskstore_ps(o + j + 8 * b, mk, acc[b]);
+        if (masked && b == B - 1) store_tail8(o + j + 8 * b, acc[b], c - j - 8 * (size_t)b);
         else _mm256_storeu_ps(o + j + 8 * b, acc[b]);
     }
 }
@@ -593,11 +629,11 @@ PSAM_AVX2FMA static void softmax_avx2(float *x, size_t m, size_t n, size_t ld) {
         if (nf < n) {
             __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(r + nf, mk), mx)), _mm256_castsi256_ps(mk));
             vs = _mm256_add_ps(vs, e);
-            _mm256_maskstore_ps(r + nf, mk, e);
+            store_tail8(r + nf, e, n - nf);
         }
         const __m256 inv = _mm256_set1_ps(1.0f / hsum8(vs));
         for (size_t j = 0; j < nf; j += 8) _mm256_storeu_ps(r + j, _mm256_mul_ps(_mm256_loadu_ps(r + j), inv));
-        if (nf < n) _mm256_maskstore_ps(r + nf, mk, _mm256_mul_ps(_mm256_maskload_ps(r + nf, mk), inv));
+        if (nf < n) store_tail8(r + nf, _mm256_mul_ps(_mm256_maskload_ps(r + nf, mk), inv), n - nf);
     }
 }
 #endif
@@ -726,7 +762,7 @@ scores_tile_avx2(const float *q, size_t ldq, const float *kt, size_t ldk, size_t
         for (int r = 0; r < R; r++) {
             __m256 t = _mm256_mul_ps(acc[r], vs);
             if (bias) t = _mm256_add_ps(t, _mm256_maskload_ps(bias + (i0 + r) * lds + j, mk));
-            _mm256_maskstore_ps(s + (i0 + r) * lds + j, mk, t);
+            store_tail8(s + (i0 + r) * lds + j, t, nkeys - j);
         }
     }
 }
@@ -750,8 +786,26 @@ values_tile_avx2(const float *p, size_t lpr, size_t lpc, size_t nk, const float 
             __m256 vv = _mm256_maskload_ps(v + j * ldv + d, mk);
             for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (i0 + r) * lpr + j * lpc), vv, acc[r]);
         }
-        for (int r = 0; r < R; r++) _mm256_maskstore_ps(out + (i0 + r) * ldo + d, mk, acc[r]);
+        for (int r = 0; r < R; r++) store_tail8(out + (i0 + r) * ldo + d, acc[r], kd - d);
     }
+}
+
+/* t[c][j] = x[j·ldx + c] for j < n, c < w: 8×8 blocks through registers, scalar edges. */
+PSAM_AVX2 static void transpose_rows_avx2(const float *x, size_t ldx, size_t n, size_t w, float *t, size_t ldt) {
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        size_t c = 0;
+        for (; c + 8 <= w; c += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(x + (j + (size_t)i) * ldx + c);
+            transpose8x8(r);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(t + (c + (size_t)i) * ldt + j, r[i]);
+        }
+        for (; c < w; c++)
+            for (size_t i = j; i < j + 8; i++) t[c * ldt + i] = x[i * ldx + c];
+    }
+    for (; j < n; j++)
+        for (size_t c = 0; c < w; c++) t[c * ldt + j] = x[j * ldx + c];
 }
 
 /* As attention_avx512: kᵀ in scratch, 8 queries × 8 keys score tiles, softmax, 8 queries × 8 columns value tiles. */
@@ -762,8 +816,7 @@ PSAM_AVX2FMA static void attention_avx2(const float *qkv, size_t ldq, size_t wn,
     for (size_t hd = 0; hd < heads; hd++) {
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
         const float *bh = bias ? bias + hd * wn * wn : NULL;
-        for (size_t d = 0; d < kd; d++)
-            for (size_t j = 0; j < wn; j++) kt[d * wn + j] = kk[j * ldq + d];
+        transpose_rows_avx2(kk, ldq, wn, kd, kt, wn);
         for (size_t j = 0; j < wn; j += 8) {
             size_t i = 0;
             for (; i + 8 <= wn; i += 8) scores_tile_avx2(q, ldq, kt, wn, wn, kd, i, j, 8, vs, bh, s, wn);
@@ -841,26 +894,6 @@ static void few_keys_generic(const float *q, size_t ldq, const float *k, size_t 
 }
 
 #if defined(__x86_64__)
-/* In-place transpose of 8 vectors of 8 (row i lane j ↔ row j lane i). */
-PSAM_AVX2 static inline void transpose8x8(__m256 *r) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 /* Floats of kᵀ kept on the stack: one head's d × ⌈nk/8⌉·8 must fit, else the generic body runs. */
 #define PSAM_FEW_KEYS_KT 4096
 

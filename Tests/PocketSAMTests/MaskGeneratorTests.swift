@@ -1,6 +1,7 @@
 import Foundation
 import PocketSAM
 import PocketSAMIO
+import PocketSAMQuantize
 import XCTest
 
 /// Automatic mask generation against the official SamAutomaticMaskGenerator on the small random models
@@ -239,5 +240,51 @@ final class MaskGeneratorTests: XCTestCase {
         let r = try px.withUnsafeBufferPointer { try session.generate(pixels: $0.baseAddress!, width: 32, height: 32, options: o) }
         XCTAssertEqual(r.stats.decoderCalls, 2)
         XCTAssertThrowsError(try px.withUnsafeBufferPointer { try session.generate(pixels: $0.baseAddress!, width: 1, height: 1) })
+    }
+}
+
+/// `pocketsam everything` as a user runs it: COCO JSON whose RLE decodes (with our decoder) to masks of
+/// the stated area and box, the overlay, and exit codes.
+final class EverythingCommandTests: XCTestCase {
+    func testEverythingWritesCOCOJSONAndOverlay() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("psam-all-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = dir.appendingPathComponent("vit.psam").path
+        let ckpt = try Checkpoint(path: RandomModelParityTests.dir.appendingPathComponent("vit_tiny.pth").path)
+        try Converter.convert(ckpt, options: .init(precision: .fp32)).writer.write(to: model)
+        let image = try LiteMedSAMParityTests.asset("images/chelsea.png")
+        let out = dir.appendingPathComponent("out").path
+        let cmd = SegmentCommandTests.self
+        let r = try cmd.run(["everything", "--model", model, "--image", image, "--out", out, "--points-per-side", "16",
+                             "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--stability-score-offset", "0.05"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("points: 256/256"), r.err)
+        let anns = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/masks.json"))) as? [[String: Any]])
+        // The fixture's reference (same model, image and parameters) has 55 masks.
+        XCTAssertEqual(anns.count, 55, r.out)
+        for a in anns {
+            let seg = try XCTUnwrap(a["segmentation"] as? [String: Any])
+            let size = try XCTUnwrap(seg["size"] as? [Int])
+            XCTAssertEqual(size, [300, 451])
+            let rle = MaskRLE(height: size[0], width: size[1], counts: try XCTUnwrap(seg["counts"] as? [Int]).map(UInt32.init))
+            XCTAssertTrue(rle.isValid)
+            let m = rle.decoded()
+            XCTAssertEqual(m.reduce(0) { $0 + Int($1) }, a["area"] as? Int)
+            let b = rle.box, bbox = try XCTUnwrap(a["bbox"] as? [Int])
+            XCTAssertEqual(bbox, [b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0])
+            XCTAssertEqual(a["crop_box"] as? [Int], [0, 0, 451, 300])
+            XCTAssertEqual((a["point_coords"] as? [[Double]])?.first?.count, 2)
+        }
+        let overlay = try ImageIO.read(out + "/overlay.png")
+        XCTAssertEqual([overlay.width, overlay.height, overlay.channels], [451, 300, 3])
+        for (args, code, needle) in [(["--points-per-side", "0"], Int32(1), "points per side"),
+                                     (["--box-nms-thresh", "2"], 1, "box NMS threshold")] {
+            let bad = try cmd.run(["everything", "--model", model, "--image", image, "--out", out] + args)
+            XCTAssertEqual(bad.status, code, bad.err)
+            XCTAssertTrue(bad.err.contains(needle), bad.err)
+        }
+        let missing = try cmd.run(["everything", "--model", model, "--image", dir.appendingPathComponent("none.png").path, "--out", out])
+        XCTAssertEqual(missing.status, 3, missing.err)
     }
 }

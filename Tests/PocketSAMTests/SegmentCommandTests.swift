@@ -12,9 +12,11 @@ final class SegmentCommandTests: XCTestCase {
             .first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try Self.run(args) }
+
+    static func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try XCTUnwrap(Self.binary, "pocketsam not built next to the tests"))
+        p.executableURL = URL(fileURLWithPath: try XCTUnwrap(binary, "pocketsam not built next to the tests"))
         p.arguments = args
         let o = Pipe(), e = Pipe()
         p.standardOutput = o
