@@ -516,7 +516,8 @@ enum MaskGeneration {
             let n = lows.count
             guard n > 0 else { return [] }
             let slots = min(n, 2 * (pool?.size ?? 1))
-            let hbuf = UnsafeMutablePointer<Float>.allocate(capacity: slots * low * outW)
+            let hsize = low * low + low * outH
+            let hbuf = UnsafeMutablePointer<Float>.allocate(capacity: slots * hsize)
             let masks = UnsafeMutablePointer<UInt8>.allocate(capacity: slots * outH * outW)
             let stats = UnsafeMutablePointer<psam_mask_stats>.allocate(capacity: slots)
             defer {
@@ -535,7 +536,8 @@ enum MaskGeneration {
                     var i = 0
                     while i < n {
                         let m = min(slots, n - i)
-                        var task = ColumnTask(kind: .maskUpscale, a: nil, b: nil, c: hbuf, bias: nil, m: m, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+                        var task = ColumnTask(kind: .maskUpscale, a: nil, b: nil, c: hbuf, bias: nil, m: m, n: 0, k: 0, lda: 0, ldb: 0,
+                                              ldc: hsize)
                         withUnsafeMutablePointer(to: &args) { ap in
                             lows.withUnsafeBufferPointer { lp in
                                 task.maskArgs = UnsafePointer(ap)
@@ -553,8 +555,8 @@ enum MaskGeneration {
                             let st = stats[s]
                             guard keep(st) else { results.append(nil); continue }
                             if let coverage {
-                                let m = masks + s * outH * outW
-                                for p in 0..<(outH * outW) where m[p] & 2 != 0 { coverage[p] = 1 }
+                                let m = masks + s * outH * outW  // column-major
+                                for x in 0..<outW { for y in 0..<outH where m[x * outH + y] & 2 != 0 { coverage[y * outW + x] = 1 } }
                             }
                             let nc = counts.withUnsafeMutableBufferPointer {
                                 psam_mask_rle(masks + s * outH * outW, outH, outW, crop.x0, crop.y0, imageH, imageW, $0.baseAddress!)

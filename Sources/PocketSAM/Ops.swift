@@ -415,7 +415,7 @@ struct ColumnTask {
     var v: CPtr?
     var ldv = 0
     var heads = 0
-    /// `.maskUpscale`: block i upscales mask `lows[i]` (scratch `c + i·low·outW`, mask `qa + i·outH·outW`).
+    /// `.maskUpscale`: block i upscales mask `lows[i]` (scratch `c + i·ldc`, mask `qa + i·outH·outW`).
     var maskArgs: UnsafePointer<psam_mask_upscale_args>?
     var lows: UnsafePointer<UnsafePointer<Float>>?
     var maskStats: UnsafeMutablePointer<psam_mask_stats>?
@@ -451,7 +451,7 @@ struct ColumnTask {
         case .maskUpscale:
             guard let maskArgs, let lows, let qa, let maskStats else { return }
             let a = maskArgs.pointee
-            psam_mask_upscale(maskArgs, lows[i], c + i * a.low * a.out_w, qa + i * a.out_h * a.out_w, maskStats + i)
+            psam_mask_upscale(maskArgs, lows[i], c + i * ldc, qa + i * a.out_h * a.out_w, maskStats + i)
             return
         case .fewKeysAttention:
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)

@@ -4,66 +4,106 @@
 #include <math.h>
 #include <string.h>
 
-/* out[x] = Σ_t w[4x+t] · in[start[x]+t] for x < n (a 4-tap resampling of one row). */
-static void resample_row(const float *in, const int32_t *start, const float *w, size_t n, float *out) {
-    for (size_t x = 0; x < n; x++) {
-        const float *p = in + start[x], *c = w + 4 * x;
-        out[x] = c[0] * p[0] + c[1] * p[1] + c[2] * p[2] + c[3] * p[3];
+/* The mask of `rows` output rows × `cols` output columns from low[n][n] (rows of `low` along the output
+ * rows), taps per output row (rs, rw) and column (cs, cw). Stats in (row, column) terms; the box as
+ * (first column, first row, last column, last row). */
+#define UPSCALE_BODY                                                                                       \
+    const size_t r0 = (size_t)rs[0], r1 = (size_t)rs[rows - 1] + 4;                                        \
+    for (size_t r = r0; r < r1 && r < n; r++) {                                                            \
+        const float *in = low + r * n;                                                                     \
+        float *out = hbuf + r * cols;                                                                      \
+        for (size_t x = 0; x < cols; x++) {                                                                \
+            const float *p = in + cs[x], *c = cw + 4 * x;                                                  \
+            out[x] = c[0] * p[0] + c[1] * p[1] + c[2] * p[2] + c[3] * p[3];                                \
+        }                                                                                                  \
+    }                                                                                                      \
+    int64_t inter = 0, uni = 0, area = 0;                                                                  \
+    int32_t x0 = INT32_MAX, y0 = INT32_MAX, x1 = -1, y1 = -1;                                              \
+    for (size_t y = 0; y < rows; y++) {                                                                    \
+        const float *w = rw + 4 * y;                                                                       \
+        const float *p0 = hbuf + (size_t)rs[y] * cols, *p1 = p0 + cols, *p2 = p1 + cols, *p3 = p2 + cols;  \
+        uint8_t *m = mask + y * cols;                                                                      \
+        int32_t ri = 0, ru = 0, ra = 0;                                                                    \
+        for (size_t x = 0; x < cols; x++) {                                                                \
+            float v = w[0] * p0[x] + w[1] * p1[x] + w[2] * p2[x] + w[3] * p3[x];                           \
+            ri += v > hi;                                                                                  \
+            ru += v > lo;                                                                                  \
+            uint8_t b = v > thr;                                                                           \
+            ra += b;                                                                                       \
+            m[x] = (uint8_t)(b | (v > core) << 1);                                                         \
+        }                                                                                                  \
+        inter += ri;                                                                                       \
+        uni += ru;                                                                                         \
+        if (ra) {                                                                                          \
+            area += ra;                                                                                    \
+            if (y0 == INT32_MAX) y0 = (int32_t)y;                                                          \
+            y1 = (int32_t)y;                                                                               \
+            for (size_t x = 0; x < cols; x++)                                                              \
+                if (m[x]) {                                                                                \
+                    if ((int32_t)x < x0) x0 = (int32_t)x;                                                  \
+                    break;                                                                                 \
+                }                                                                                          \
+            for (size_t x = cols; x-- > 0;)                                                                \
+                if (m[x]) {                                                                                \
+                    if ((int32_t)x > x1) x1 = (int32_t)x;                                                  \
+                    break;                                                                                 \
+                }                                                                                          \
+        }                                                                                                  \
+    }                                                                                                      \
+    st->intersection = inter;                                                                              \
+    st->union_ = uni;                                                                                      \
+    st->area = area;                                                                                       \
+    if (area == 0) {                                                                                       \
+        box[0] = box[1] = box[2] = box[3] = 0;                                                             \
+    } else {                                                                                               \
+        box[0] = x0;                                                                                       \
+        box[1] = y0;                                                                                       \
+        box[2] = x1;                                                                                       \
+        box[3] = y1;                                                                                       \
     }
+
+#define UPSCALE_PARAMS                                                                                     \
+    const float *low, size_t n, size_t rows, size_t cols, const int32_t *rs, const float *rw, const int32_t *cs, \
+        const float *cw, float hi, float lo, float thr, float core, float *hbuf, uint8_t *mask, psam_mask_stats *st, \
+        int32_t *box
+
+static void upscale_generic(UPSCALE_PARAMS) { UPSCALE_BODY }
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void upscale_avx2(UPSCALE_PARAMS) { UPSCALE_BODY }
+static int upscale_has_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
 }
+#endif
 
 void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float *hbuf, uint8_t *mask,
                        psam_mask_stats *st) {
-    const size_t n = a->low, ow = a->out_w, oh = a->out_h;
-    /* Horizontal pass on the low-res rows the vertical taps read. */
-    const size_t r0 = (size_t)a->row_start[0], r1 = (size_t)a->row_start[oh - 1] + 4;
-    for (size_t r = r0; r < r1 && r < n; r++) resample_row(low + r * n, a->col_start, a->col_w, ow, hbuf + r * ow);
-    int64_t inter = 0, uni = 0, area = 0;
-    int32_t x0 = INT32_MAX, y0 = INT32_MAX, x1 = -1, y1 = -1;
+    /* The mask is produced transposed (output columns as rows), so that it is column-major, the order of
+     * COCO's runs: the low-res logits are transposed first and the row and column taps swap roles. */
+    const size_t n = a->low;
+    float *lt = hbuf, *h = hbuf + n * n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++) lt[j * n + i] = low[i * n + j];
     const float hi = a->threshold + a->offset, lo = a->threshold - a->offset, thr = a->threshold;
     const float core = a->threshold + a->core_offset;
-    for (size_t y = 0; y < oh; y++) {
-        const float *w = a->row_w + 4 * y;
-        const float *p0 = hbuf + (size_t)a->row_start[y] * ow, *p1 = p0 + ow, *p2 = p1 + ow, *p3 = p2 + ow;
-        uint8_t *m = mask + y * ow;
-        int64_t ri = 0, ru = 0, ra = 0;
-        for (size_t x = 0; x < ow; x++) {
-            float v = w[0] * p0[x] + w[1] * p1[x] + w[2] * p2[x] + w[3] * p3[x];
-            ri += v > hi;
-            ru += v > lo;
-            uint8_t b = v > thr;
-            ra += b;
-            m[x] = (uint8_t)(b | (v > core) << 1);
-        }
-        inter += ri;
-        uni += ru;
-        if (ra) {
-            area += ra;
-            if (y0 == INT32_MAX) y0 = (int32_t)y;
-            y1 = (int32_t)y;
-            for (size_t x = 0; x < ow; x++)
-                if (m[x]) {
-                    if ((int32_t)x < x0) x0 = (int32_t)x;
-                    break;
-                }
-            for (size_t x = ow; x-- > 0;)
-                if (m[x]) {
-                    if ((int32_t)x > x1) x1 = (int32_t)x;
-                    break;
-                }
-        }
-    }
-    st->intersection = inter;
-    st->union_ = uni;
-    st->area = area;
-    if (area == 0) {
-        st->box[0] = st->box[1] = st->box[2] = st->box[3] = 0;
-    } else {
-        st->box[0] = x0;
-        st->box[1] = y0;
-        st->box[2] = x1;
-        st->box[3] = y1;
-    }
+    int32_t box[4];
+#if defined(__x86_64__)
+    if (upscale_has_avx2())
+        upscale_avx2(lt, n, a->out_w, a->out_h, a->col_start, a->col_w, a->row_start, a->row_w, hi, lo, thr, core, h, mask, st,
+                     box);
+    else
+#endif
+        upscale_generic(lt, n, a->out_w, a->out_h, a->col_start, a->col_w, a->row_start, a->row_w, hi, lo, thr, core, h, mask,
+                        st, box);
+    /* In the transposed frame a "row" is an image column. */
+    st->box[0] = box[1];
+    st->box[1] = box[0];
+    st->box[2] = box[3];
+    st->box[3] = box[2];
 }
 
 typedef struct {
@@ -86,21 +126,27 @@ static inline void rle_put(rle_state *s, uint8_t v, size_t count) {
 
 size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t y0, size_t full_h, size_t full_w,
                      uint32_t *counts) {
-    /* Column-major runs (COCO order) of the mask placed at (x0, y0) in a full_h × full_w frame of zeros. */
+    /* COCO's runs of the column-major h × w mask (mask[x·h + y]) placed at (x0, y0) in a full_h × full_w frame
+     * of zeros. */
     rle_state s = {counts, 0, 0, 0};
     rle_put(&s, 0, x0 * full_h);
     for (size_t x = 0; x < w; x++) {
         rle_put(&s, 0, y0);
-        for (size_t y = 0; y < h; y++) rle_put(&s, mask[y * w + x] ? 1 : 0, 1);
+        const uint8_t *col = mask + x * h;
+        size_t y = 0;
+        while (y < h) {
+            uint8_t v = col[y] ? 1 : 0;
+            size_t e = y + 1;
+            while (e < h && (col[e] ? 1 : 0) == v) e++;
+            rle_put(&s, v, e - y);
+            y = e;
+        }
         rle_put(&s, 0, full_h - y0 - h);
     }
     rle_put(&s, 0, (full_w - x0 - w) * full_h);
     counts[s.n++] = s.run;
     return s.n;
 }
-
-/* SAM's output upscaling, one input row at a time, after the caller's GEMM of that row:
- * t[x][o·4 + dy·2 + dx] = Σ_i in[x][i] · W[i][o][dy][dx] for the w pixels x of input row y. */
 
 /* Sums of 8 interleaved partial sums (so the loops vectorise without reassociating) over n values. */
 #define DOT8(acc, a, b, n)                                           \

@@ -191,6 +191,51 @@ final class MaskGeneratorTests: XCTestCase {
         }
     }
 
+    /// The generator's decoder (batched, projections folded, prompts in parallel) and its one-pass
+    /// upscaling against `predict` (the per-prompt decoder, two bilinear resizes) on the same points:
+    /// the same three masks per point, predicted IoUs and stability scores.
+    func testGeneratorAgreesWithPredict() throws {
+        for (tag, image) in [("vit", "coffee.png"), ("mobilesam", "chelsea.png")] {
+            let model = try Self.model(tag)
+            let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/" + image))
+            let pts: [SIMD2<Double>] = [SIMD2(0.3, 0.4), SIMD2(0.71, 0.22), SIMD2(0.5, 0.93), SIMD2(0.05, 0.6), SIMD2(0.9, 0.9)]
+            var o = MaskGeneratorOptions()
+            o.pointsPerSide = nil
+            o.pointGrids = [pts]
+            o.predIoUThresh = 0
+            o.stabilityScoreThresh = 0
+            o.stabilityScoreOffset = 0.05
+            o.boxNMSThresh = 1
+            let session = Session(model: model, threads: 2)
+            let gen = try img.pixels.withUnsafeBufferPointer {
+                try session.generate(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels, options: o)
+            }
+            XCTAssertEqual(gen.masks.count, 3 * pts.count)
+            try img.pixels.withUnsafeBufferPointer {
+                try session.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+            }
+            var worstIoU: Float = 0, worstMask = 1.0
+            for p in pts {
+                let x = p.x * Double(img.width), y = p.y * Double(img.height)
+                let pred = try session.predict(points: [PointPrompt(x: Float(x), y: Float(y))], multimask: true)
+                let mine = gen.masks.filter { abs($0.point.x - x) < 1e-9 && abs($0.point.y - y) < 1e-9 }
+                XCTAssertEqual(mine.count, 3)
+                for k in 0..<3 {
+                    // The generator orders masks by predicted IoU; find this one by its score.
+                    let g = try XCTUnwrap(mine.min { abs($0.predictedIoU - pred.iou[k]) < abs($1.predictedIoU - pred.iou[k]) })
+                    worstIoU = max(worstIoU, abs(g.predictedIoU - pred.iou[k]))
+                    let a = Self.pack(g.segmentation.decoded())
+                    let b = Self.pack(Array(pred.masks[(k * img.width * img.height)..<((k + 1) * img.width * img.height)]))
+                    worstMask = min(worstMask, Self.iou(a, b))
+                }
+            }
+            print("\(tag): generator vs predict: predicted IoU within \(worstIoU), mask IoU ≥ \(worstMask)")
+            // fp32 in a different order (folded projections, composed resize): ~1e-6 relative on logits.
+            XCTAssertLessThanOrEqual(worstIoU, 1e-4)
+            XCTAssertGreaterThanOrEqual(worstMask, 0.995)
+        }
+    }
+
     /// Our RLE: decode ∘ encode is the identity, area and box agree with the mask, runs cover the frame.
     func testRLERoundTrip() throws {
         var rng = SystemRandomNumberGenerator()

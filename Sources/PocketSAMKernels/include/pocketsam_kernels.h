@@ -130,13 +130,14 @@ typedef struct psam_mask_stats {
     int32_t box[4];       /* x0, y0, x1, y1 of the mask, inclusive; zeros when empty */
 } psam_mask_stats;
 
-/* Writes the mask (out_h × out_w bytes: bit 0 inside, bit 1 logit > threshold + core_offset) and its stats;
- * hbuf holds low × out_w floats. */
+/* Writes the mask column-major (mask[x*out_h + y]; bit 0 inside, bit 1 logit > threshold + core_offset) and
+ * its stats; hbuf holds low*low + low*out_h floats. */
 void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float *hbuf, uint8_t *mask,
                        psam_mask_stats *st);
 
-/* Uncompressed COCO RLE (column-major runs, starting with zeros) of an h × w mask placed at (x0, y0) in a
- * full_h × full_w frame of zeros. counts needs room for h·w + 3 entries; returns how many were written. */
+/* Uncompressed COCO RLE (column-major runs, starting with zeros) of a column-major h × w mask
+ * (mask[x*h + y], non-zero inside) placed at (x0, y0) in a full_h × full_w frame of zeros. counts needs room
+ * for h*w + 3 entries; returns how many were written. */
 size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t y0, size_t full_h, size_t full_w,
                      uint32_t *counts);
 
