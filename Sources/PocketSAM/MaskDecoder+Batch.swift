@@ -272,17 +272,27 @@ extension MaskDecoder {
         // Upscaling and masks, one prompt at a time and one row of pixels at a time: each row's GEMM output
         // is finished (bias, norm, GELU, the hypernetwork products) while it is in cache.
         let mask = arena.mark()
-        let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(g * d4 * 4), t2 = arena.alloc(g2 * d8 * 4), sc = arena.alloc(4 * g2 * d8)
+        // Rows per GEMM: enough that packing the weights is amortised, few enough that the output stays in
+        // L2 (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
+        let chunk = 4
+        let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
+        let sc = arena.alloc(4 * g2 * d8)
         for b in 0..<B {
             let kb = keys + b * hw * D
-            for y in 0..<g {
-                Ops.matmul(arena, kb + y * g * D, up0.w, t1, m: g, n: d4 * 4, k: D, lda: D, ldb: d4 * 4, ldc: d4 * 4)
-                psam_upscale_ln_gelu_row(t1, g, d4, y, up0.b!, up1.w, up1.b, 1e-6, u1)
+            for y0 in stride(from: 0, to: g, by: chunk) {
+                let n = min(chunk, g - y0)
+                Ops.matmul(arena, kb + y0 * g * D, up0.w, t1, m: n * g, n: d4 * 4, k: D, lda: D, ldb: d4 * 4, ldc: d4 * 4)
+                for y in y0..<(y0 + n) {
+                    psam_upscale_ln_gelu_row(t1 + (y - y0) * g * d4 * 4, g, d4, y, up0.b!, up1.w, up1.b, 1e-6, u1)
+                }
             }
             let mb = masks + b * count * g4 * g4
-            for y in 0..<g2 {
-                Ops.matmul(arena, u1 + y * g2 * d4, up3.w, t2, m: g2, n: d8 * 4, k: d4, lda: d4, ldb: d8 * 4, ldc: d8 * 4)
-                psam_upscale_gelu_masks_row(t2, g2, d8, y, up3.b!, hyperOut + b * count * d8, count, mb, sc)
+            for y0 in stride(from: 0, to: g2, by: chunk) {
+                let n = min(chunk, g2 - y0)
+                Ops.matmul(arena, u1 + y0 * g2 * d4, up3.w, t2, m: n * g2, n: d8 * 4, k: d4, lda: d4, ldb: d8 * 4, ldc: d8 * 4)
+                for y in y0..<(y0 + n) {
+                    psam_upscale_gelu_masks_row(t2 + (y - y0) * g2 * d8 * 4, g2, d8, y, up3.b!, hyperOut + b * count * d8, count, mb, sc)
+                }
             }
         }
         arena.reset(to: mask)
