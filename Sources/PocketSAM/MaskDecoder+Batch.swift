@@ -23,6 +23,15 @@ extension MaskDecoder {
         /// fp32 `[out, in]` weights of the image-side projections that the folding multiplies by
         /// (dequantized for an int8 model; a few hundred KB).
         let folded: [String: [Float]]
+        /// The first upscaling convolution's input is the last layer's normalised keys, each layer's keys
+        /// being the previous ones plus a rank-(heads × tokens) update, normalised per row. With
+        /// `N_l = diag(γ_l) M_l`, `M_last = W` (the conv weights `[D, 4·D/4]`), `M_l = N_{l+1}`:
+        /// `keys_l · M_l = r_l ⊙ (keys_{l−1} · N_l + P_l (V_l N_l) − μ_l (1ᵀ N_l)) + β_l M_l` (r, μ: the
+        /// row's 1/σ and mean). So `src · W` is the shared `keys · N_0` plus two products with
+        /// `heads × tokens` rows per layer: 125 instead of 268 MMAC per prompt at SAM's sizes.
+        let upS: UnsafeMutablePointer<Float>
+        /// Per layer: `N_l` `[D, 4·D/4]`, `1ᵀ N_l`, `β_l M_l`.
+        let upN: [[Float]], upU: [[Float]], upV: [[Float]]
     }
 
     /// The prompt-independent part, in `arena` (kept until the caller resets past it).
@@ -54,7 +63,28 @@ extension MaskDecoder {
         }
         keep(finalAttn.k, inner, D)
         keep(finalAttn.v, inner, D)
-        return Shared(keys: keys, k0: k0, v0: v0, q0: q0, folded: folded)
+        // The upscaling fold (see `Shared.upS`).
+        let n4 = 4 * (D / 4)
+        var M = Array(UnsafeBufferPointer(start: up0.w, count: D * n4))
+        var upN = [[Float]](repeating: [], count: c.depth), upU = upN, upV = upN
+        for l in stride(from: c.depth - 1, through: 0, by: -1) {
+            let g = layers[l].norm4.w, b = layers[l].norm4.b
+            var N = M, u = [Float](repeating: 0, count: n4), v = [Float](repeating: 0, count: n4)
+            for i in 0..<D {
+                for j in 0..<n4 {
+                    N[i * n4 + j] = g[i] * M[i * n4 + j]
+                    u[j] += N[i * n4 + j]
+                    v[j] += b[i] * M[i * n4 + j]
+                }
+            }
+            upN[l] = N
+            upU[l] = u
+            upV[l] = v
+            M = N
+        }
+        let upS = arena.alloc(hw * n4)
+        upN[0].withUnsafeBufferPointer { Ops.matmul(arena, keys, $0.baseAddress!, upS, m: hw, n: n4, k: D, lda: D, ldb: n4, ldc: n4) }
+        return Shared(keys: keys, k0: k0, v0: v0, q0: q0, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV)
     }
 
     /// Attention core per prompt: projected `q` (`nq` rows per prompt), `k`, `v` (`nk` rows per prompt;
@@ -107,6 +137,11 @@ extension MaskDecoder {
             arena.reset(to: m)
         }
         let heads = c.numHeads, dh = inner / heads, scale = 1 / Float(dh).squareRoot(), hk = heads * nt
+        // Kept for the upscaling fold (`Shared.upS`): per prompt and layer, the image→token attention weights
+        // P [HW, heads·nt], V N_l [heads·nt, 4·D/4], and the row statistics of the keys before their norm.
+        let n4 = 4 * (D / 4), depth = c.depth
+        let pAll = arena.alloc(B * depth * hw * hk), qAll = arena.alloc(B * depth * hk * n4)
+        let muAll = arena.alloc(B * depth * hw), rAll = arena.alloc(B * depth * hw)
         /// `image + pe` of one prompt's image tokens.
         let kpe = arena.alloc(hw * D)
         /// Tokens attend to image tokens: `k0`/`v0` given (shared, first layer) or folded (see the top).
@@ -158,8 +193,9 @@ extension MaskDecoder {
             Ops.linear(arena, q, a.k, kp, m: rows, n: inner, k: D)
             Ops.linear(arena, queries, a.v, vp, m: rows, n: inner, k: D)
             let wo = s.folded[a.out.name]!, wq = s.folded[a.q.name]
-            let p = arena.alloc(hw * hk), vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk)
+            let vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk)
             for b in 0..<B {
+                let p = pAll + (b * depth + layer) * hw * hk
                 let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
                 if layer == 0 {
                     // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0`).
@@ -201,6 +237,10 @@ extension MaskDecoder {
                 // keys += p · vt (the first layer's keys are the shared ones).
                 if layer == 0 { xb.update(from: s.keys, count: hw * D) }
                 Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D, accumulate: true)
+                s.upN[layer].withUnsafeBufferPointer {
+                    Ops.matmul(arena, vt, $0.baseAddress!, qAll + (b * depth + layer) * hk * n4, m: hk, n: n4, k: D, lda: D, ldb: n4, ldc: n4)
+                }
+                psam_row_mean_rstd(xb, hw, D, D, 1e-5, muAll + (b * depth + layer) * hw, rAll + (b * depth + layer) * hw)
             }
             arena.reset(to: m)
         }
@@ -278,10 +318,19 @@ extension MaskDecoder {
         let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
         let sc = arena.alloc(4 * g2 * d8)
         for b in 0..<B {
-            let kb = keys + b * hw * D
             for y0 in stride(from: 0, to: g, by: chunk) {
                 let n = min(chunk, g - y0)
-                Ops.matmul(arena, kb + y0 * g * D, up0.w, t1, m: n * g, n: d4 * 4, k: D, lda: D, ldb: d4 * 4, ldc: d4 * 4)
+                // src · W from the shared part and each layer's low-rank update (see `Shared.upS`).
+                let rows0 = y0 * g, nr = n * g
+                t1.update(from: s.upS + rows0 * n4, count: nr * n4)
+                for l in 0..<depth {
+                    let o = b * depth + l
+                    Ops.matmul(arena, pAll + o * hw * hk + rows0 * hk, qAll + o * hk * n4, t1, m: nr, n: n4, k: hk, lda: hk, ldb: n4,
+                               ldc: n4, accumulate: true)
+                    s.upU[l].withUnsafeBufferPointer { u in s.upV[l].withUnsafeBufferPointer { v in
+                        psam_rows_affine(t1, nr, n4, muAll + o * hw + rows0, rAll + o * hw + rows0, u.baseAddress!, v.baseAddress!)
+                    } }
+                }
                 for y in y0..<(y0 + n) {
                     psam_upscale_ln_gelu_row(t1 + (y - y0) * g * d4 * 4, g, d4, y, up0.b!, up1.w, up1.b, 1e-6, u1)
                 }

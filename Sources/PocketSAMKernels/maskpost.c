@@ -275,3 +275,63 @@ void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y
 #endif
     masks_row_generic(w, cout, y, hyper, count, masks, scratch);
 }
+
+/* Row statistics for a layer norm: mean and 1/sqrt(var + eps) of each row of x[m][ld] (c values), two passes
+ * as the layer norm kernels compute them. */
+#define ROW_STATS_BODY                                       \
+    for (size_t i = 0; i < m; i++) {                         \
+        const float *r = x + i * ld;                         \
+        float mu;                                            \
+        SUM8(mu, r, c);                                      \
+        mu /= (float)c;                                      \
+        float var;                                           \
+        VAR8(var, r, mu, c);                                 \
+        var /= (float)c;                                     \
+        mean[i] = mu;                                        \
+        rstd[i] = 1.0f / sqrtf(var + eps);                   \
+    }
+/* t[j][k] = rstd[j]·(t[j][k] − mean[j]·u[k]) + v[k] for m rows of n values. */
+#define ROWS_AFFINE_BODY                                                                 \
+    for (size_t j = 0; j < m; j++) {                                                     \
+        float *r = t + j * n;                                                            \
+        const float a = rstd[j], b = mean[j];                                            \
+        for (size_t k = 0; k < n; k++) r[k] = a * (r[k] - b * u[k]) + v[k];              \
+    }
+
+static void row_stats_generic(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean, float *rstd) {
+    ROW_STATS_BODY
+}
+static void rows_affine_generic(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u,
+                                const float *v) {
+    ROWS_AFFINE_BODY
+}
+#if defined(__x86_64__)
+PSAM_AVX2_POST static void row_stats_avx2(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean,
+                                          float *rstd) {
+    ROW_STATS_BODY
+}
+PSAM_AVX2_POST static void rows_affine_avx2(float *t, size_t m, size_t n, const float *mean, const float *rstd,
+                                            const float *u, const float *v) {
+    ROWS_AFFINE_BODY
+}
+#endif
+
+void psam_row_mean_rstd(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean, float *rstd) {
+#if defined(__x86_64__)
+    if (post_has_avx2()) {
+        row_stats_avx2(x, m, c, ld, eps, mean, rstd);
+        return;
+    }
+#endif
+    row_stats_generic(x, m, c, ld, eps, mean, rstd);
+}
+
+void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v) {
+#if defined(__x86_64__)
+    if (post_has_avx2()) {
+        rows_affine_avx2(t, m, n, mean, rstd, u, v);
+        return;
+    }
+#endif
+    rows_affine_generic(t, m, n, mean, rstd, u, v);
+}

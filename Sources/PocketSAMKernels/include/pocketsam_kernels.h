@@ -151,6 +151,12 @@ void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, c
 void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *hyper,
                                  size_t count, float *masks, float *scratch);
 
+/* Mean and 1/sqrt(var + eps) of each row of x[m][ld] (c values). */
+void psam_row_mean_rstd(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean, float *rstd);
+/* t[j][k] = rstd[j]*(t[j][k] - mean[j]*u[k]) + v[k] for m rows of n values (a layer norm pushed through a
+ * linear map: u = 1^T diag(gamma) W, v = beta^T W). */
+void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v);
+
 #ifdef __cplusplus
 }
 #endif
