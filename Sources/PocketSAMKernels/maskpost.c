@@ -4,6 +4,20 @@
 #include <math.h>
 #include <string.h>
 
+/* Each function here has a portable body and, on x86-64, the same body compiled for AVX2 + FMA (the loops
+ * are written to vectorise), chosen at run time. */
+#if defined(__x86_64__)
+#define PSAM_AVX2_POST __attribute__((target("avx2,fma")))
+static int post_has_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+#endif
+
 /* The mask of `rows` output rows × `cols` output columns from low[n][n] (rows of `low` along the output
  * rows), taps per output row (rs, rw) and column (cs, cw). Stats in (row, column) terms; the box as
  * (first column, first row, last column, last row). */
@@ -69,15 +83,7 @@
 
 static void upscale_generic(UPSCALE_PARAMS) { UPSCALE_BODY }
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static void upscale_avx2(UPSCALE_PARAMS) { UPSCALE_BODY }
-static int upscale_has_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
+PSAM_AVX2_POST static void upscale_avx2(UPSCALE_PARAMS) { UPSCALE_BODY }
 #endif
 
 void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float *hbuf, uint8_t *mask,
@@ -92,7 +98,7 @@ void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float 
     const float core = a->threshold + a->core_offset;
     int32_t box[4];
 #if defined(__x86_64__)
-    if (upscale_has_avx2())
+    if (post_has_avx2())
         upscale_avx2(lt, n, a->out_w, a->out_h, a->col_start, a->col_w, a->row_start, a->row_w, hi, lo, thr, core, h, mask, st,
                      box);
     else
@@ -228,15 +234,6 @@ static void masks_row_generic(size_t w, size_t cout, size_t y, const float *hype
     MASKS_ROW_BODY
 }
 #if defined(__x86_64__)
-#define PSAM_AVX2_POST __attribute__((target("avx2,fma")))
-static int post_has_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 PSAM_AVX2_POST static void ln_row_avx2(const float *t, size_t w, size_t cout, size_t y, const float *bias,
                                        const float *ln_w, const float *ln_b, float eps, float *out) {
     LN_ROW_BODY

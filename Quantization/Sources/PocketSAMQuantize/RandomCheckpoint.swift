@@ -46,12 +46,13 @@ public enum RandomCheckpoint {
     }
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014) with Box–Muller normals: deterministic on every platform.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
+/// SplitMix64 (Steele, Lea, Flood 2014) with Box–Muller normals: deterministic on every platform (also the
+/// tests' seeded fuzzers).
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -60,9 +61,9 @@ struct SplitMix64 {
     }
 
     /// Uniform in (0, 1].
-    mutating func uniform() -> Double { Double((next() >> 11) + 1) / Double(1 << 53) }
+    public mutating func uniform() -> Double { Double((next() >> 11) + 1) / Double(1 << 53) }
 
-    mutating func gaussian() -> Double {
+    public mutating func gaussian() -> Double {
         let u = uniform(), v = uniform()
         return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)
     }
