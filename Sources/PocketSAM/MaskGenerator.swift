@@ -520,19 +520,22 @@ enum MaskGeneration {
             let hbuf = UnsafeMutablePointer<Float>.allocate(capacity: slots * hsize)
             let masks = UnsafeMutablePointer<UInt8>.allocate(capacity: slots * outH * outW)
             let stats = UnsafeMutablePointer<psam_mask_stats>.allocate(capacity: slots)
+            let runsPerSlot = outH * outW + 3
+            let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: slots * runsPerSlot)
             defer {
                 hbuf.deallocate()
                 masks.deallocate()
                 stats.deallocate()
+                counts.deallocate()
             }
-            var counts = [UInt32](repeating: 0, count: outH * outW + 3)
             var results: [(MaskRLE, psam_mask_stats)?] = []
             results.reserveCapacity(n)
             rowStart.withUnsafeBufferPointer { rs in colStart.withUnsafeBufferPointer { cs in
                 rowW.withUnsafeBufferPointer { rw in colW.withUnsafeBufferPointer { cw in
                     var args = psam_mask_upscale_args(low: low, out_h: outH, out_w: outW, row_start: rs.baseAddress, col_start: cs.baseAddress,
                                                       row_w: rw.baseAddress, col_w: cw.baseAddress, threshold: threshold, offset: offset,
-                                                      core_offset: coreOffset)
+                                                      core_offset: coreOffset, counts: counts, frame_x0: crop.x0, frame_y0: crop.y0,
+                                                      frame_h: imageH, frame_w: imageW)
                     var i = 0
                     while i < n {
                         let m = min(slots, n - i)
@@ -558,10 +561,8 @@ enum MaskGeneration {
                                 let m = masks + s * outH * outW  // column-major
                                 for x in 0..<outW { for y in 0..<outH where m[x * outH + y] & 2 != 0 { coverage[y * outW + x] = 1 } }
                             }
-                            let nc = counts.withUnsafeMutableBufferPointer {
-                                psam_mask_rle(masks + s * outH * outW, outH, outW, crop.x0, crop.y0, imageH, imageW, $0.baseAddress!)
-                            }
-                            let rle = MaskRLE(height: imageH, width: imageW, counts: Array(counts[0..<nc]))
+                            let rle = MaskRLE(height: imageH, width: imageW,
+                                              counts: Array(UnsafeBufferPointer(start: counts + s * runsPerSlot, count: st.runs)))
                             results.append((rle, st))
                         }
                         i += m

@@ -450,8 +450,10 @@ struct ColumnTask {
             return
         case .maskUpscale:
             guard let maskArgs, let lows, let qa, let maskStats else { return }
-            let a = maskArgs.pointee
-            psam_mask_upscale(maskArgs, lows[i], c + i * ldc, qa + i * a.out_h * a.out_w, maskStats + i)
+            // This block's copy of the arguments, with its own run buffer.
+            var a = maskArgs.pointee
+            a.counts = a.counts.map { $0 + i * (a.out_h * a.out_w + 3) }
+            psam_mask_upscale(&a, lows[i], c + i * ldc, qa + i * a.out_h * a.out_w, maskStats + i)
             return
         case .fewKeysAttention:
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)

@@ -110,6 +110,7 @@ void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float 
     st->box[1] = box[0];
     st->box[2] = box[3];
     st->box[3] = box[2];
+    st->runs = a->counts ? psam_mask_rle(mask, a->out_h, a->out_w, a->frame_x0, a->frame_y0, a->frame_h, a->frame_w, a->counts) : 0;
 }
 
 typedef struct {

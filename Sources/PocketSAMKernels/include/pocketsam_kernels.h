@@ -121,6 +121,11 @@ typedef struct psam_mask_upscale_args {
     const float *row_w, *col_w;
     float threshold, offset; /* mask: logit > threshold; stability counts at threshold ± offset */
     float core_offset;       /* bit 1 of a mask byte: logit > threshold + core_offset */
+    /* When counts is not NULL: also the COCO runs of the mask placed at (frame_x0, frame_y0) in a
+     * frame_h × frame_w frame (psam_mask_rle), into counts (room for out_h*out_w + 3), their number in
+     * psam_mask_stats.runs. */
+    uint32_t *counts;
+    size_t frame_x0, frame_y0, frame_h, frame_w;
 } psam_mask_upscale_args;
 
 typedef struct psam_mask_stats {
@@ -128,6 +133,7 @@ typedef struct psam_mask_stats {
     int64_t union_;       /* pixels with logit > threshold − offset */
     int64_t area;         /* pixels with logit > threshold (the mask) */
     int32_t box[4];       /* x0, y0, x1, y1 of the mask, inclusive; zeros when empty */
+    size_t runs;          /* entries written to args->counts */
 } psam_mask_stats;
 
 /* Writes the mask column-major (mask[x*out_h + y]; bit 0 inside, bit 1 logit > threshold + core_offset) and
