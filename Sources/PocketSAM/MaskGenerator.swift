@@ -246,6 +246,7 @@ private final class PointDecoder {
     let shared: MaskDecoder.Shared
     let densePE: UnsafePointer<Float>
     let ch: Int, cw: Int, rh: Int, rw: Int
+    let upscaleScratch: MaskGeneration.UpscalePlan.Scratch
 
     /// One batch's work, read by the threads.
     var sparse: UnsafeMutablePointer<Float>?
@@ -266,6 +267,7 @@ private final class PointDecoder {
         let cfg = s.model.config
         plan = MaskGeneration.UpscalePlan(low: 4 * cfg.prompt.embeddingSize, size: cfg.encoder.imageSize, rh: rh, rw: rw,
                                           outH: cropH, outW: cropW)
+        upscaleScratch = .init(plan, slots: 2 * (s.arena.pool?.size ?? 1))
         main = Arena()
         main.pool = s.arena.pool
         workers = (0..<(s.arena.pool?.size ?? 1)).map { _ in Arena() }
@@ -329,7 +331,7 @@ private final class PointDecoder {
         stats.masksUpscaled += jobs.count
         let results = plan.run(jobs.map { UnsafePointer(masks + ($0.b * count + $0.j) * lowN) },
                                threshold: Float(cfg.maskThreshold), offset: o.stabilityScoreOffset, coreOffset: o.hierarchicalCoverOffset,
-                               crop: crop, imageH: imageH, imageW: imageW, pool: main.pool, coverage: coverage,
+                               crop: crop, imageH: imageH, imageW: imageW, pool: main.pool, scratch: upscaleScratch, coverage: coverage,
                                keep: { st in
                                    let stability = st.union_ == 0 ? Float.nan : Float(st.intersection) / Float(st.union_)
                                    if o.stabilityScoreThresh > 0, !(stability >= o.stabilityScoreThresh) { return false }
@@ -511,23 +513,39 @@ enum MaskGeneration {
 
         /// Upscales each mask (in parallel on `pool`), keeps those `keep` accepts, and encodes them as RLE in
         /// the image frame.
-        func run(_ lows: [UnsafePointer<Float>], threshold: Float, offset: Float, coreOffset: Float, crop: Crop, imageH: Int, imageW: Int,
-                 pool: ThreadPool?, coverage: UnsafeMutablePointer<UInt8>? = nil, keep: (psam_mask_stats) -> Bool) -> [(MaskRLE, psam_mask_stats)?] {
-            let n = lows.count
-            guard n > 0 else { return [] }
-            let slots = min(n, 2 * (pool?.size ?? 1))
-            let hsize = low * low + low * outH
-            let hbuf = UnsafeMutablePointer<Float>.allocate(capacity: slots * hsize)
-            let masks = UnsafeMutablePointer<UInt8>.allocate(capacity: slots * outH * outW)
-            let stats = UnsafeMutablePointer<psam_mask_stats>.allocate(capacity: slots)
-            let runsPerSlot = outH * outW + 3
-            let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: slots * runsPerSlot)
-            defer {
+        /// Working memory of `run` for `slots` masks at a time, kept across batches (fresh pages cost).
+        final class Scratch {
+            let slots: Int, hsize: Int, runsPerSlot: Int
+            let hbuf: UnsafeMutablePointer<Float>
+            let masks: UnsafeMutablePointer<UInt8>
+            let stats: UnsafeMutablePointer<psam_mask_stats>
+            let counts: UnsafeMutablePointer<UInt32>
+
+            init(_ plan: UpscalePlan, slots: Int) {
+                self.slots = slots
+                hsize = plan.low * plan.low + plan.low * plan.outH
+                runsPerSlot = plan.outH * plan.outW + 3
+                hbuf = .allocate(capacity: slots * hsize)
+                masks = .allocate(capacity: slots * plan.outH * plan.outW)
+                stats = .allocate(capacity: slots)
+                counts = .allocate(capacity: slots * runsPerSlot)
+            }
+
+            deinit {
                 hbuf.deallocate()
                 masks.deallocate()
                 stats.deallocate()
                 counts.deallocate()
             }
+        }
+
+        func run(_ lows: [UnsafePointer<Float>], threshold: Float, offset: Float, coreOffset: Float, crop: Crop, imageH: Int, imageW: Int,
+                 pool: ThreadPool?, scratch: Scratch, coverage: UnsafeMutablePointer<UInt8>? = nil,
+                 keep: (psam_mask_stats) -> Bool) -> [(MaskRLE, psam_mask_stats)?] {
+            let n = lows.count
+            guard n > 0 else { return [] }
+            let slots = scratch.slots, hsize = scratch.hsize, runsPerSlot = scratch.runsPerSlot
+            let hbuf = scratch.hbuf, masks = scratch.masks, stats = scratch.stats, counts = scratch.counts
             var results: [(MaskRLE, psam_mask_stats)?] = []
             results.reserveCapacity(n)
             rowStart.withUnsafeBufferPointer { rs in colStart.withUnsafeBufferPointer { cs in
