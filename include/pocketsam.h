@@ -178,6 +178,69 @@ typedef struct psam_result {
 psam_status psam_predict_alloc(psam_session *session, const psam_prompt *prompt, psam_result **out_result);
 void psam_result_free(psam_result *result);
 
+/* ------------------------------------------------------------------------------------------------ */
+/* Segment everything                                                                                */
+
+/* The parameters of SAM's automatic mask generator (SamAutomaticMaskGenerator), with its defaults from
+ * psam_generate_default_params. */
+typedef struct psam_generate_params {
+    int32_t points_per_side;                 /* grid points per side in the first crop layer (32), 1..1024 */
+    int32_t points_per_batch;                /* prompts decoded together (64); memory only */
+    float pred_iou_thresh;                   /* drop masks whose predicted IoU is not above this (0.88); 0: keep */
+    float stability_score_thresh;            /* drop masks whose stability is below this (0.95); 0: keep */
+    float stability_score_offset;            /* logit offset of the stability score (1.0) */
+    float box_nms_thresh;                    /* box IoU of the suppression within a crop (0.7) */
+    int32_t crop_n_layers;                   /* extra crop layers, 0..4 (0) */
+    float crop_nms_thresh;                   /* box IoU of the suppression between crops (0.7) */
+    float crop_overlap_ratio;                /* overlap of neighbouring crops (512/1500) */
+    int32_t crop_n_points_downscale_factor;  /* points per side divided by this per crop layer (1) */
+    int32_t min_mask_region_area;            /* remove holes and islands smaller than this (0: off) */
+    int32_t hierarchical;                    /* 1: TinySAM's sparse-then-dense sampling (0) */
+    float hierarchical_cover_offset;         /* hierarchical: skip dense points where a kept mask's logit
+                                                exceeds the threshold by this (0: anywhere in the mask) */
+    /* Called after each batch of prompts (may be NULL): crop index, crop count, points decoded in the crop
+     * so far, points in the crop. Runs on the calling thread. */
+    void (*progress)(void *user, int32_t crop, int32_t crops, int32_t done, int32_t total);
+    void *progress_user;
+} psam_generate_params;
+
+psam_generate_params psam_generate_default_params(void);
+
+typedef struct psam_generated_mask {
+    uint32_t *rle_counts;    /* the mask as uncompressed COCO RLE of the width x height image: column-major
+                                runs, alternately 0s and 1s, starting with 0s; psam_rle_decode expands it */
+    size_t rle_length;
+    int64_t area;            /* pixels inside */
+    int32_t bbox[4];         /* x, y, w, h, SAM's convention (w = last column - first column) */
+    float predicted_iou;
+    float stability_score;
+    double point[2];         /* the point prompt (x, y) in image pixels */
+    int32_t crop_box[4];     /* x, y, w, h of the crop it came from */
+} psam_generated_mask;
+
+typedef struct psam_generate_result {
+    int32_t width, height;
+    size_t num_masks;
+    psam_generated_mask *masks;
+    int64_t decoder_calls;   /* prompts decoded */
+    double seconds;          /* wall time of the whole generation */
+} psam_generate_result;
+
+/* Automatic mask generation on an image (as psam_set_image takes it): each crop is encoded, a grid of
+ * point prompts decoded, masks filtered, suppressed and cleaned up as SAM's generator does. Replaces the
+ * session's current image. Allocates its result (free with psam_generate_result_free) and working memory
+ * (not the session's arena). params may be NULL for the defaults; out-of-range parameters give
+ * PSAM_ERR_INVALID_ARGUMENT. Cost: one encoder pass per crop and one decoder pass per point. */
+psam_status psam_generate(psam_session *session, const uint8_t *pixels, int32_t width, int32_t height, size_t stride,
+                          psam_pixel_format format, const psam_generate_params *params,
+                          psam_generate_result **out_result);
+void psam_generate_result_free(psam_generate_result *result);
+
+/* Expands RLE counts into a row-major width x height mask of 0/1 bytes (capacity >= width * height).
+ * PSAM_ERR_INVALID_ARGUMENT if the runs do not cover exactly width * height pixels. Thread-safe. */
+psam_status psam_rle_decode(const uint32_t *counts, size_t length, int32_t width, int32_t height, uint8_t *out_mask,
+                            size_t capacity);
+
 #ifdef __cplusplus
 }
 #endif

@@ -214,6 +214,55 @@ int main(int argc, char **argv) {
     psam_result_free(r);
     psam_result_free(NULL);
 
+    /* Segment everything on a small synthetic image (a bright disc on a gradient), every mask kept. */
+    {
+        enum { GW = 96, GH = 64 };
+        static uint8_t px[GW * GH * 3];
+        for (int y = 0; y < GH; y++)
+            for (int x = 0; x < GW; x++) {
+                int in = (x - 40) * (x - 40) + (y - 30) * (y - 30) < 300;
+                for (int c = 0; c < 3; c++) px[(y * GW + x) * 3 + c] = (uint8_t)(in ? 230 : x + y + 20 * c);
+            }
+        psam_generate_params gp = psam_generate_default_params();
+        CHECK(gp.points_per_side == 32 && gp.points_per_batch == 64 && fabsf(gp.pred_iou_thresh - 0.88f) < 1e-6f &&
+              fabsf(gp.stability_score_thresh - 0.95f) < 1e-6f && gp.crop_n_layers == 0 && gp.min_mask_region_area == 0,
+              "generator defaults are SamAutomaticMaskGenerator's");
+        psam_generate_result *gr = (psam_generate_result *)1;
+        EXPECT(psam_generate(s, NULL, GW, GH, 0, PSAM_PIXEL_RGB8, &gp, &gr), PSAM_ERR_INVALID_ARGUMENT);
+        CHECK(gr == NULL, "generate: out_result cleared on failure");
+        EXPECT(psam_generate(s, px, GW, GH, 0, PSAM_PIXEL_RGB8, &gp, NULL), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_generate(s, px, GW, GH, 2, PSAM_PIXEL_RGB8, &gp, &gr), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_generate(s, px, GW, GH, 0, (psam_pixel_format)7, &gp, &gr), PSAM_ERR_INVALID_ARGUMENT);
+        gp.points_per_side = 0;
+        EXPECT(psam_generate(s, px, GW, GH, 0, PSAM_PIXEL_RGB8, &gp, &gr), PSAM_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(psam_last_error(s), "points per side") != NULL, "generate: the message names the bad option");
+        gp.points_per_side = 4;
+        gp.box_nms_thresh = NAN;
+        EXPECT(psam_generate(s, px, GW, GH, 0, PSAM_PIXEL_RGB8, &gp, &gr), PSAM_ERR_INVALID_ARGUMENT);
+        gp.box_nms_thresh = 1.0f;
+        gp.pred_iou_thresh = 0;
+        gp.stability_score_thresh = 0;
+        EXPECT(psam_generate(s, px, GW, GH, 0, PSAM_PIXEL_RGB8, &gp, &gr), PSAM_OK);
+        CHECK(gr && gr->width == GW && gr->height == GH && gr->decoder_calls == 16 && gr->num_masks == 48,
+              "generate: 16 prompts, 3 masks each (no filter, no suppression)");
+        static uint8_t m[GW * GH];
+        int rle_ok = 1;
+        for (size_t i = 0; gr && i < gr->num_masks; i++) {
+            const psam_generated_mask *g = &gr->masks[i];
+            if (psam_rle_decode(g->rle_counts, g->rle_length, GW, GH, m, sizeof m) != PSAM_OK) { rle_ok = 0; break; }
+            int64_t a = 0;
+            for (int j = 0; j < GW * GH; j++) a += m[j];
+            if (a != g->area || g->crop_box[2] != GW || g->crop_box[3] != GH) rle_ok = 0;
+            if (g->point[0] < 0 || g->point[0] > GW || g->point[1] < 0 || g->point[1] > GH) rle_ok = 0;
+        }
+        CHECK(rle_ok, "generate: every mask's RLE decodes to its area, crop box and point in the image");
+        EXPECT(psam_rle_decode(gr->masks[0].rle_counts, gr->masks[0].rle_length, GW, GH, m, 10), PSAM_ERR_INVALID_ARGUMENT);
+        uint32_t bad[2] = {5, 7};
+        EXPECT(psam_rle_decode(bad, 2, GW, GH, m, sizeof m), PSAM_ERR_INVALID_ARGUMENT);
+        psam_generate_result_free(gr);
+        psam_generate_result_free(NULL);
+    }
+
     /* One thread, then two threads with their own sessions over the shared model. */
     job one = {0}, two[2] = {{0}, {0}};
     segment(&one);

@@ -397,3 +397,97 @@ public func psam_result_free(_ r: UnsafeMutablePointer<psam_result>?) {
     r.pointee.low_res_logits?.deallocate()
     r.deallocate()
 }
+
+// MARK: Segment everything
+
+@_cdecl("psam_generate_default_params")
+public func psam_generate_default_params() -> psam_generate_params {
+    let o = MaskGeneratorOptions()
+    return psam_generate_params(points_per_side: Int32(o.pointsPerSide ?? 32), points_per_batch: Int32(o.pointsPerBatch),
+                                pred_iou_thresh: o.predIoUThresh, stability_score_thresh: o.stabilityScoreThresh,
+                                stability_score_offset: o.stabilityScoreOffset, box_nms_thresh: o.boxNMSThresh,
+                                crop_n_layers: Int32(o.cropNLayers), crop_nms_thresh: o.cropNMSThresh,
+                                crop_overlap_ratio: Float(o.cropOverlapRatio),
+                                crop_n_points_downscale_factor: Int32(o.cropNPointsDownscaleFactor),
+                                min_mask_region_area: Int32(o.minMaskRegionArea), hierarchical: o.hierarchical ? 1 : 0,
+                                hierarchical_cover_offset: o.hierarchicalCoverOffset, progress: nil, progress_user: nil)
+}
+
+@_cdecl("psam_generate")
+public func psam_generate(_ session: OpaquePointer?, _ pixels: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32,
+                          _ stride: Int, _ format: psam_pixel_format, _ params: UnsafePointer<psam_generate_params>?,
+                          _ out: UnsafeMutablePointer<UnsafeMutablePointer<psam_generate_result>?>?) -> psam_status {
+    guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
+    guard let out else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "out_result is NULL") }
+    out.pointee = nil
+    guard let pixels else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "pixels is NULL") }
+    let channels: Int
+    switch format {
+    case PSAM_PIXEL_RGB8: channels = 3
+    case PSAM_PIXEL_GRAY8: channels = 1
+    default: return s.fail(PSAM_ERR_INVALID_ARGUMENT, "unknown pixel format \(format.rawValue)")
+    }
+    guard width > 0, height > 0 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "image size \(width)x\(height)") }
+    guard stride == 0 || stride >= Int(width) * channels else {
+        return s.fail(PSAM_ERR_INVALID_ARGUMENT, "stride \(stride) is less than a row (\(Int(width) * channels) bytes)")
+    }
+    let p = params?.pointee ?? psam_generate_default_params()
+    var o = MaskGeneratorOptions()
+    o.pointsPerSide = Int(p.points_per_side)
+    o.pointsPerBatch = Int(p.points_per_batch)
+    o.predIoUThresh = p.pred_iou_thresh
+    o.stabilityScoreThresh = p.stability_score_thresh
+    o.stabilityScoreOffset = p.stability_score_offset
+    o.boxNMSThresh = p.box_nms_thresh
+    o.cropNLayers = Int(p.crop_n_layers)
+    o.cropNMSThresh = p.crop_nms_thresh
+    o.cropOverlapRatio = Double(p.crop_overlap_ratio)
+    o.cropNPointsDownscaleFactor = Int(p.crop_n_points_downscale_factor)
+    o.minMaskRegionArea = Int(p.min_mask_region_area)
+    o.hierarchical = p.hierarchical != 0
+    o.hierarchicalCoverOffset = p.hierarchical_cover_offset
+    let progress: ((GenerationProgress) -> Void)? = p.progress.map { f in
+        { g in f(p.progress_user, Int32(g.crop), Int32(g.crops), Int32(g.pointsDone), Int32(g.pointsTotal)) }
+    }
+    do {
+        let r = try s.session.generate(pixels: pixels, width: Int(width), height: Int(height), channels: channels,
+                                       stride: stride == 0 ? nil : stride, options: o, progress: progress)
+        let masks = UnsafeMutablePointer<psam_generated_mask>.allocate(capacity: max(r.masks.count, 1))
+        for (i, m) in r.masks.enumerated() {
+            let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: max(m.segmentation.counts.count, 1))
+            m.segmentation.counts.withUnsafeBufferPointer { counts.initialize(from: $0.baseAddress!, count: $0.count) }
+            (masks + i).initialize(to: psam_generated_mask(
+                rle_counts: counts, rle_length: m.segmentation.counts.count, area: Int64(m.area),
+                bbox: (Int32(m.bbox.x), Int32(m.bbox.y), Int32(m.bbox.width), Int32(m.bbox.height)),
+                predicted_iou: m.predictedIoU, stability_score: m.stabilityScore, point: (m.point.x, m.point.y),
+                crop_box: (Int32(m.cropBox.x), Int32(m.cropBox.y), Int32(m.cropBox.width), Int32(m.cropBox.height))))
+        }
+        let res = UnsafeMutablePointer<psam_generate_result>.allocate(capacity: 1)
+        res.initialize(to: psam_generate_result(width: width, height: height, num_masks: r.masks.count, masks: masks,
+                                                decoder_calls: Int64(r.stats.decoderCalls), seconds: r.stats.totalSeconds))
+        out.pointee = res
+        return s.ok()
+    } catch {
+        return s.fail(status(of: error), "\(error)")
+    }
+}
+
+@_cdecl("psam_generate_result_free")
+public func psam_generate_result_free(_ r: UnsafeMutablePointer<psam_generate_result>?) {
+    guard let r else { return }
+    if let m = r.pointee.masks {
+        for i in 0..<r.pointee.num_masks { m[i].rle_counts?.deallocate() }
+        m.deallocate()
+    }
+    r.deallocate()
+}
+
+@_cdecl("psam_rle_decode")
+public func psam_rle_decode(_ counts: UnsafePointer<UInt32>?, _ length: Int, _ width: Int32, _ height: Int32,
+                            _ out: UnsafeMutablePointer<UInt8>?, _ capacity: Int) -> psam_status {
+    guard let counts, let out, width > 0, height > 0, capacity >= Int(width) * Int(height) else { return PSAM_ERR_INVALID_ARGUMENT }
+    let rle = MaskRLE(height: Int(height), width: Int(width), counts: Array(UnsafeBufferPointer(start: counts, count: length)))
+    guard rle.isValid else { return PSAM_ERR_INVALID_ARGUMENT }
+    rle.decode(into: out)
+    return PSAM_OK
+}
