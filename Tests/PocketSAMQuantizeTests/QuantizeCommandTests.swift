@@ -73,4 +73,29 @@ final class QuantizeCommandTests: XCTestCase {
         XCTAssertNotEqual(u.status, 0)
         XCTAssertTrue(u.stderr.contains("--output"), u.stderr)
     }
+
+    /// `--random ARCH`: a model of the published architecture that reads back with exactly the preset's
+    /// configuration, the same bytes for the same seed, different weights for another; bad use refused.
+    func testRandomArchitecture() throws {
+        let a = dir.appendingPathComponent("a.psam").path, b = dir.appendingPathComponent("b.psam").path
+        let c = dir.appendingPathComponent("c.psam").path
+        for (path, seed) in [(a, "1"), (b, "1"), (c, "2")] {
+            let r = try run(["--random", "litemedsam", "--seed", seed, "-o", path, "-q"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let file = try PSAMFile.open(path: a)
+        XCTAssertEqual(file.config, ModelConfig.preset("litemedsam"))
+        XCTAssertEqual(file.metadata["psam.source_format"], .string("random"))
+        let bytes = { (p: String) in try Data(contentsOf: URL(fileURLWithPath: p)) }
+        XCTAssertEqual(try bytes(a), try bytes(b))
+        XCTAssertNotEqual(try bytes(a), try bytes(c))
+        for args in [["--random", "sam_vit_x", "-o", a], ["--random", "mobilesam", "x.pth", "-o", a], ["-o", a]] {
+            let r = try run(args)
+            XCTAssertNotEqual(r.status, 0, args.joined(separator: " "))
+        }
+        for name in ModelConfig.presetNames {
+            let cfg = try XCTUnwrap(ModelConfig.preset(name))
+            XCTAssertNoThrow(try cfg.check(), name)
+        }
+    }
 }
