@@ -524,7 +524,9 @@ enum MaskGeneration {
             init(_ plan: UpscalePlan, slots: Int) {
                 self.slots = slots
                 hsize = plan.low * plan.low + plan.low * plan.outH
-                runsPerSlot = plan.outH * plan.outW + 3
+                // Masks of real images have a few thousand runs; the worst case is one per pixel. Beyond this
+                // many a mask is encoded again from its bytes (`MaskRLE(columnMajor:)`).
+                runsPerSlot = min(plan.outH * plan.outW + 3, 1 << 20)
                 hbuf = .allocate(capacity: slots * hsize)
                 masks = .allocate(capacity: slots * plan.outH * plan.outW)
                 stats = .allocate(capacity: slots)
@@ -552,7 +554,8 @@ enum MaskGeneration {
                 rowW.withUnsafeBufferPointer { rw in colW.withUnsafeBufferPointer { cw in
                     var args = psam_mask_upscale_args(low: low, out_h: outH, out_w: outW, row_start: rs.baseAddress, col_start: cs.baseAddress,
                                                       row_w: rw.baseAddress, col_w: cw.baseAddress, threshold: threshold, offset: offset,
-                                                      core_offset: coreOffset, counts: counts, frame_x0: crop.x0, frame_y0: crop.y0,
+                                                      core_offset: coreOffset, counts: counts, counts_capacity: runsPerSlot,
+                                                      frame_x0: crop.x0, frame_y0: crop.y0,
                                                       frame_h: imageH, frame_w: imageW)
                     var i = 0
                     while i < n {
@@ -579,8 +582,12 @@ enum MaskGeneration {
                                 let m = masks + s * outH * outW  // column-major
                                 for x in 0..<outW { for y in 0..<outH where m[x * outH + y] & 2 != 0 { coverage[y * outW + x] = 1 } }
                             }
-                            let rle = MaskRLE(height: imageH, width: imageW,
-                                              counts: Array(UnsafeBufferPointer(start: counts + s * runsPerSlot, count: st.runs)))
+                            // `runs` is SIZE_MAX (−1 as Int) when the runs did not fit.
+                            let rle = st.runs >= 0 && st.runs <= runsPerSlot
+                                ? MaskRLE(height: imageH, width: imageW,
+                                          counts: Array(UnsafeBufferPointer(start: counts + s * runsPerSlot, count: st.runs)))
+                                : MaskRLE(columnMajor: masks + s * outH * outW, height: outH, width: outW, x0: crop.x0, y0: crop.y0,
+                                          fullHeight: imageH, fullWidth: imageW)
                             results.append((rle, st))
                         }
                         i += m

@@ -16,6 +16,17 @@ public struct MaskRLE: Sendable, Equatable {
     /// `fullHeight × fullWidth` frame that is 0 elsewhere (SAM's `uncrop_masks`).
     public init(mask: UnsafePointer<UInt8>, height h: Int, width w: Int, x0: Int = 0, y0: Int = 0,
                 fullHeight: Int? = nil, fullWidth: Int? = nil) {
+        self.init(mask, rowStride: w, columnStride: 1, height: h, width: w, x0: x0, y0: y0, fullHeight: fullHeight, fullWidth: fullWidth)
+    }
+
+    /// As `init(mask:…)` for a column-major mask (`mask[x·height + y]`).
+    public init(columnMajor mask: UnsafePointer<UInt8>, height h: Int, width w: Int, x0: Int = 0, y0: Int = 0,
+                fullHeight: Int? = nil, fullWidth: Int? = nil) {
+        self.init(mask, rowStride: 1, columnStride: h, height: h, width: w, x0: x0, y0: y0, fullHeight: fullHeight, fullWidth: fullWidth)
+    }
+
+    private init(_ mask: UnsafePointer<UInt8>, rowStride: Int, columnStride: Int, height h: Int, width w: Int, x0: Int, y0: Int,
+                 fullHeight: Int?, fullWidth: Int?) {
         let H = fullHeight ?? h, W = fullWidth ?? w
         precondition(x0 >= 0 && y0 >= 0 && x0 + w <= W && y0 + h <= H, "mask outside its frame")
         height = H
@@ -32,7 +43,7 @@ public struct MaskRLE: Sendable, Equatable {
         put(0, x0 * H)
         for x in 0..<w {
             put(0, y0)
-            for y in 0..<h { put(mask[y * w + x] != 0 ? 1 : 0, 1) }
+            for y in 0..<h { put(mask[y * rowStride + x * columnStride] != 0 ? 1 : 0, 1) }
             put(0, H - y0 - h)
         }
         put(0, (W - x0 - w) * H)

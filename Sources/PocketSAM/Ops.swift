@@ -452,7 +452,7 @@ struct ColumnTask {
             guard let maskArgs, let lows, let qa, let maskStats else { return }
             // This block's copy of the arguments, with its own run buffer.
             var a = maskArgs.pointee
-            a.counts = a.counts.map { $0 + i * (a.out_h * a.out_w + 3) }
+            a.counts = a.counts.map { $0 + i * a.counts_capacity }
             psam_mask_upscale(&a, lows[i], c + i * ldc, qa + i * a.out_h * a.out_w, maskStats + i)
             return
         case .fewKeysAttention:

@@ -110,12 +110,13 @@ void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float 
     st->box[1] = box[0];
     st->box[2] = box[3];
     st->box[3] = box[2];
-    st->runs = a->counts ? psam_mask_rle(mask, a->out_h, a->out_w, a->frame_x0, a->frame_y0, a->frame_h, a->frame_w, a->counts) : 0;
+    st->runs = a->counts ? psam_mask_rle(mask, a->out_h, a->out_w, a->frame_x0, a->frame_y0, a->frame_h, a->frame_w, a->counts,
+                                           a->counts_capacity) : 0;
 }
 
 typedef struct {
     uint32_t *counts;
-    size_t n;
+    size_t n, capacity;
     uint32_t run;
     uint8_t cur;
 } rle_state;
@@ -125,17 +126,18 @@ static inline void rle_put(rle_state *s, uint8_t v, size_t count) {
     if (v == s->cur) {
         s->run += (uint32_t)count;
     } else {
-        s->counts[s->n++] = s->run;
+        if (s->n < s->capacity) s->counts[s->n] = s->run;
+        s->n++;
         s->cur = v;
         s->run = (uint32_t)count;
     }
 }
 
 size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t y0, size_t full_h, size_t full_w,
-                     uint32_t *counts) {
+                     uint32_t *counts, size_t capacity) {
     /* COCO's runs of the column-major h × w mask (mask[x·h + y]) placed at (x0, y0) in a full_h × full_w frame
      * of zeros. */
-    rle_state s = {counts, 0, 0, 0};
+    rle_state s = {counts, 0, capacity, 0, 0};
     rle_put(&s, 0, x0 * full_h);
     for (size_t x = 0; x < w; x++) {
         rle_put(&s, 0, y0);
@@ -151,8 +153,9 @@ size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t 
         rle_put(&s, 0, full_h - y0 - h);
     }
     rle_put(&s, 0, (full_w - x0 - w) * full_h);
-    counts[s.n++] = s.run;
-    return s.n;
+    if (s.n < s.capacity) counts[s.n] = s.run;
+    s.n++;
+    return s.n <= s.capacity ? s.n : SIZE_MAX;
 }
 
 /* Sums of 8 interleaved partial sums (so the loops vectorise without reassociating) over n values. */

@@ -1,6 +1,7 @@
 import Foundation
 import PocketSAM
 import PocketSAMIO
+import PocketSAMKernels
 import PocketSAMQuantize
 import XCTest
 
@@ -257,6 +258,38 @@ final class MaskGeneratorTests: XCTestCase {
                     let inside = x >= 2 && x < w + 2 && y >= 3 && y < h + 3
                     XCTAssertEqual(full[y * (w + 4) + x], inside ? m[(y - 3) * w + x - 2] : 0)
                 } }
+            }
+        }
+    }
+
+    /// The C run-length encoder of the generator (column-major masks, framed, bounded buffer) against
+    /// `MaskRLE`, including the overflow it reports when the buffer is too small.
+    func testCRunLengthEncoder() throws {
+        var rng = SystemRandomNumberGenerator()
+        for (h, w) in [(1, 1), (5, 3), (40, 31)] {
+            for density in [0.0, 0.3, 1.0] {
+                let m = (0..<(h * w)).map { _ in Double.random(in: 0..<1, using: &rng) < density ? UInt8(1) : 0 }  // column-major
+                let (fh, fw, x0, y0) = (h + 4, w + 6, 2, 3)
+                let ref = m.withUnsafeBufferPointer {
+                    MaskRLE(columnMajor: $0.baseAddress!, height: h, width: w, x0: x0, y0: y0, fullHeight: fh, fullWidth: fw)
+                }
+                var rowMajor = [UInt8](repeating: 0, count: h * w)
+                for x in 0..<w { for y in 0..<h { rowMajor[y * w + x] = m[x * h + y] } }
+                let viaRows = rowMajor.withUnsafeBufferPointer {
+                    MaskRLE(mask: $0.baseAddress!, height: h, width: w, x0: x0, y0: y0, fullHeight: fh, fullWidth: fw)
+                }
+                XCTAssertEqual(ref, viaRows)
+                var counts = [UInt32](repeating: 0, count: h * w + 3)
+                let n = m.withUnsafeBufferPointer { mp in counts.withUnsafeMutableBufferPointer {
+                    psam_mask_rle(mp.baseAddress!, h, w, x0, y0, fh, fw, $0.baseAddress!, $0.count)
+                } }
+                XCTAssertEqual(Array(counts.prefix(max(n, 0))), ref.counts)
+                if ref.counts.count > 1 {
+                    let short = m.withUnsafeBufferPointer { mp in counts.withUnsafeMutableBufferPointer {
+                        psam_mask_rle(mp.baseAddress!, h, w, x0, y0, fh, fw, $0.baseAddress!, ref.counts.count - 1)
+                    } }
+                    XCTAssertEqual(short, -1, "overflow is reported as SIZE_MAX")
+                }
             }
         }
     }

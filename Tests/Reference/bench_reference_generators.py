@@ -30,10 +30,16 @@ Measures:
     the CPUExecutionProvider (intra_op_num_threads=THREADS, inter_op 1, all graph optimisations) once
     per prompt for PROMPTS single-point prompts on the generator's grid (each with SamPredictor's padding
     point, label -1), one fixed image embedding, orig_im_size = the image size, has_mask_input 0.
-    Reports the median and mean ms per prompt and the total for all prompts. The ONNX graph's outputs are
-    the 3 upscaled masks at the original size, so this includes the upscaling but none of the
-    generator's filtering / NMS / RLE.
+    Reports the median and mean ms per prompt and the total for all prompts. With return_single_mask=False
+    the ONNX graph outputs all 4 mask tokens' masks (the single-mask one too, where the generator keeps 3),
+    upscaled to the original size, so this includes the upscaling but none of the generator's
+    filtering / NMS / RLE.
 Also times the PyTorch image encoder alone (median of 3) for reference.
+
+Random weights make every mask a fine-grained noise pattern (about 53k RLE runs per 512x512 mask), so the
+generator's RLE encoding and MaskData's deep copies of the RLE lists cost far more than with trained weights;
+the split shows them separately. Every measurement prints how many cores other processes used meanwhile
+(from /proc/stat) and the generator's per-batch times, so runs that shared the machine can be recognised.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.amg import build_point_grid
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_random_checkpoints import randomise  # noqa: E402  (the test checkpoints' recipe)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -76,25 +85,8 @@ def build_mobilesam() -> Sam:
                           transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
     sam = Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder,
               pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
-    randomise(sam, seed=0)
+    randomise(sam, 0)  # make_random_checkpoints.randomise: the same recipe as the test checkpoints
     return sam.eval()
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-            if not t.dtype.is_floating_point or "pixel_" in name:
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) * 1.5 + 0.5)
-            elif name.endswith("running_mean"):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif name.endswith("weight") and t.dim() == 1:  # norms
-                t.copy_(1 + 0.2 * torch.randn(t.shape, generator=g))
-            else:  # matrices, convolutions, biases, embeddings, attention biases
-                fan_in = t[0].numel() if t.dim() > 1 else 16
-                t.copy_(torch.randn(t.shape, generator=g) / (fan_in ** 0.5))
 
 
 class Timer:
@@ -140,16 +132,23 @@ class CpuShare:
         except OSError:
             return None
 
-    def report(self) -> str:
+    def cores(self):
+        """(this process, other processes) average cores used since construction; None if unknown."""
         end = self._sample()
         if self.start is None or end is None:
-            return "cpu share: n/a"
+            return None
         hz = os.sysconf("SC_CLK_TCK")
         wall = end[0] - self.start[0]
         own = (end[2] - self.start[2]) / hz
         other = max(0.0, (end[1] - self.start[1]) / hz - own)
-        return (f"cpu during this: this process {own / wall:.2f} cores avg, "
-                f"other processes {other / wall:.2f} cores avg (of {os.cpu_count()})")
+        return own / wall, other / wall
+
+    def report(self) -> str:
+        c = self.cores()
+        if c is None:
+            return "cpu share: n/a"
+        return (f"cpu during this: this process {c[0]:.2f} cores avg, "
+                f"other processes {c[1]:.2f} cores avg (of {os.cpu_count()})")
 
 
 def bench_torch(sam: Sam, image: np.ndarray, points_per_side: int) -> None:
@@ -183,12 +182,24 @@ def bench_torch(sam: Sam, image: np.ndarray, points_per_side: int) -> None:
     t_box = Timer(amg_mod, "batched_mask_to_box")
     t_rle = Timer(amg_mod, "mask_to_rle_pytorch", keep=lambda rles: [len(r["counts"]) for r in rles])
     t_nms = Timer(amg_mod, "batched_nms")
+    t_cat = Timer(amg_mod.MaskData, "cat")  # deep-copies the RLE count lists
+    t_filt = Timer(amg_mod.MaskData, "filter")
+    batches = []  # (seconds, other processes' cores) per _process_batch call (points_per_batch prompts)
+    orig_batch = gen._process_batch
+
+    def timed_batch(*a, **k):
+        sh, tb = CpuShare(), time.perf_counter()
+        r = orig_batch(*a, **k)
+        c = sh.cores()
+        batches.append((time.perf_counter() - tb, c[1] if c else float("nan")))
+        return r
+    gen._process_batch = timed_batch
     share = CpuShare()
     t0 = time.perf_counter()
     masks = gen.generate(image)
     total = time.perf_counter() - t0
     share = share.report()
-    for t in (t_stab, t_box, t_rle, t_nms):
+    for t in (t_stab, t_box, t_rle, t_nms, t_cat, t_filt):
         setattr(t.obj, t.name, t.orig)
     rest = total - t_set.seconds - t_dec.seconds - t_up.seconds
     print(f"generate: {total:.2f} s wall, {len(masks)} masks")
@@ -205,7 +216,20 @@ def bench_torch(sam: Sam, image: np.ndarray, points_per_side: int) -> None:
         print(f"        ({len(runs)} RLEs, median {int(np.median(runs))} runs, max {max(runs)}: random weights "
               f"give noisy masks, so this part is data dependent)")
     print(f"      batched_nms:                            {t_nms.seconds:8.3f} s ({t_nms.calls} calls)")
+    print(f"      MaskData.cat + filter (deepcopy of RLEs): {t_cat.seconds + t_filt.seconds:8.3f} s "
+          f"({t_cat.calls} + {t_filt.calls} calls)")
+    print(f"      unattributed (binarise, crop-edge test, prompt encoder, final rle_to_mask, ...): "
+          f"{rest - sum(t.seconds for t in (t_stab, t_box, t_rle, t_nms, t_cat, t_filt)):.3f} s")
     print(f"  {share}")
+    bt = np.array([b[0] for b in batches])
+    print(f"  per batch of {gen.points_per_batch} prompts (decoder + upscaling + filters + RLE): median "
+          f"{np.median(bt):.2f} s, min {bt.min():.2f} s, max {bt.max():.2f} s; other processes' cores per batch: "
+          + " ".join(f"{b[1]:.2f}" for b in batches))
+    quiet = [b[0] for b in batches if b[1] < 0.05]
+    if quiet:
+        est = t_set.seconds + np.median(quiet) * len(batches) + (total - t_set.seconds - bt.sum())
+        print(f"  {len(quiet)} batches ran with other processes under 0.05 cores: median {np.median(quiet):.2f} s; "
+              f"generate estimated from them: {est:.1f} s")
     print(f"  per prompt excluding set_image: {(total - t_set.seconds) / points_per_side ** 2 * 1e3:.2f} ms")
 
 

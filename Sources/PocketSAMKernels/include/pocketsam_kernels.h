@@ -122,9 +122,10 @@ typedef struct psam_mask_upscale_args {
     float threshold, offset; /* mask: logit > threshold; stability counts at threshold ± offset */
     float core_offset;       /* bit 1 of a mask byte: logit > threshold + core_offset */
     /* When counts is not NULL: also the COCO runs of the mask placed at (frame_x0, frame_y0) in a
-     * frame_h × frame_w frame (psam_mask_rle), into counts (room for out_h*out_w + 3), their number in
-     * psam_mask_stats.runs. */
+     * frame_h × frame_w frame (psam_mask_rle), into counts (counts_capacity entries), their number in
+     * psam_mask_stats.runs (SIZE_MAX when they did not fit). */
     uint32_t *counts;
+    size_t counts_capacity;
     size_t frame_x0, frame_y0, frame_h, frame_w;
 } psam_mask_upscale_args;
 
@@ -142,10 +143,11 @@ void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float 
                        psam_mask_stats *st);
 
 /* Uncompressed COCO RLE (column-major runs, starting with zeros) of a column-major h × w mask
- * (mask[x*h + y], non-zero inside) placed at (x0, y0) in a full_h × full_w frame of zeros. counts needs room
- * for h*w + 3 entries; returns how many were written. */
+ * (mask[x*h + y], non-zero inside) placed at (x0, y0) in a full_h × full_w frame of zeros, into counts
+ * (capacity entries; h*w + 3 always suffice). Returns how many were written, or SIZE_MAX (writing at most
+ * capacity) when more were needed. */
 size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t y0, size_t full_h, size_t full_w,
-                     uint32_t *counts);
+                     uint32_t *counts, size_t capacity);
 
 /* SAM's mask-decoder output upscaling, per input row y after the caller's GEMM of that row into
  * t[x][o*4 + dy*2 + dx] (w pixels, cout outputs × 4 sub-pixels). First stage: + bias, layer norm (ln_w, ln_b,
