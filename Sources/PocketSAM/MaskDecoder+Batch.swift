@@ -55,11 +55,13 @@ extension MaskDecoder {
                 folded[l.name] = model.file.floatValues(of: e)
             }
         }
-        for L in layers {
+        for (l, L) in layers.enumerated() {
+            keep(L.i2t.out, D, inner)
+            // The first layer's t2i keys/values and i2t queries are the shared projections above.
+            guard l > 0 else { continue }
             keep(L.t2i.k, inner, D)
             keep(L.t2i.v, inner, D)
             keep(L.i2t.q, inner, D)
-            keep(L.i2t.out, D, inner)
         }
         keep(finalAttn.k, inner, D)
         keep(finalAttn.v, inner, D)
@@ -274,23 +276,8 @@ extension MaskDecoder {
             arena.reset(to: scratch)
         }
 
-        // IoU head on every prompt's IoU token, one GEMM per layer.
-        do {
-            let scratch = arena.mark()
-            let hidden = c.iouHeadHiddenDim
-            var inp = UnsafePointer(queries), width = D, ld = nt * D
-            for l in 0..<c.iouHeadDepth {
-                let last = l == c.iouHeadDepth - 1
-                let outW = last ? T : hidden
-                let o = last ? iou : arena.alloc(B * outW)
-                Ops.linear(arena, inp, iouHead[l], o, m: B, n: outW, k: width, lda: ld)
-                if !last { Ops.relu(o, B * outW) }
-                inp = UnsafePointer(o)
-                width = outW
-                ld = outW
-            }
-            arena.reset(to: scratch)
-        }
+        // IoU head on every prompt's IoU token.
+        iouHead(queries, rows: B, ld: nt * D, out: iou, arena: arena)
 
         // Hypernetworks of the wanted mask tokens, all prompts at once: [B, count, D/8].
         let d4 = D / 4, d8 = D / 8, g2 = 2 * g, g4 = 4 * g

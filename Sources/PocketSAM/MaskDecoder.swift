@@ -63,8 +63,26 @@ struct MaskDecoder {
 
     static func sum(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int, _ arena: Arena) -> UnsafeMutablePointer<Float> {
         let o = arena.alloc(n)
-        for i in 0..<n { o[i] = a[i] + b[i] }
+        Ops.sumInto(o, a, b, n)
         return o
+    }
+
+    /// The IoU head (MLP with ReLUs) on `rows` IoU tokens (row stride `ld`), one GEMM per layer, into
+    /// `out[rows, T]`.
+    func iouHead(_ tokens: UnsafePointer<Float>, rows: Int, ld: Int, out: UnsafeMutablePointer<Float>, arena: Arena) {
+        let mark = arena.mark()
+        var inp = tokens, width = c.transformerDim, lda = ld
+        for l in 0..<c.iouHeadDepth {
+            let last = l == c.iouHeadDepth - 1
+            let outW = last ? c.numMaskTokens : c.iouHeadHiddenDim
+            let o = last ? out : arena.alloc(rows * outW)
+            Ops.linear(arena, inp, iouHead[l], o, m: rows, n: outW, k: width, lda: lda)
+            if !last { Ops.relu(o, rows * outW) }
+            inp = UnsafePointer(o)
+            width = outW
+            lda = outW
+        }
+        arena.reset(to: mark)
     }
 
     /// Runs the decoder for one prompt. `image`, `pe`, `dense`: `[HW, D]`; `sparse`: `[Ns, D]`.
@@ -152,18 +170,7 @@ struct MaskDecoder {
         Ops.matmul(arena, hyperOut, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
 
         // IoU head on the IoU token.
-        let hidden = c.iouHeadHiddenDim
-        var inp = UnsafeMutablePointer(mutating: queries)
-        var width = D
-        for l in 0..<c.iouHeadDepth {
-            let last = l == c.iouHeadDepth - 1
-            let outW = last ? T : hidden
-            let o = last ? iou : arena.alloc(outW)
-            Ops.linear(arena, inp, iouHead[l], o, m: 1, n: outW, k: width)
-            if !last { Ops.relu(o, outW) }
-            inp = o
-            width = outW
-        }
+        iouHead(queries, rows: 1, ld: D, out: iou, arena: arena)
         arena.tap?("iou_all", iou, [T])
         arena.reset(to: mark)
     }

@@ -192,14 +192,9 @@ extension Session {
                                 progress: ((GenerationProgress) -> Void)?) throws -> [MaskGeneration.Candidate] {
         let ch = crop.y1 - crop.y0, cw = crop.x1 - crop.x0
         let scale = SIMD2<Double>(Double(cw), Double(ch))
-        let grid: [SIMD2<Double>]
-        if let n = o.pointsPerSide {
-            var pow = 1
-            for _ in 0..<crop.layer { pow *= o.cropNPointsDownscaleFactor }
-            grid = MaskGeneration.pointGrid(n / pow)
-        } else {
-            grid = o.pointGrids![crop.layer]
-        }
+        // build_all_layer_point_grids: points per side of this crop layer.
+        let side = o.pointsPerSide.map { n in (0..<crop.layer).reduce(n) { s, _ in s / o.cropNPointsDownscaleFactor } }
+        let grid = side.map { MaskGeneration.pointGrid($0) } ?? o.pointGrids![crop.layer]
         let decoder = try PointDecoder(session: self, cropH: ch, cropW: cw)
         var covered = [UInt8](repeating: 0, count: o.hierarchical ? ch * cw : 0)
         func run(_ points: [SIMD2<Double>], stage: String, cover: Bool = false) -> [MaskGeneration.Candidate] {
@@ -217,12 +212,10 @@ extension Session {
             return out
         }
         let pts = grid.map { $0 * scale }
-        guard o.hierarchical, let n = o.pointsPerSide else { return run(pts, stage: "points") }
+        guard o.hierarchical, let side else { return run(pts, stage: "points") }
         // Hierarchical: a sparse grid first; then only the dense points outside every mask the sparse pass kept
         // (outside their cores: logit above threshold + hierarchicalCoverOffset).
-        var pow = 1
-        for _ in 0..<crop.layer { pow *= o.cropNPointsDownscaleFactor }
-        let sparse = MaskGeneration.pointGrid(max(1, n / pow / o.hierarchicalSparseFactor)).map { $0 * scale }
+        let sparse = MaskGeneration.pointGrid(max(1, side / o.hierarchicalSparseFactor)).map { $0 * scale }
         let first = run(sparse, stage: "sparse points", cover: true)
         let rest = pts.filter { p in
             let x = min(cw - 1, Int(p.x)), y = min(ch - 1, Int(p.y))

@@ -254,21 +254,39 @@ public func psam_last_error(_ session: OpaquePointer?) -> UnsafePointer<CChar> {
 
 // MARK: images
 
-@_cdecl("psam_set_image")
-public func psam_set_image(_ session: OpaquePointer?, _ pixels: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32,
-                           _ stride: Int, _ format: psam_pixel_format) -> psam_status {
-    guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
-    guard let pixels else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "pixels is NULL") }
+struct StatusError: Error { let status: psam_status }
+
+/// Checks the image arguments of psam_set_image / psam_generate; the channel count, or the failure status
+/// (with the session's message set).
+func imageChannels(_ s: SessionBox, _ pixels: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32, _ stride: Int,
+                   _ format: psam_pixel_format) -> Result<Int, StatusError> {
+    guard pixels != nil else { return .failure(StatusError(status: s.fail(PSAM_ERR_INVALID_ARGUMENT, "pixels is NULL"))) }
     let channels: Int
     switch format {
     case PSAM_PIXEL_RGB8: channels = 3
     case PSAM_PIXEL_GRAY8: channels = 1
-    default: return s.fail(PSAM_ERR_INVALID_ARGUMENT, "unknown pixel format \(format.rawValue)")
+    default: return .failure(StatusError(status: s.fail(PSAM_ERR_INVALID_ARGUMENT, "unknown pixel format \(format.rawValue)")))
     }
-    guard width > 0, height > 0 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "image size \(width)x\(height)") }
+    guard width > 0, height > 0 else {
+        return .failure(StatusError(status: s.fail(PSAM_ERR_INVALID_ARGUMENT, "image size \(width)x\(height)")))
+    }
     guard stride == 0 || stride >= Int(width) * channels else {
-        return s.fail(PSAM_ERR_INVALID_ARGUMENT, "stride \(stride) is less than a row (\(Int(width) * channels) bytes)")
+        return .failure(StatusError(status: s.fail(PSAM_ERR_INVALID_ARGUMENT,
+                                                   "stride \(stride) is less than a row (\(Int(width) * channels) bytes)")))
     }
+    return .success(channels)
+}
+
+@_cdecl("psam_set_image")
+public func psam_set_image(_ session: OpaquePointer?, _ pixels: UnsafePointer<UInt8>?, _ width: Int32, _ height: Int32,
+                           _ stride: Int, _ format: psam_pixel_format) -> psam_status {
+    guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
+    let channels: Int
+    switch imageChannels(s, pixels, width, height, stride, format) {
+    case let .success(c): channels = c
+    case let .failure(e): return e.status
+    }
+    guard let pixels else { return PSAM_ERR_INVALID_ARGUMENT }
     do {
         try s.session.setImage(pixels: pixels, width: Int(width), height: Int(height), channels: channels,
                                stride: stride == 0 ? nil : stride)
@@ -420,17 +438,12 @@ public func psam_generate(_ session: OpaquePointer?, _ pixels: UnsafePointer<UIn
     guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
     guard let out else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "out_result is NULL") }
     out.pointee = nil
-    guard let pixels else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "pixels is NULL") }
     let channels: Int
-    switch format {
-    case PSAM_PIXEL_RGB8: channels = 3
-    case PSAM_PIXEL_GRAY8: channels = 1
-    default: return s.fail(PSAM_ERR_INVALID_ARGUMENT, "unknown pixel format \(format.rawValue)")
+    switch imageChannels(s, pixels, width, height, stride, format) {
+    case let .success(c): channels = c
+    case let .failure(e): return e.status
     }
-    guard width > 0, height > 0 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "image size \(width)x\(height)") }
-    guard stride == 0 || stride >= Int(width) * channels else {
-        return s.fail(PSAM_ERR_INVALID_ARGUMENT, "stride \(stride) is less than a row (\(Int(width) * channels) bytes)")
-    }
+    guard let pixels else { return PSAM_ERR_INVALID_ARGUMENT }
     let p = params?.pointee ?? psam_generate_default_params()
     var o = MaskGeneratorOptions()
     o.pointsPerSide = Int(p.points_per_side)
