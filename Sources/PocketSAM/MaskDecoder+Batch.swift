@@ -32,6 +32,10 @@ extension MaskDecoder {
         let upS: UnsafeMutablePointer<Float>
         /// Per layer: `N_l` `[D, 4·D/4]`, `1ᵀ N_l`, `β_l M_l`.
         let upN: [[Float]], upU: [[Float]], upV: [[Float]]
+        /// The second upscaling convolution's weights transposed, `[4·D/8, D/4]` (row `s·D/8 + c` for output
+        /// channel c at sub-pixel s), so that its GEMM gives channel rows along the pixels
+        /// (`psam_upscale_masks_t`).
+        let up3t: [Float]
     }
 
     /// The prompt-independent part, in `arena` (kept until the caller resets past it).
@@ -66,8 +70,11 @@ extension MaskDecoder {
         keep(finalAttn.k, inner, D)
         keep(finalAttn.v, inner, D)
         // The upscaling fold (see `Shared.upS`).
-        let n4 = 4 * (D / 4)
-        var M = Array(UnsafeBufferPointer(start: up0.w, count: D * n4))
+        // Columns in sub-pixel-major order (s·D/4 + c, not PyTorch's c·4 + s), so that each output pixel's
+        // channels are contiguous for the norm (`psam_upscale_ln_gelu_row`).
+        let n4 = 4 * (D / 4), d4 = D / 4
+        var M = [Float](repeating: 0, count: D * n4)
+        for i in 0..<D { for sp in 0..<4 { for c in 0..<d4 { M[i * n4 + sp * d4 + c] = up0.w[i * n4 + c * 4 + sp] } } }
         var upN = [[Float]](repeating: [], count: c.depth), upU = upN, upV = upN
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let g = layers[l].norm4.w, b = layers[l].norm4.b
@@ -84,9 +91,12 @@ extension MaskDecoder {
             upV[l] = v
             M = N
         }
+        let d8 = D / 8
+        var up3t = [Float](repeating: 0, count: 4 * d8 * d4)
+        for sp in 0..<4 { for c in 0..<d8 { for k in 0..<d4 { up3t[(sp * d8 + c) * d4 + k] = up3.w[k * 4 * d8 + c * 4 + sp] } } }
         let upS = arena.alloc(hw * n4)
         upN[0].withUnsafeBufferPointer { Ops.matmul(arena, keys, $0.baseAddress!, upS, m: hw, n: n4, k: D, lda: D, ldb: n4, ldc: n4) }
-        return Shared(keys: keys, k0: k0, v0: v0, q0: q0, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV)
+        return Shared(keys: keys, k0: k0, v0: v0, q0: q0, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV, up3t: up3t)
     }
 
     /// Attention core per prompt: projected `q` (`nq` rows per prompt), `k`, `v` (`nk` rows per prompt;
@@ -140,12 +150,12 @@ extension MaskDecoder {
         }
         let heads = c.numHeads, dh = inner / heads, scale = 1 / Float(dh).squareRoot(), hk = heads * nt
         // Kept for the upscaling fold (`Shared.upS`): per prompt and layer, the image→token attention weights
-        // P [HW, heads·nt], V N_l [heads·nt, 4·D/4], and the row statistics of the keys before their norm.
+        // P (stored transposed, [heads·nt, HW]), V N_l [heads·nt, 4·D/4], and the row statistics of the keys before their norm.
         let n4 = 4 * (D / 4), depth = c.depth
         let pAll = arena.alloc(B * depth * hw * hk), qAll = arena.alloc(B * depth * hk * n4)
         let muAll = arena.alloc(B * depth * hw), rAll = arena.alloc(B * depth * hw)
-        /// `image + pe` of one prompt's image tokens.
-        let kpe = arena.alloc(hw * D)
+        /// `keys + pe` of every prompt's image tokens, written by the norm after each image→token attention.
+        let kpeAll = arena.alloc(B * hw * D)
         /// Tokens attend to image tokens: `k0`/`v0` given (shared, first layer) or folded (see the top).
         func tokenToImage(_ a: Attn, shared: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?) {
             let m = arena.mark()
@@ -159,8 +169,7 @@ extension MaskDecoder {
                 let wk = s.folded[a.k.name]!, wv = s.folded[a.v.name]!
                 let qk = arena.alloc(hk * D), p = arena.alloc(hk * hw), px = arena.alloc(hk * D)
                 for b in 0..<B {
-                    let xb = keys + b * hw * D
-                    Ops.sumInto(kpe, xb, pe, hw * D)
+                    let xb = keys + b * hw * D, kpe = kpeAll + b * hw * D
                     // qk[h, i] = W_k,hᵀ q_h,i (row h·nt + i), then scores against every image token.
                     wk.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
@@ -188,7 +197,9 @@ extension MaskDecoder {
         }
         /// Image tokens attend to the prompt's tokens, folded: scores of every image token against
         /// `heads × nt` vectors, softmax per head, then the output projection applied to the values first.
-        func imageToToken(_ a: Attn, layer: Int) {
+        /// The scores are kept transposed, `[heads·nt, HW]` (row `h·nt + i`), so that the softmax over a
+        /// head's nt tokens runs down columns, vectorised along the image tokens.
+        func imageToToken(_ a: Attn, layer: Int, norm nrm: Norm) {
             let m = arena.mark()
             let q = Self.sum(queries, pePoints, rows * D, arena)
             let kp = arena.alloc(rows * inner), vp = arena.alloc(rows * inner)
@@ -202,11 +213,12 @@ extension MaskDecoder {
                 if layer == 0 {
                     // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0`).
                     for h in 0..<heads {
-                        Ops.matmul(arena, s.q0 + h * dh, kb + h * dh, p + h * nt, m: hw, n: nt, k: dh, lda: inner, ldb: inner,
-                                   ldc: hk, transB: true, alpha: scale)
+                        Ops.matmul(arena, kb + h * dh, s.q0 + h * dh, p + h * nt * hw, m: nt, n: hw, k: dh, lda: inner, ldb: inner,
+                                   ldc: hw, transB: true, alpha: scale)
                     }
+                    psam_softmax_cols(p, heads, nt, hw, hw, nil)
                 } else {
-                    Ops.sumInto(kpe, xb, pe, hw * D)
+                    let kpe = kpeAll + b * hw * D
                     wq!.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
                             Ops.matmul(arena, kb + h * dh, w.baseAddress! + h * dh * D, kq + h * nt * D, m: nt, n: D, k: dh,
@@ -220,10 +232,9 @@ extension MaskDecoder {
                             cq[h * nt + i] = acc * scale
                         }
                     }
-                    Ops.matmul(arena, kpe, kq, p, m: hw, n: hk, k: D, lda: D, ldb: D, ldc: hk, transB: true, alpha: scale)
-                    for j in 0..<hw { Ops.add(p + j * hk, cq, hk) }
+                    Ops.matmul(arena, kq, kpe, p, m: hk, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
+                    psam_softmax_cols(p, heads, nt, hw, hw, cq)
                 }
-                psam_softmax_rows(p, hw * heads, nt, nt)
                 // vt[h, i] = W_o,h v_h,i: the output projection of each value, then every image token's
                 // output is a p-weighted sum of these. Each head's weights sum to 1, so b_o / heads added to
                 // every vt row adds b_o to the output.
@@ -236,13 +247,14 @@ extension MaskDecoder {
                 if let bo = a.out.b {
                     for r in 0..<hk { for j in 0..<D { vt[r * D + j] += bo[j] / Float(heads) } }
                 }
-                // keys += p · vt (the first layer's keys are the shared ones).
-                if layer == 0 { xb.update(from: s.keys, count: hw * D) }
-                Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hk, ldb: D, ldc: D, accumulate: true)
+                // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm).
+                Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hw, ldb: D, ldc: D, transA: true, accumulate: layer > 0)
                 s.upN[layer].withUnsafeBufferPointer {
                     Ops.matmul(arena, vt, $0.baseAddress!, qAll + (b * depth + layer) * hk * n4, m: hk, n: n4, k: D, lda: D, ldb: n4, ldc: n4)
                 }
-                psam_row_mean_rstd(xb, hw, D, D, 1e-5, muAll + (b * depth + layer) * hw, rAll + (b * depth + layer) * hw)
+                // norm4, keeping the row statistics for the upscaling fold, and keys + pe for the next attentions.
+                psam_keys_norm(xb, layer == 0 ? UnsafePointer(s.keys) : nil, hw, D, nrm.w, nrm.b, 1e-5, muAll + (b * depth + layer) * hw,
+                               rAll + (b * depth + layer) * hw, pe, kpeAll + b * hw * D)
             }
             arena.reset(to: m)
         }
@@ -265,8 +277,7 @@ extension MaskDecoder {
             Ops.linear(arena, hid, L.lin2, mo, m: rows, n: D, k: c.mlpDim)
             Ops.add(queries, mo, rows * D)
             norm(L.norm3, queries, rows)
-            imageToToken(L.i2t, layer: l)
-            Ops.layerNorm(arena, keys, keys, m: B * hw, c: D, L.norm4, eps: 1e-5)
+            imageToToken(L.i2t, layer: l, norm: L.norm4)
             arena.reset(to: scratch)
         }
         do {
@@ -303,7 +314,7 @@ extension MaskDecoder {
         // L2 (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
         let chunk = 4
         let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
-        let sc = arena.alloc(4 * g2 * d8)
+        let sc = arena.alloc(4 * chunk * g2)
         for b in 0..<B {
             for y0 in stride(from: 0, to: g, by: chunk) {
                 let n = min(chunk, g - y0)
@@ -312,8 +323,8 @@ extension MaskDecoder {
                 t1.update(from: s.upS + rows0 * n4, count: nr * n4)
                 for l in 0..<depth {
                     let o = b * depth + l
-                    Ops.matmul(arena, pAll + o * hw * hk + rows0 * hk, qAll + o * hk * n4, t1, m: nr, n: n4, k: hk, lda: hk, ldb: n4,
-                               ldc: n4, accumulate: true)
+                    Ops.matmul(arena, pAll + o * hw * hk + rows0, qAll + o * hk * n4, t1, m: nr, n: n4, k: hk, lda: hw, ldb: n4,
+                               ldc: n4, transA: true, accumulate: true)
                     s.upU[l].withUnsafeBufferPointer { u in s.upV[l].withUnsafeBufferPointer { v in
                         psam_rows_affine(t1, nr, n4, muAll + o * hw + rows0, rAll + o * hw + rows0, u.baseAddress!, v.baseAddress!)
                     } }
@@ -323,11 +334,12 @@ extension MaskDecoder {
                 }
             }
             let mb = masks + b * count * g4 * g4
-            for y0 in stride(from: 0, to: g2, by: chunk) {
-                let n = min(chunk, g2 - y0)
-                Ops.matmul(arena, u1 + y0 * g2 * d4, up3.w, t2, m: n * g2, n: d8 * 4, k: d4, lda: d4, ldb: d8 * 4, ldc: d8 * 4)
-                for y in y0..<(y0 + n) {
-                    psam_upscale_gelu_masks_row(t2 + (y - y0) * g2 * d8 * 4, g2, d8, y, up3.b!, hyperOut + b * count * d8, count, mb, sc)
+            s.up3t.withUnsafeBufferPointer { w3 in
+                for y0 in stride(from: 0, to: g2, by: chunk) {
+                    let n = min(chunk, g2 - y0), np = n * g2
+                    Ops.matmul(arena, w3.baseAddress!, u1 + y0 * g2 * d4, t2, m: 4 * d8, n: np, k: d4, lda: d4, ldb: d4, ldc: np,
+                               transB: true)
+                    psam_upscale_masks_t(t2, np, n, g2, d8, y0, up3.b!, hyperOut + b * count * d8, count, mb, sc)
                 }
             }
         }

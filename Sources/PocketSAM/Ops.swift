@@ -88,11 +88,12 @@ enum Ops {
         ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * colBlocks)
     }
 
-    /// `c[M, N] = alpha · a[M, K] · b[K, N]` (or `b[N, K]ᵀ`), row-major with strides; columns split as in
-    /// `linear`.
+    /// `c[M, N] = alpha · a[M, K] · b[K, N]` (`a[K, M]ᵀ` with `transA`, `b[N, K]ᵀ` with `transB`), row-major
+    /// with strides; columns split as in `linear`.
     static func matmul(_ ctx: Arena, _ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
-                       transB: Bool = false, alpha: Float = 1, accumulate: Bool = false) {
+                       transA: Bool = false, transB: Bool = false, alpha: Float = 1, accumulate: Bool = false) {
         var t = ColumnTask(kind: .matmul, a: a, b: b, c: c, bias: nil, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
+        t.transA = transA
         t.transB = transB
         t.alpha = alpha
         t.beta = accumulate ? 1 : 0
@@ -196,15 +197,7 @@ enum Ops {
 
     /// Softmax of each row of `x[M, N]` (row stride `ld`), in place.
     static func softmaxRows(_ x: FPtr, m: Int, n: Int, ld: Int) {
-        for i in 0..<m {
-            let r = x + i * ld
-            var mx = -Float.infinity
-            for j in 0..<n { mx = max(mx, r[j]) }
-            var s: Float = 0
-            for j in 0..<n { let e = expf(r[j] - mx); r[j] = e; s += e }
-            let inv = 1 / s
-            for j in 0..<n { r[j] *= inv }
-        }
+        psam_softmax_rows(x, m, n, ld)
     }
 
     /// Dense 2-D convolution, channels-last: `x[H, W, Cin]`, PyTorch weight `[Cout, Cin, kh, kw]`,
@@ -390,7 +383,7 @@ struct ColumnTask {
     var c: FPtr
     var bias: CPtr?
     var m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
-    var transB = false
+    var transA = false, transB = false
     var alpha: Float = 1
     /// `.matmul`: 1 adds the product to `c`.
     var beta: Float = 0
@@ -520,7 +513,7 @@ struct ColumnTask {
             }
         case .matmul:
             guard let a, let b else { return }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)

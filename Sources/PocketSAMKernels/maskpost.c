@@ -202,7 +202,7 @@ size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t 
         for (size_t s = 0; s < 4; s++) {                                              \
             size_t dy = s >> 1, dx = s & 1;                                           \
             float *o = out + ((2 * y + dy) * 2 * w + 2 * x + dx) * cout;              \
-            for (size_t c = 0; c < cout; c++) o[c] = tx[c * 4 + s] + bias[c];         \
+            for (size_t c = 0; c < cout; c++) o[c] = tx[s * cout + c] + bias[c];      \
             float mean;                                                               \
             SUM8(mean, o, cout);                                                      \
             mean /= (float)cout;                                                      \
@@ -214,37 +214,14 @@ size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t 
         }                                                                             \
     }
 
-/* Second transposed conv: + bias into scratch (GELU by the caller), then the masks. */
-#define MASKS_ROW_BODY                                                           \
-    const size_t ow = 2 * w;                                                     \
-    for (size_t m = 0; m < count; m++) {                                         \
-        const float *hm = hyper + m * cout;                                      \
-        float *row0 = masks + m * ow * ow + (2 * y) * ow, *row1 = row0 + ow;     \
-        for (size_t x = 0; x < w; x++)                                           \
-            for (size_t s = 0; s < 4; s++) {                                     \
-                const float *v = scratch + (x * 4 + s) * cout;                   \
-                float acc;                                                       \
-                DOT8(acc, hm, v, cout);                                          \
-                (s >> 1 ? row1 : row0)[2 * x + (s & 1)] = acc;                   \
-            }                                                                    \
-    }
-
 static void ln_row_generic(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *ln_w,
                            const float *ln_b, float eps, float *out) {
     LN_ROW_BODY
-}
-static void masks_row_generic(size_t w, size_t cout, size_t y, const float *hyper, size_t count, float *masks,
-                              const float *scratch) {
-    MASKS_ROW_BODY
 }
 #if defined(__x86_64__)
 PSAM_AVX2_POST static void ln_row_avx2(const float *t, size_t w, size_t cout, size_t y, const float *bias,
                                        const float *ln_w, const float *ln_b, float eps, float *out) {
     LN_ROW_BODY
-}
-PSAM_AVX2_POST static void masks_row_avx2(size_t w, size_t cout, size_t y, const float *hyper, size_t count,
-                                          float *masks, const float *scratch) {
-    MASKS_ROW_BODY
 }
 #endif
 
@@ -259,38 +236,99 @@ void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, c
     psam_gelu_rows(out + (2 * y) * 2 * w * cout, 4 * w * cout);
 }
 
-void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *hyper,
-                                 size_t count, float *masks, float *scratch) {
-    for (size_t x = 0; x < w; x++)
-        for (size_t s = 0; s < 4; s++) {
-            float *v = scratch + (x * 4 + s) * cout;
-            const float *tx = t + x * cout * 4;
-            for (size_t c = 0; c < cout; c++) v[c] = tx[c * 4 + s] + bias[c];
-        }
-    psam_gelu_rows(scratch, 4 * w * cout);
+/* Second transposed conv, transposed: t[4·cout][ld] holds row s·cout + c (s = 2·dy + dx) for the pixels
+ * (r, x), r < rows, x < w, of the once-upscaled grid at column r·w + x. + bias and GELU in place, then for
+ * each mask m and sub-pixel s the dot products with hyper[m] along the rows (vectorised across pixels, in
+ * scratch[4][rows·w]), written to masks[m][(2(y0 + r) + dy)·2w + 2x + dx]. */
+#define MASKS_T_BODY                                                                          \
+    const size_t np = rows * w, ow = 2 * w;                                                   \
+    for (size_t m = 0; m < count; m++) {                                                      \
+        const float *hm = hyper + m * cout;                                                   \
+        for (size_t s = 0; s < 4; s++) {                                                      \
+            float *acc = scratch + s * np;                                                    \
+            const float *t0 = t + s * cout * ld;                                              \
+            for (size_t p = 0; p < np; p++) acc[p] = hm[0] * t0[p];                           \
+            for (size_t c = 1; c < cout; c++) {                                               \
+                const float hc = hm[c], *tc = t0 + c * ld;                                    \
+                for (size_t p = 0; p < np; p++) acc[p] += hc * tc[p];                         \
+            }                                                                                 \
+        }                                                                                     \
+        float *mm = masks + m * ow * ow;                                                      \
+        for (size_t r = 0; r < rows; r++)                                                     \
+            for (size_t dy = 0; dy < 2; dy++) {                                               \
+                float *o = mm + (2 * (y0 + r) + dy) * ow;                                     \
+                const float *a0 = scratch + (2 * dy) * np + r * w, *a1 = a0 + np;             \
+                for (size_t x = 0; x < w; x++) {                                              \
+                    o[2 * x] = a0[x];                                                         \
+                    o[2 * x + 1] = a1[x];                                                     \
+                }                                                                             \
+            }                                                                                 \
+    }
+#define MASKS_T_PARAMS                                                                        \
+    const float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *hyper, size_t count, \
+        float *masks, float *scratch
+static void masks_t_generic(MASKS_T_PARAMS) { MASKS_T_BODY }
+#if defined(__x86_64__)
+PSAM_AVX2_POST static void masks_t_avx2(MASKS_T_PARAMS) { MASKS_T_BODY }
+#endif
+
+void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias,
+                          const float *hyper, size_t count, float *masks, float *scratch) {
+    const size_t np = rows * w;
+    for (size_t r = 0; r < 4 * cout; r++) {
+        float *row = t + r * ld;
+        const float b = bias[r % cout];
+        for (size_t p = 0; p < np; p++) row[p] += b;
+        psam_gelu_rows(row, np);
+    }
 #if defined(__x86_64__)
     if (post_has_avx2()) {
-        masks_row_avx2(w, cout, y, hyper, count, masks, scratch);
+        masks_t_avx2(t, ld, rows, w, cout, y0, hyper, count, masks, scratch);
         return;
     }
 #endif
-    masks_row_generic(w, cout, y, hyper, count, masks, scratch);
+    masks_t_generic(t, ld, rows, w, cout, y0, hyper, count, masks, scratch);
 }
 
-/* Row statistics for a layer norm: mean and 1/sqrt(var + eps) of each row of x[m][ld] (c values), two passes
- * as the layer norm kernels compute them. */
-#define ROW_STATS_BODY                                       \
-    for (size_t i = 0; i < m; i++) {                         \
-        const float *r = x + i * ld;                         \
-        float mu;                                            \
-        SUM8(mu, r, c);                                      \
-        mu /= (float)c;                                      \
-        float var;                                           \
-        VAR8(var, r, mu, c);                                 \
-        var /= (float)c;                                     \
-        mean[i] = mu;                                        \
-        rstd[i] = 1.0f / sqrtf(var + eps);                   \
+
+/* The decoder's image-token update and norm4 in one pass per row: x[i] (+= add[i] when add is not NULL), its
+ * mean and 1/σ (as psam_row_mean_rstd) into mean[i], rstd[i], then x[i] = layer norm (w, b), and xpe[i] =
+ * x[i] + pe[i] when xpe is not NULL. Rows are c = ld values. */
+#define KEYS_NORM_BODY                                                          \
+    for (size_t i = 0; i < m; i++) {                                            \
+        float *r = x + i * c;                                                   \
+        if (add)                                                                \
+            for (size_t j = 0; j < c; j++) r[j] += add[i * c + j];              \
+        float mu;                                                               \
+        SUM8(mu, r, c);                                                         \
+        mu /= (float)c;                                                         \
+        float var;                                                              \
+        VAR8(var, r, mu, c);                                                    \
+        var /= (float)c;                                                        \
+        const float inv = 1.0f / sqrtf(var + eps);                              \
+        mean[i] = mu;                                                           \
+        rstd[i] = inv;                                                          \
+        for (size_t j = 0; j < c; j++) r[j] = (r[j] - mu) * inv * w[j] + b[j];  \
+        if (xpe)                                                                \
+            for (size_t j = 0; j < c; j++) xpe[i * c + j] = r[j] + pe[i * c + j]; \
     }
+#define KEYS_NORM_PARAMS                                                                             \
+    float *x, const float *add, size_t m, size_t c, const float *w, const float *b, float eps, float *mean, \
+        float *rstd, const float *pe, float *xpe
+static void keys_norm_generic(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
+#if defined(__x86_64__)
+PSAM_AVX2_POST static void keys_norm_avx2(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
+#endif
+void psam_keys_norm(KEYS_NORM_PARAMS) {
+#if defined(__x86_64__)
+    if (post_has_avx2()) {
+        keys_norm_avx2(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
+        return;
+    }
+#endif
+    keys_norm_generic(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
+}
+
 /* t[j][k] = rstd[j]·(t[j][k] − mean[j]·u[k]) + v[k] for m rows of n values. */
 #define ROWS_AFFINE_BODY                                                                 \
     for (size_t j = 0; j < m; j++) {                                                     \
@@ -298,35 +336,16 @@ void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y
         const float a = rstd[j], b = mean[j];                                            \
         for (size_t k = 0; k < n; k++) r[k] = a * (r[k] - b * u[k]) + v[k];              \
     }
-
-static void row_stats_generic(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean, float *rstd) {
-    ROW_STATS_BODY
-}
 static void rows_affine_generic(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u,
                                 const float *v) {
     ROWS_AFFINE_BODY
 }
 #if defined(__x86_64__)
-PSAM_AVX2_POST static void row_stats_avx2(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean,
-                                          float *rstd) {
-    ROW_STATS_BODY
-}
 PSAM_AVX2_POST static void rows_affine_avx2(float *t, size_t m, size_t n, const float *mean, const float *rstd,
                                             const float *u, const float *v) {
     ROWS_AFFINE_BODY
 }
 #endif
-
-void psam_row_mean_rstd(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean, float *rstd) {
-#if defined(__x86_64__)
-    if (post_has_avx2()) {
-        row_stats_avx2(x, m, c, ld, eps, mean, rstd);
-        return;
-    }
-#endif
-    row_stats_generic(x, m, c, ld, eps, mean, rstd);
-}
-
 void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v) {
 #if defined(__x86_64__)
     if (post_has_avx2()) {

@@ -652,6 +652,108 @@ void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld) {
     softmax_generic(x, m, n, ld);
 }
 
+/* Softmax down the columns of row groups: x holds `groups` blocks of n rows (row r at x + r·ld, `cols`
+ * values each); for each block and column, softmax over its n rows of x (+ bias[r] when bias is not NULL),
+ * in place. The transposed layout of attention to a few keys (SAM's image→token attention: n = tokens,
+ * cols = image tokens) vectorises along the columns with no horizontal reductions. */
+static void softmax_cols_generic(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias) {
+    for (size_t g = 0; g < groups; g++) {
+        float *blk = x + g * n * ld;
+        const float *bb = bias ? bias + g * n : NULL;
+        for (size_t c = 0; c < cols; c++) {
+            float mx = -INFINITY;
+            for (size_t i = 0; i < n; i++) {
+                float v = blk[i * ld + c] + (bb ? bb[i] : 0.0f);
+                mx = v > mx ? v : mx;
+            }
+            float s = 0.0f;
+            for (size_t i = 0; i < n; i++) {
+                float e = expf(blk[i * ld + c] + (bb ? bb[i] : 0.0f) - mx);
+                blk[i * ld + c] = e;
+                s += e;
+            }
+            float inv = 1.0f / s;
+            for (size_t i = 0; i < n; i++) blk[i * ld + c] *= inv;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+PSAM_AVX512FMA static void softmax_cols_avx512(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias) {
+    for (size_t g = 0; g < groups; g++) {
+        float *blk = x + g * n * ld;
+        const float *bb = bias ? bias + g * n : NULL;
+        for (size_t c = 0; c < cols; c += 16) {
+            const __mmask16 mk = cols - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cols - c)) - 1u);
+            __m512 mx = _mm512_set1_ps(-INFINITY);
+            for (size_t i = 0; i < n; i++) {
+                __m512 v = _mm512_maskz_loadu_ps(mk, blk + i * ld + c);
+                if (bb) v = _mm512_add_ps(v, _mm512_set1_ps(bb[i]));
+                mx = _mm512_max_ps(mx, v);
+            }
+            __m512 s = _mm512_setzero_ps();
+            for (size_t i = 0; i < n; i++) {
+                __m512 v = _mm512_maskz_loadu_ps(mk, blk + i * ld + c);
+                if (bb) v = _mm512_add_ps(v, _mm512_set1_ps(bb[i]));
+                __m512 e = exp512(_mm512_sub_ps(v, mx));
+                s = _mm512_add_ps(s, e);
+                _mm512_mask_storeu_ps(blk + i * ld + c, mk, e);
+            }
+            const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
+            for (size_t i = 0; i < n; i++)
+                _mm512_mask_storeu_ps(blk + i * ld + c, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, blk + i * ld + c), inv));
+        }
+    }
+}
+
+/* 8 columns at a time; the last cols mod 8 through the lane-masked loads and store_tail8. */
+PSAM_AVX2FMA static void softmax_cols_avx2(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias) {
+    for (size_t g = 0; g < groups; g++) {
+        float *blk = x + g * n * ld;
+        const float *bb = bias ? bias + g * n : NULL;
+        for (size_t c = 0; c < cols; c += 8) {
+            const size_t r = cols - c >= 8 ? 8 : cols - c;
+            const __m256i mk = tail_mask8(r);
+            __m256 mx = _mm256_set1_ps(-INFINITY);
+            for (size_t i = 0; i < n; i++) {
+                __m256 v = _mm256_maskload_ps(blk + i * ld + c, mk);
+                if (bb) v = _mm256_add_ps(v, _mm256_set1_ps(bb[i]));
+                mx = _mm256_max_ps(mx, v);
+            }
+            __m256 s = _mm256_setzero_ps();
+            for (size_t i = 0; i < n; i++) {
+                __m256 v = _mm256_maskload_ps(blk + i * ld + c, mk);
+                if (bb) v = _mm256_add_ps(v, _mm256_set1_ps(bb[i]));
+                __m256 e = exp256(_mm256_sub_ps(v, mx));
+                s = _mm256_add_ps(s, e);
+                if (r == 8) _mm256_storeu_ps(blk + i * ld + c, e);
+                else store_tail8(blk + i * ld + c, e, r);
+            }
+            const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
+            for (size_t i = 0; i < n; i++) {
+                __m256 e = _mm256_mul_ps(_mm256_maskload_ps(blk + i * ld + c, mk), inv);
+                if (r == 8) _mm256_storeu_ps(blk + i * ld + c, e);
+                else store_tail8(blk + i * ld + c, e, r);
+            }
+        }
+    }
+}
+#endif
+
+void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias) {
+#if defined(__x86_64__)
+    if (has_avx512()) {
+        softmax_cols_avx512(x, groups, n, cols, ld, bias);
+        return;
+    }
+    if (has_avx2()) {
+        softmax_cols_avx2(x, groups, n, cols, ld, bias);
+        return;
+    }
+#endif
+    softmax_cols_generic(x, groups, n, cols, ld, bias);
+}
+
 /* Attention of one window for all heads: qkv[wn][ldq] holds per head h [q | k | v] at columns
  * h·3·kd (kd wide each); scores = q·kᵀ·scale (+ bias[h][wn][wn]), softmax over keys, out[wn][ldo]
  * (head h at columns h·kd) = scores·v. `scratch` holds wn·wn + kd·wn floats. */

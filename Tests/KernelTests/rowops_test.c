@@ -212,6 +212,53 @@ static void test_softmax(size_t m, size_t n, float spread) {
     free(x); free(ref); free(got);
 }
 
+/* ---- softmax down columns of row groups ---- */
+typedef void (*softmax_cols_fn)(float *, size_t, size_t, size_t, size_t, const float *);
+static void test_softmax_cols(size_t groups, size_t n, size_t cols, int with_bias, float spread) {
+    size_t ld = cols + next() % 5;
+    float *x = falloc(groups * n * ld), *ref = falloc(groups * n * ld), *got = falloc(groups * n * ld);
+    float *bias = falloc(groups * n);
+    fill(x, groups * n * ld, -spread, spread);
+    fill(bias, groups * n, -spread, spread);
+    memcpy(ref, x, groups * n * ld * 4);
+    softmax_cols_generic(ref, groups, n, cols, ld, with_bias ? bias : NULL);
+    const char *names[3] = {"dispatched"};
+    softmax_cols_fn fns[3] = {psam_softmax_cols};
+    size_t nv = 1;
+#if defined(__x86_64__)
+    if (has_avx2()) { names[nv] = "avx2"; fns[nv++] = softmax_cols_avx2; }
+    if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = softmax_cols_avx512; }
+#endif
+    for (size_t v = 0; v < nv; v++) {
+        memcpy(got, x, groups * n * ld * 4);
+        fns[v](got, groups, n, cols, ld, with_bias ? bias : NULL);
+        double worst = 0.0;
+        int pad_ok = 1, sums_ok = 1;
+        for (size_t g = 0; g < groups; g++)
+            for (size_t c = 0; c < cols; c++) {
+                /* Per column: the reference's largest probability is the magnitude; the column sums to 1. */
+                double mag = 0.0, sum = 0.0;
+                for (size_t i = 0; i < n; i++) {
+                    double r = ref[(g * n + i) * ld + c];
+                    mag = r > mag ? r : mag;
+                    sum += got[(g * n + i) * ld + c];
+                }
+                for (size_t i = 0; i < n; i++) {
+                    double d = fabs((double)ref[(g * n + i) * ld + c] - got[(g * n + i) * ld + c]) / mag;
+                    if (!(d == d)) d = INFINITY;
+                    worst = d > worst ? d : worst;
+                }
+                sums_ok &= fabs(sum - 1.0) <= 1e-5 * n;
+            }
+        for (size_t r = 0; r < groups * n; r++)
+            for (size_t j = cols; j < ld; j++) pad_ok &= got[r * ld + j] == x[r * ld + j];
+        if (worst > worst_softmax) worst_softmax = worst;
+        CHECK(worst <= TOL && pad_ok && sums_ok, "softmax_cols %s groups=%zu n=%zu cols=%zu bias=%d spread=%g: rel diff %g pad %d sums %d",
+              names[v], groups, n, cols, with_bias, spread, worst, pad_ok, sums_ok);
+    }
+    free(x); free(ref); free(got); free(bias);
+}
+
 /* ---- window attention ---- */
 static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
     size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
@@ -394,6 +441,15 @@ int main(void) {
         test_softmax(1, n, 4.0f);
         test_softmax(1 + next() % 5, n, n % 3 == 0 ? 60.0f : 8.0f);
     }
+    /* Softmax down columns: SAM's image→token attention (8 heads × 7 tokens over 4096 image tokens) and odd
+     * shapes around it (cols not a multiple of 8 or 16, one row, one column). */
+    test_softmax_cols(8, 7, 4096, 1, 8.0f);
+    test_softmax_cols(8, 7, 4096, 0, 60.0f);
+    for (size_t cols = 1; cols <= 70; cols += (cols < 34 ? 1 : 5))
+        for (size_t n = 1; n <= 17; n += 4) {
+            size_t groups = 1 + next() % 3;
+            test_softmax_cols(groups, n, cols, (int)(cols & 1), cols % 3 == 0 ? 60.0f : 8.0f);
+        }
     /* Window attention: SAM-ViT's 14×14 windows and TinyViT's 7×7, with odd sizes around them. */
     size_t wns[] = {1, 3, 7, 8, 9, 16, 17, 25, 49, 64, 196};
     size_t kds[] = {16, 32, 8, 12, 20, 1, 3};

@@ -294,6 +294,64 @@ final class MaskGeneratorTests: XCTestCase {
         }
     }
 
+    /// The batched decoder's C kernels against plain Swift: the transposed second upscaling stage (+ bias,
+    /// GELU with libm's erf, the hypernetwork dot products, sub-pixel interleaving) and the fused image-token
+    /// norm (+ add, row statistics, layer norm, + pe), on odd sizes. Rounding only: the kernels sum in other
+    /// orders and their GELU is a rational erf (relative error about 1e-7), so 1e-5 of each value's scale.
+    func testUpscaleAndNormKernels() throws {
+        var rng = SystemRandomNumberGenerator()
+        func rand(_ n: Int, _ a: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -a...a, using: &rng) } }
+        func gelu(_ v: Float) -> Float { 0.5 * v * (1 + Float(erf(Double(v) / 2.0.squareRoot()))) }
+        for (rows, w, cout, count, y0) in [(1, 1, 1, 1, 0), (3, 5, 7, 2, 1), (4, 128, 32, 3, 8), (2, 17, 33, 4, 3)] {
+            let np = rows * w, ld = np + 3, ow = 2 * w
+            let t = rand(4 * cout * ld), bias = rand(cout), hyper = rand(count * cout)
+            var got = t, masks = [Float](repeating: .nan, count: count * ow * ow), scratch = [Float](repeating: 0, count: 4 * np)
+            psam_upscale_masks_t(&got, ld, rows, w, cout, y0, bias, hyper, count, &masks, &scratch)
+            for m in 0..<count {
+                for r in 0..<rows {
+                    for x in 0..<w {
+                        for sp in 0..<4 {
+                            var ref: Float = 0, mag: Float = 0
+                            for c in 0..<cout {
+                                let v = hyper[m * cout + c] * gelu(t[(sp * cout + c) * ld + r * w + x] + bias[c])
+                                ref += v
+                                mag += abs(v)
+                            }
+                            let yy = 2 * (y0 + r) + sp / 2, xx = 2 * x + sp % 2
+                            let o = masks[m * ow * ow + yy * ow + xx]
+                            XCTAssertLessThanOrEqual(abs(o - ref), 1e-5 * max(mag, 1e-3), "mask \(m) row \(yy) col \(xx)")
+                        }
+                    }
+                }
+                // Rows outside y0 … y0 + rows are not written.
+                for yy in 0..<ow where yy / 2 < y0 || yy / 2 >= y0 + rows {
+                    XCTAssertTrue(masks[(m * ow + yy) * ow..<(m * ow + yy + 1) * ow].allSatisfy(\.isNaN))
+                }
+            }
+        }
+        for (m, c, withAdd, withPE) in [(1, 1, false, false), (5, 7, true, true), (9, 256, true, false), (3, 33, false, true)] {
+            let x = rand(m * c, 3).map { $0 + 1 }, add = rand(m * c), pe = rand(m * c), w = rand(c), b = rand(c)
+            var got = x, mean = [Float](repeating: 0, count: m), rstd = mean, xpe = [Float](repeating: 0, count: m * c)
+            add.withUnsafeBufferPointer { a in pe.withUnsafeBufferPointer { p in xpe.withUnsafeMutableBufferPointer { o in
+                psam_keys_norm(&got, withAdd ? a.baseAddress : nil, m, c, w, b, 1e-5, &mean, &rstd, withPE ? p.baseAddress : nil,
+                               withPE ? o.baseAddress : nil)
+            } } }
+            for i in 0..<m {
+                let row = (0..<c).map { x[i * c + $0] + (withAdd ? add[i * c + $0] : 0) }
+                let mu = row.reduce(0, +) / Float(c)
+                let v = row.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Float(c)
+                let r = 1 / (v + 1e-5).squareRoot()
+                XCTAssertEqual(mean[i], mu, accuracy: 1e-5 * max(1, abs(mu)))
+                XCTAssertEqual(rstd[i], r, accuracy: 1e-5 * r)
+                for j in 0..<c {
+                    let ref = (row[j] - mu) * r * w[j] + b[j]
+                    XCTAssertEqual(got[i * c + j], ref, accuracy: 1e-4 * max(1, abs(ref)))
+                    if withPE { XCTAssertEqual(xpe[i * c + j], got[i * c + j] + pe[i * c + j]) }
+                }
+            }
+        }
+    }
+
     func testBadOptions() throws {
         let m = try Self.model("vit")
         let session = Session(model: m)

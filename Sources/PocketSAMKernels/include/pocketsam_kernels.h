@@ -98,6 +98,9 @@ void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *b
 
 /* Softmax of each row of x[m][ld] (n values), in place. */
 void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld);
+/* Softmax down the columns of each of `groups` blocks of n rows (row r at x + r·ld, cols values), of
+ * x + bias[r] (bias: groups·n values, or NULL), in place. */
+void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias);
 
 /* Attention of one window of wn tokens, all heads: qkv[wn][ldq] holds per head h [q | k | v] at columns
  * h·3·kd; softmax(q·kᵀ·scale + bias[h]) · v into out[wn][ldo] at columns h·kd. bias [heads][wn][wn] or
@@ -150,19 +153,22 @@ size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t 
                      uint32_t *counts, size_t capacity);
 
 /* SAM's mask-decoder output upscaling, per input row y after the caller's GEMM of that row into
- * t[x][o*4 + dy*2 + dx] (w pixels, cout outputs × 4 sub-pixels). First stage: + bias, layer norm (ln_w, ln_b,
+ * t[x][(dy*2 + dx)*cout + o] (w pixels, cout outputs × 4 sub-pixels, sub-pixel major). First stage: + bias, layer norm (ln_w, ln_b,
  * eps) over each output pixel's cout channels, GELU, into out[(2y+dy)*2w + 2x+dx][cout]. */
 void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *ln_w,
                               const float *ln_b, float eps, float *out);
-/* Second stage: + bias, GELU, and the masks masks[m][(2y+dy)*2w + 2x+dx] = hyper[m] . value for m < count;
- * scratch holds 4*w*cout floats. */
-void psam_upscale_gelu_masks_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *hyper,
-                                 size_t count, float *masks, float *scratch);
+/* Second stage, on the transposed GEMM output t[4·cout][ld] (row s·cout + o, s = dy*2 + dx; column r·w + x for
+ * the pixels of rows y0 … y0 + rows − 1 of the once-upscaled grid, w wide): + bias, GELU (in place), and the
+ * masks masks[m][(2y+dy)*2w + 2x+dx] = hyper[m] . value for m < count; scratch holds 4·rows·w floats. */
+void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias,
+                          const float *hyper, size_t count, float *masks, float *scratch);
 
-/* Mean and 1/sqrt(var + eps) of each row of x[m][ld] (c values). */
-void psam_row_mean_rstd(const float *x, size_t m, size_t c, size_t ld, float eps, float *mean, float *rstd);
 /* t[j][k] = rstd[j]*(t[j][k] - mean[j]*u[k]) + v[k] for m rows of n values (a layer norm pushed through a
  * linear map: u = 1^T diag(gamma) W, v = beta^T W). */
+/* Rows x[m][c] (+= add when not NULL), their mean and 1/sqrt(var + eps) into mean, rstd, then layer-normed in
+ * place (w, b); xpe = x + pe when xpe is not NULL. */
+void psam_keys_norm(float *x, const float *add, size_t m, size_t c, const float *w, const float *b, float eps,
+                    float *mean, float *rstd, const float *pe, float *xpe);
 void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v);
 
 #ifdef __cplusplus
