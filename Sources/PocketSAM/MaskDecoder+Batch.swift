@@ -116,7 +116,7 @@ extension MaskDecoder {
         }
     }
 
-    /// Decodes `batch` prompts: `sparse[B, ns, D]`. Writes the low-res logits of mask tokens
+    /// Decodes `batch` prompts: `sparse[B, ns, D]`. Writes the low-res logits (transposed: column-major) of mask tokens
     /// `first ..< first + count` to `masks[B, count, 4G, 4G]` and every token's predicted IoU to `iou[B, T]`.
     func runBatch(shared s: Shared, pe: UnsafePointer<Float>, grid g: Int, sparse: UnsafePointer<Float>, ns: Int,
                   batch B: Int, first: Int, count: Int, masks: UnsafeMutablePointer<Float>, iou: UnsafeMutablePointer<Float>,
@@ -157,7 +157,9 @@ extension MaskDecoder {
         /// `keys + pe` of every prompt's image tokens, written by the norm after each image→token attention.
         let kpeAll = arena.alloc(B * hw * D)
         /// Tokens attend to image tokens: `k0`/`v0` given (shared, first layer) or folded (see the top).
-        func tokenToImage(_ a: Attn, shared: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?) {
+        /// `used`: the tokens whose output is needed (the final attention's: the IoU token and the wanted
+        /// mask tokens; the others' outputs are left zero), or nil for all.
+        func tokenToImage(_ a: Attn, shared: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?, used: [Int]? = nil) {
             let m = arena.mark()
             let q = Self.sum(queries, pePoints, rows * D, arena)
             let qp = arena.alloc(rows * inner), o = arena.alloc(rows * inner), r = arena.alloc(rows * D)
@@ -167,28 +169,37 @@ extension MaskDecoder {
                      o: o, arena: arena)
             } else {
                 let wk = s.folded[a.k.name]!, wv = s.folded[a.v.name]!
-                let qk = arena.alloc(hk * D), p = arena.alloc(hk * hw), px = arena.alloc(hk * D)
+                // Only the used tokens' queries (gathered, nu of them): heads × nu score rows.
+                let nu = used?.count ?? nt, hu = heads * nu
+                let qk = arena.alloc(hu * D), p = arena.alloc(hu * hw), px = arena.alloc(hu * D)
+                let qu = arena.alloc(nu * inner), ou = arena.alloc(nu * inner)
+                if used != nil { o.update(repeating: 0, count: rows * inner) }
                 for b in 0..<B {
                     let xb = keys + b * hw * D, kpe = kpeAll + b * hw * D
                     // qk[h, i] = W_k,hᵀ q_h,i (row h·nt + i), then scores against every image token.
+                    if let used {
+                        for (u, t) in used.enumerated() { (qu + u * inner).update(from: qp + (b * nt + t) * inner, count: inner) }
+                    } else {
+                        qu.update(from: qp + b * nt * inner, count: nt * inner)
+                    }
                     wk.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
-                            Ops.matmul(arena, qp + b * nt * inner + h * dh, w.baseAddress! + h * dh * D, qk + h * nt * D,
-                                       m: nt, n: D, k: dh, lda: inner, ldb: D, ldc: D)
+                            Ops.matmul(arena, qu + h * dh, w.baseAddress! + h * dh * D, qk + h * nu * D,
+                                       m: nu, n: D, k: dh, lda: inner, ldb: D, ldc: D)
                         }
                     }
-                    Ops.matmul(arena, qk, kpe, p, m: hk, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
-                    psam_softmax_rows(p, hk, hw, hw)
+                    Ops.matmul(arena, qk, kpe, p, m: hu, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
+                    psam_softmax_rows(p, hu, hw, hw)
                     // Σ_j p x_j, then W_v,h of it (+ b_v: the weights sum to 1).
-                    Ops.matmul(arena, p, xb, px, m: hk, n: D, k: hw, lda: hw, ldb: D, ldc: D)
-                    let ob = o + b * nt * inner
+                    Ops.matmul(arena, p, xb, px, m: hu, n: D, k: hw, lda: hw, ldb: D, ldc: D)
                     wv.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
-                            Ops.matmul(arena, px + h * nt * D, w.baseAddress! + h * dh * D, ob + h * dh, m: nt, n: dh, k: D,
+                            Ops.matmul(arena, px + h * nu * D, w.baseAddress! + h * dh * D, ou + h * dh, m: nu, n: dh, k: D,
                                        lda: D, ldb: D, ldc: inner, transB: true)
                         }
                     }
-                    if let bv = a.v.b { for i in 0..<nt { Ops.add(ob + i * inner, bv, inner) } }
+                    if let bv = a.v.b { for u in 0..<nu { Ops.add(ou + u * inner, bv, inner) } }
+                    for u in 0..<nu { (o + (b * nt + (used?[u] ?? u)) * inner).update(from: ou + u * inner, count: inner) }
                 }
             }
             Ops.linear(arena, o, a.out, r, m: rows, n: D, k: inner)
@@ -247,11 +258,11 @@ extension MaskDecoder {
                 if let bo = a.out.b {
                     for r in 0..<hk { for j in 0..<D { vt[r * D + j] += bo[j] / Float(heads) } }
                 }
-                // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm).
-                Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hw, ldb: D, ldc: D, transA: true, accumulate: layer > 0)
                 s.upN[layer].withUnsafeBufferPointer {
                     Ops.matmul(arena, vt, $0.baseAddress!, qAll + (b * depth + layer) * hk * n4, m: hk, n: n4, k: D, lda: D, ldb: n4, ldc: n4)
                 }
+                // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm).
+                Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hw, ldb: D, ldc: D, transA: true, accumulate: layer > 0)
                 // norm4, keeping the row statistics for the upscaling fold, and keys + pe for the next attentions.
                 psam_keys_norm(xb, layer == 0 ? UnsafePointer(s.keys) : nil, hw, D, nrm.w, nrm.b, 1e-5, muAll + (b * depth + layer) * hw,
                                rAll + (b * depth + layer) * hw, pe, kpeAll + b * hw * D)
@@ -282,7 +293,8 @@ extension MaskDecoder {
         }
         do {
             let scratch = arena.mark()
-            tokenToImage(finalAttn, shared: nil)
+            // Only the IoU token and the wanted mask tokens are read after the final attention.
+            tokenToImage(finalAttn, shared: nil, used: [0] + Array((1 + first)..<(1 + first + count)))
             norm(normFinal, queries, rows)
             arena.reset(to: scratch)
         }
@@ -314,7 +326,7 @@ extension MaskDecoder {
         // L2 (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
         let chunk = 4
         let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
-        let sc = arena.alloc(4 * chunk * g2)
+        let sc = arena.alloc(count * chunk * g2)
         for b in 0..<B {
             for y0 in stride(from: 0, to: g, by: chunk) {
                 let n = min(chunk, g - y0)

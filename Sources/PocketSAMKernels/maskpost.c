@@ -16,6 +16,17 @@ static int post_has_avx2(void) {
     }
     return cached;
 }
+#define PSAM_AVX512_POST __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+static int post_has_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    return cached;
+}
+#include <immintrin.h>
 #endif
 
 /* The mask of `rows` output rows × `cols` output columns from low[n][n] (rows of `low` along the output
@@ -89,11 +100,10 @@ PSAM_AVX2_POST static void upscale_avx2(UPSCALE_PARAMS) { UPSCALE_BODY }
 void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float *hbuf, uint8_t *mask,
                        psam_mask_stats *st) {
     /* The mask is produced transposed (output columns as rows), so that it is column-major, the order of
-     * COCO's runs: the low-res logits are transposed first and the row and column taps swap roles. */
+     * COCO's runs: from the transposed low-res logits, the row and column taps swapping roles. */
     const size_t n = a->low;
-    float *lt = hbuf, *h = hbuf + n * n;
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < n; j++) lt[j * n + i] = low[i * n + j];
+    const float *lt = low;
+    float *h = hbuf + n * n;
     const float hi = a->threshold + a->offset, lo = a->threshold - a->offset, thr = a->threshold;
     const float core = a->threshold + a->core_offset;
     int32_t box[4];
@@ -233,39 +243,42 @@ void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, c
     else
 #endif
         ln_row_generic(t, w, cout, y, bias, ln_w, ln_b, eps, out);
-    psam_gelu_rows(out + (2 * y) * 2 * w * cout, 4 * w * cout);
+    psam_gelu_fast_rows(out + (2 * y) * 2 * w * cout, 4 * w * cout);
 }
 
 /* Second transposed conv, transposed: t[4·cout][ld] holds row s·cout + c (s = 2·dy + dx) for the pixels
- * (r, x), r < rows, x < w, of the once-upscaled grid at column r·w + x. + bias and GELU in place, then for
- * each mask m and sub-pixel s the dot products with hyper[m] along the rows (vectorised across pixels, in
- * scratch[4][rows·w]), written to masks[m][(2(y0 + r) + dy)·2w + 2x + dx]. */
+ * (r, x), r < rows, x < w, of the once-upscaled grid at column r·w + x. + bias and GELU in place, then per
+ * sub-pixel s the dot products with every hyper[m] along the rows (vectorised across pixels, each row read
+ * once, into scratch[count][rows·w]), written transposed to masks[m][(2x + dx)·2w + 2(y0 + r) + dy]. */
 #define MASKS_T_BODY                                                                          \
     const size_t np = rows * w, ow = 2 * w;                                                   \
-    for (size_t m = 0; m < count; m++) {                                                      \
-        const float *hm = hyper + m * cout;                                                   \
-        for (size_t s = 0; s < 4; s++) {                                                      \
-            float *acc = scratch + s * np;                                                    \
-            const float *t0 = t + s * cout * ld;                                              \
-            for (size_t p = 0; p < np; p++) acc[p] = hm[0] * t0[p];                           \
-            for (size_t c = 1; c < cout; c++) {                                               \
-                const float hc = hm[c], *tc = t0 + c * ld;                                    \
-                for (size_t p = 0; p < np; p++) acc[p] += hc * tc[p];                         \
+    for (size_t s = 0; s < 4; s++) {                                                          \
+        for (size_t c = 0; c < cout; c++) {                                                   \
+            float *tc = t + (s * cout + c) * ld;                                              \
+            const float bc = bias[c];                                                         \
+            for (size_t p = 0; p < np; p++) tc[p] += bc;                                      \
+            psam_gelu_fast_rows(tc, np);                                                      \
+            for (size_t m = 0; m < count; m++) {                                              \
+                float *acc = scratch + m * np;                                                \
+                const float hc = hyper[m * cout + c];                                         \
+                if (c == 0)                                                                   \
+                    for (size_t p = 0; p < np; p++) acc[p] = hc * tc[p];                      \
+                else                                                                          \
+                    for (size_t p = 0; p < np; p++) acc[p] += hc * tc[p];                     \
             }                                                                                 \
         }                                                                                     \
-        float *mm = masks + m * ow * ow;                                                      \
-        for (size_t r = 0; r < rows; r++)                                                     \
-            for (size_t dy = 0; dy < 2; dy++) {                                               \
-                float *o = mm + (2 * (y0 + r) + dy) * ow;                                     \
-                const float *a0 = scratch + (2 * dy) * np + r * w, *a1 = a0 + np;             \
-                for (size_t x = 0; x < w; x++) {                                              \
-                    o[2 * x] = a0[x];                                                         \
-                    o[2 * x + 1] = a1[x];                                                     \
-                }                                                                             \
+        const size_t dy = s >> 1, dx = s & 1;                                                 \
+        for (size_t m = 0; m < count; m++) {                                                  \
+            const float *acc = scratch + m * np;                                              \
+            float *mm = masks + m * ow * ow;                                                  \
+            for (size_t r = 0; r < rows; r++) {                                               \
+                float *o = mm + dx * ow + 2 * (y0 + r) + dy;                                  \
+                for (size_t x = 0; x < w; x++) o[2 * x * ow] = acc[r * w + x];                \
             }                                                                                 \
+        }                                                                                     \
     }
 #define MASKS_T_PARAMS                                                                        \
-    const float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *hyper, size_t count, \
+    float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias, const float *hyper, size_t count, \
         float *masks, float *scratch
 static void masks_t_generic(MASKS_T_PARAMS) { MASKS_T_BODY }
 #if defined(__x86_64__)
@@ -274,20 +287,13 @@ PSAM_AVX2_POST static void masks_t_avx2(MASKS_T_PARAMS) { MASKS_T_BODY }
 
 void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias,
                           const float *hyper, size_t count, float *masks, float *scratch) {
-    const size_t np = rows * w;
-    for (size_t r = 0; r < 4 * cout; r++) {
-        float *row = t + r * ld;
-        const float b = bias[r % cout];
-        for (size_t p = 0; p < np; p++) row[p] += b;
-        psam_gelu_rows(row, np);
-    }
 #if defined(__x86_64__)
     if (post_has_avx2()) {
-        masks_t_avx2(t, ld, rows, w, cout, y0, hyper, count, masks, scratch);
+        masks_t_avx2(t, ld, rows, w, cout, y0, bias, hyper, count, masks, scratch);
         return;
     }
 #endif
-    masks_t_generic(t, ld, rows, w, cout, y0, hyper, count, masks, scratch);
+    masks_t_generic(t, ld, rows, w, cout, y0, bias, hyper, count, masks, scratch);
 }
 
 
@@ -318,9 +324,61 @@ void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cou
 static void keys_norm_generic(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
 #if defined(__x86_64__)
 PSAM_AVX2_POST static void keys_norm_avx2(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
+/* Explicit AVX-512 (c a multiple of 16): three passes over each row while it is in L1, four partial sums. */
+PSAM_AVX512_POST static void keys_norm_avx512(KEYS_NORM_PARAMS) {
+    for (size_t i = 0; i < m; i++) {
+        float *r = x + i * c;
+        const float *a = add ? add + i * c : NULL;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (size_t j = 0; j < c; j += 64) {
+            __m512 v0 = _mm512_loadu_ps(r + j), v1 = _mm512_loadu_ps(r + j + 16);
+            __m512 v2 = _mm512_loadu_ps(r + j + 32), v3 = _mm512_loadu_ps(r + j + 48);
+            if (a) {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(a + j));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(a + j + 16));
+                v2 = _mm512_add_ps(v2, _mm512_loadu_ps(a + j + 32));
+                v3 = _mm512_add_ps(v3, _mm512_loadu_ps(a + j + 48));
+                _mm512_storeu_ps(r + j, v0);
+                _mm512_storeu_ps(r + j + 16, v1);
+                _mm512_storeu_ps(r + j + 32, v2);
+                _mm512_storeu_ps(r + j + 48, v3);
+            }
+            s0 = _mm512_add_ps(s0, v0);
+            s1 = _mm512_add_ps(s1, v1);
+            s2 = _mm512_add_ps(s2, v2);
+            s3 = _mm512_add_ps(s3, v3);
+        }
+        const float mu = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))) / (float)c;
+        const __m512 vm = _mm512_set1_ps(mu);
+        s0 = s1 = s2 = s3 = _mm512_setzero_ps();
+        for (size_t j = 0; j < c; j += 64) {
+            __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(r + j), vm), d1 = _mm512_sub_ps(_mm512_loadu_ps(r + j + 16), vm);
+            __m512 d2 = _mm512_sub_ps(_mm512_loadu_ps(r + j + 32), vm), d3 = _mm512_sub_ps(_mm512_loadu_ps(r + j + 48), vm);
+            s0 = _mm512_fmadd_ps(d0, d0, s0);
+            s1 = _mm512_fmadd_ps(d1, d1, s1);
+            s2 = _mm512_fmadd_ps(d2, d2, s2);
+            s3 = _mm512_fmadd_ps(d3, d3, s3);
+        }
+        const float var = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))) / (float)c;
+        const float inv = 1.0f / sqrtf(var + eps);
+        mean[i] = mu;
+        rstd[i] = inv;
+        const __m512 vi = _mm512_set1_ps(inv);
+        for (size_t j = 0; j < c; j += 16) {
+            __m512 o = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(r + j), vm), vi), _mm512_loadu_ps(w + j),
+                                       _mm512_loadu_ps(b + j));
+            _mm512_storeu_ps(r + j, o);
+            if (xpe) _mm512_storeu_ps(xpe + i * c + j, _mm512_add_ps(o, _mm512_loadu_ps(pe + i * c + j)));
+        }
+    }
+}
 #endif
 void psam_keys_norm(KEYS_NORM_PARAMS) {
 #if defined(__x86_64__)
+    if (c % 64 == 0 && post_has_avx512()) {
+        keys_norm_avx512(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
+        return;
+    }
     if (post_has_avx2()) {
         keys_norm_avx2(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
         return;

@@ -431,6 +431,32 @@ int main(void) {
     test_quantize(3, 0, 0);
     for (size_t n = 0; n <= 300; n++) test_gelu(n);
     test_gelu(100003);
+    /* The upscaling's GELU (FMA, refined reciprocal) against the generic GELU: within 1e-6 of max(1, |x|). */
+    {
+        size_t n = 100003;
+        float *x = falloc(n), *ref = falloc(n), *got = falloc(n);
+        fill(x, n, -8.0f, 8.0f);
+        x[0] = 0.0f, x[1] = -0.0f, x[2] = 1e-30f, x[3] = -40.0f, x[4] = 40.0f;
+        memcpy(ref, x, n * 4);
+        memcpy(got, x, n * 4);
+        gelu_generic(ref, n);
+        psam_gelu_fast_rows(got, n);
+        double worst = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)ref[i] - got[i]) / fmax(1.0, fabs(x[i]));
+            if (!(d == d)) d = INFINITY;
+            worst = d > worst ? d : worst;
+        }
+        CHECK(worst <= 1e-6, "gelu_fast: worst %g", worst);
+        for (size_t tail = 0; tail < 17; tail++) {
+            memcpy(got, x, 40 * 4);
+            psam_gelu_fast_rows(got, tail);
+            int ok = 1;
+            for (size_t i = tail; i < 40; i++) ok &= got[i] == x[i];
+            CHECK(ok, "gelu_fast writes past n=%zu", tail);
+        }
+        free(x); free(ref); free(got);
+    }
     for (size_t s = 0; s < nsizes; s++)
         for (int g = 0; g < 4; g++) test_bias_gelu(1 + next() % 4, sizes[s], g & 1, g >> 1);
     for (size_t c = 1; c <= 300; c++) {

@@ -76,6 +76,9 @@ void psam_quantize_rows_u8(const float *x, size_t m, size_t k, size_t ldx, uint8
 
 /* GELU x·Φ(x) in place on n floats (erf by the rational fit of Ops.erfApprox, about 2 ulp). */
 void psam_gelu_rows(float *x, size_t n);
+/* GELU for the mask decoder's upscaling: psam_gelu_rows's erf with fused multiply-adds and a refined
+ * reciprocal where AVX-512 is available (within a few 1e-7 of it; psam_gelu_rows elsewhere). */
+void psam_gelu_fast_rows(float *x, size_t n);
 
 /* Depthwise k×k convolution, channels-last: x[h][w][c], weight laid out [k·k][c] (tap-major), bias[c]
  * or NULL, zero padding `pad`, stride `stride`; writes rows [y0, y1) of out[ho][wo][c]; GELU if `gelu`. */
@@ -115,8 +118,8 @@ void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t 
                              size_t r0, size_t r1);
 
 /* Automatic mask generation: one mask from low-res logits to the output size. The output is a
- * separable 4-tap resampling of the low[low][low] logits (the composition of SAM's two bilinear
- * resizes): output row y reads low-res rows row_start[y] + 0..3 with weights row_w[4y..4y+3], output
+ * separable 4-tap resampling of the low-res logits, given transposed (lowT[col][row], as the batched
+ * decoder writes them; the composition of SAM's two bilinear resizes): output row y reads low-res rows row_start[y] + 0..3 with weights row_w[4y..4y+3], output
  * column x reads columns col_start[x] + 0..3 with col_w[4x..4x+3] (start + 3 < low). */
 typedef struct psam_mask_upscale_args {
     size_t low, out_h, out_w;
@@ -159,7 +162,8 @@ void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, c
                               const float *ln_b, float eps, float *out);
 /* Second stage, on the transposed GEMM output t[4·cout][ld] (row s·cout + o, s = dy*2 + dx; column r·w + x for
  * the pixels of rows y0 … y0 + rows − 1 of the once-upscaled grid, w wide): + bias, GELU (in place), and the
- * masks masks[m][(2y+dy)*2w + 2x+dx] = hyper[m] . value for m < count; scratch holds 4·rows·w floats. */
+ * masks, transposed: masks[m][(2x+dx)*2w + 2y+dy] = hyper[m] . value for m < count (the layout
+ * psam_mask_upscale reads); scratch holds count·rows·w floats. */
 void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias,
                           const float *hyper, size_t count, float *masks, float *scratch);
 
