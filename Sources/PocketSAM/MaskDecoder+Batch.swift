@@ -18,8 +18,9 @@ extension MaskDecoder {
     struct Shared {
         /// `[HW, D]`: image embedding + no-mask embedding (the first layer's keys for every prompt).
         let keys: UnsafeMutablePointer<Float>
-        /// `[HW, inner]`: first layer's token→image key and value projections, image→token queries.
-        let k0, v0, q0: UnsafeMutablePointer<Float>
+        /// First layer's token→image keys and image→token queries, transposed (`[inner, HW]`, for
+        /// `psam_scores_shared`), and token→image values `[HW, inner]`.
+        let k0t, v0, q0t: UnsafeMutablePointer<Float>
         /// fp32 `[out, in]` weights of the image-side projections that the folding multiplies by
         /// (dequantized for an int8 model; a few hundred KB).
         let folded: [String: [Float]]
@@ -43,13 +44,20 @@ extension MaskDecoder {
                 model: Model, arena: Arena) -> Shared {
         let D = c.transformerDim, inner = D / c.attentionDownsampleRate
         let keys = Self.sum(image, dense, hw * D, arena)
-        let k0 = arena.alloc(hw * inner), v0 = arena.alloc(hw * inner), q0 = arena.alloc(hw * inner)
+        let k0t = arena.alloc(hw * inner), v0 = arena.alloc(hw * inner), q0t = arena.alloc(hw * inner)
         let mark = arena.mark()
         let kpe = Self.sum(keys, pe, hw * D, arena)
         let L = layers[0]
+        let k0 = arena.alloc(hw * inner), q0 = arena.alloc(hw * inner)
         Ops.linear(arena, kpe, L.t2i.k, k0, m: hw, n: inner, k: D)
         Ops.linear(arena, keys, L.t2i.v, v0, m: hw, n: inner, k: D)
         Ops.linear(arena, kpe, L.i2t.q, q0, m: hw, n: inner, k: D)
+        for j in 0..<hw {
+            for t in 0..<inner {
+                k0t[t * hw + j] = k0[j * inner + t]
+                q0t[t * hw + j] = q0[j * inner + t]
+            }
+        }
         arena.reset(to: mark)
         var folded: [String: [Float]] = [:]
         func keep(_ l: Lin, _ n: Int, _ k: Int) {
@@ -96,7 +104,7 @@ extension MaskDecoder {
         for sp in 0..<4 { for c in 0..<d8 { for k in 0..<d4 { up3t[(sp * d8 + c) * d4 + k] = up3.w[k * 4 * d8 + c * 4 + sp] } } }
         let upS = arena.alloc(hw * n4)
         upN[0].withUnsafeBufferPointer { Ops.matmul(arena, keys, $0.baseAddress!, upS, m: hw, n: n4, k: D, lda: D, ldb: n4, ldc: n4) }
-        return Shared(keys: keys, k0: k0, v0: v0, q0: q0, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV, up3t: up3t)
+        return Shared(keys: keys, k0t: k0t, v0: v0, q0t: q0t, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV, up3t: up3t)
     }
 
     /// Attention core per prompt: projected `q` (`nq` rows per prompt), `k`, `v` (`nk` rows per prompt;
@@ -156,7 +164,7 @@ extension MaskDecoder {
         let muAll = arena.alloc(B * depth * hw), rAll = arena.alloc(B * depth * hw)
         /// `keys + pe` of every prompt's image tokens, written by the norm after each image→token attention.
         let kpeAll = arena.alloc(B * hw * D)
-        /// Tokens attend to image tokens: `k0`/`v0` given (shared, first layer) or folded (see the top).
+        /// Tokens attend to image tokens: `k0t`/`v0` given (shared, first layer) or folded (see the top).
         /// `used`: the tokens whose output is needed (the final attention's: the IoU token and the wanted
         /// mask tokens; the others' outputs are left zero), or nil for all.
         func tokenToImage(_ a: Attn, shared: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?, used: [Int]? = nil) {
@@ -165,8 +173,16 @@ extension MaskDecoder {
             let qp = arena.alloc(rows * inner), o = arena.alloc(rows * inner), r = arena.alloc(rows * D)
             Ops.linear(arena, q, a.q, qp, m: rows, n: inner, k: D)
             if let shared {
-                core(q: qp, qStride: nt * inner, k: shared.k, v: shared.v, kvStride: 0, nq: nt, nk: hw, batch: B, inner: inner,
-                     o: o, arena: arena)
+                // Against the first layer's shared keys (transposed) and values, per prompt and head.
+                let sc = arena.alloc(nt * hw)
+                arena.macs &+= 2 * B * heads * nt * hw * dh
+                for b in 0..<B {
+                    for h in 0..<heads {
+                        psam_scores_shared(qp + b * nt * inner + h * dh, inner, shared.k + h * dh * hw, hw, nt, hw, dh, scale, sc, hw)
+                        psam_softmax_rows(sc, nt, hw, hw)
+                        psam_weighted_rows(sc, hw, shared.v + h * dh, inner, nt, hw, dh, o + b * nt * inner + h * dh, inner)
+                    }
+                }
             } else {
                 let wk = s.folded[a.k.name]!, wv = s.folded[a.v.name]!
                 // Only the used tokens' queries (gathered, nu of them): heads × nu score rows.
@@ -222,11 +238,11 @@ extension MaskDecoder {
                 let p = pAll + (b * depth + layer) * hw * hk
                 let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
                 if layer == 0 {
-                    // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0`).
+                    // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0t`).
                     for h in 0..<heads {
-                        Ops.matmul(arena, kb + h * dh, s.q0 + h * dh, p + h * nt * hw, m: nt, n: hw, k: dh, lda: inner, ldb: inner,
-                                   ldc: hw, transB: true, alpha: scale)
+                        psam_scores_shared(kb + h * dh, inner, s.q0t + h * dh * hw, hw, nt, hw, dh, scale, p + h * nt * hw, hw)
                     }
+                    arena.macs &+= heads * nt * hw * dh
                     psam_softmax_cols(p, heads, nt, hw, hw, nil)
                 } else {
                     let kpe = kpeAll + b * hw * D
@@ -280,7 +296,7 @@ extension MaskDecoder {
                 selfAttention(L.selfAttn, q: q, v: queries, accumulate: true)
             }
             norm(L.norm1, queries, rows)
-            tokenToImage(L.t2i, shared: l == 0 ? (UnsafePointer(s.k0), UnsafePointer(s.v0)) : nil)
+            tokenToImage(L.t2i, shared: l == 0 ? (UnsafePointer(s.k0t), UnsafePointer(s.v0)) : nil)
             norm(L.norm2, queries, rows)
             let hid = arena.alloc(rows * c.mlpDim), mo = arena.alloc(rows * D)
             Ops.linear(arena, queries, L.lin1, hid, m: rows, n: c.mlpDim, k: D)

@@ -151,21 +151,143 @@ size_t psam_mask_rle(const uint8_t *mask, size_t h, size_t w, size_t x0, size_t 
     rle_put(&s, 0, x0 * full_h);
     for (size_t x = 0; x < w; x++) {
         rle_put(&s, 0, y0);
+        /* One pixel at a time without branches (speckled masks have a run every few pixels, which a
+         * branch per run would mispredict): the current run is stored at counts[n] on every pixel and n
+         * advances when the value flips (beyond the capacity, into a scratch word). */
         const uint8_t *col = mask + x * h;
-        size_t y = 0;
-        while (y < h) {
-            uint8_t v = col[y] ? 1 : 0;
-            size_t e = y + 1;
-            while (e < h && (col[e] ? 1 : 0) == v) e++;
-            rle_put(&s, v, e - y);
-            y = e;
+        uint32_t dummy, run = s.run;
+        size_t n = s.n;
+        uint8_t cur = s.cur;
+        for (size_t y = 0; y < h; y++) {
+            const uint8_t v = col[y] != 0;
+            const size_t flip = v ^ cur;
+            uint32_t *dst = n < capacity ? counts + n : &dummy;
+            *dst = run;
+            n += flip;
+            run = flip ? 1u : run + 1u;
+            cur = v;
         }
+        s.run = run;
+        s.n = n;
+        s.cur = cur;
         rle_put(&s, 0, full_h - y0 - h);
     }
     rle_put(&s, 0, (full_w - x0 - w) * full_h);
     if (s.n < s.capacity) counts[s.n] = s.run;
     s.n++;
     return s.n <= s.capacity ? s.n : SIZE_MAX;
+}
+
+/* Products with a matrix shared by every prompt of an image and a few rows per prompt, without the
+ * packing a BLAS call does (which copies the large shared operand on every call):
+ * scores: out[i][j] = scale · Σ_t q[i·ldq + t] · kt[t·ldk + j] (kt: the shared matrix transposed, d rows of nk),
+ * in blocks of 512 columns so each output row block stays in L1 while kt's rows stream;
+ * weighted: out[i·ldo + t] = Σ_j p[i·ldp + j] · v[j·ldv + t] (t < d ≤ 64), eight rows of p at a time. */
+#define SCORES_BODY                                                                           \
+    for (size_t j0 = 0; j0 < nk; j0 += 512) {                                                 \
+        const size_t nj = nk - j0 < 512 ? nk - j0 : 512;                                      \
+        for (size_t i = 0; i < nq; i++) {                                                     \
+            float *o = out + i * ldo + j0;                                                    \
+            const float q0 = q[i * ldq] * scale, *k0 = kt + j0;                               \
+            for (size_t j = 0; j < nj; j++) o[j] = q0 * k0[j];                                \
+            for (size_t t = 1; t < d; t++) {                                                  \
+                const float qt = q[i * ldq + t] * scale, *kr = kt + t * ldk + j0;             \
+                for (size_t j = 0; j < nj; j++) o[j] += qt * kr[j];                           \
+            }                                                                                 \
+        }                                                                                     \
+    }
+#define SCORES_PARAMS                                                                         \
+    const float *q, size_t ldq, const float *kt, size_t ldk, size_t nq, size_t nk, size_t d, float scale, float *out, \
+        size_t ldo
+#define WEIGHTED_BODY                                                                         \
+    for (size_t i0 = 0; i0 < nq; i0 += 8) {                                                   \
+        const size_t ni = nq - i0 < 8 ? nq - i0 : 8;                                          \
+        float acc[8][64];                                                                     \
+        for (size_t i = 0; i < ni; i++)                                                       \
+            for (size_t t = 0; t < d; t++) acc[i][t] = 0.0f;                                  \
+        for (size_t j = 0; j < nk; j++) {                                                     \
+            const float *vj = v + j * ldv;                                                    \
+            for (size_t i = 0; i < ni; i++) {                                                 \
+                const float pij = p[(i0 + i) * ldp + j];                                      \
+                for (size_t t = 0; t < d; t++) acc[i][t] += pij * vj[t];                      \
+            }                                                                                 \
+        }                                                                                     \
+        for (size_t i = 0; i < ni; i++)                                                       \
+            for (size_t t = 0; t < d; t++) out[(i0 + i) * ldo + t] = acc[i][t];               \
+    }
+#define WEIGHTED_PARAMS                                                                       \
+    const float *p, size_t ldp, const float *v, size_t ldv, size_t nq, size_t nk, size_t d, float *out, size_t ldo
+static void scores_generic(SCORES_PARAMS) { SCORES_BODY }
+static void weighted_generic(WEIGHTED_PARAMS) { WEIGHTED_BODY }
+#if defined(__x86_64__)
+PSAM_AVX2_POST static void scores_avx2(SCORES_PARAMS) { SCORES_BODY }
+PSAM_AVX2_POST static void weighted_avx2(WEIGHTED_PARAMS) { WEIGHTED_BODY }
+/* Eight rows of q at a time, 16 columns per step: one accumulator per row, kt's row loaded once per t. */
+PSAM_AVX512_POST static void scores_avx512(SCORES_PARAMS) {
+    for (size_t i0 = 0; i0 < nq; i0 += 8) {
+        const size_t ni = nq - i0 < 8 ? nq - i0 : 8;
+        for (size_t j = 0; j < nk; j += 16) {
+            const __mmask16 mk = nk - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nk - j)) - 1u);
+            __m512 acc[8];
+            for (size_t i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+            for (size_t t = 0; t < d; t++) {
+                const __m512 kv = _mm512_maskz_loadu_ps(mk, kt + t * ldk + j);
+                for (size_t i = 0; i < ni; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[(i0 + i) * ldq + t]), kv, acc[i]);
+            }
+            const __m512 sc = _mm512_set1_ps(scale);
+            for (size_t i = 0; i < ni; i++) _mm512_mask_storeu_ps(out + (i0 + i) * ldo + j, mk, _mm512_mul_ps(acc[i], sc));
+        }
+    }
+}
+/* d = 16 (SAM's heads): one 16-lane accumulator per row of p. */
+PSAM_AVX512_POST static void weighted16_avx512(WEIGHTED_PARAMS) {
+    (void)d;
+    for (size_t i0 = 0; i0 < nq; i0 += 8) {
+        const size_t ni = nq - i0 < 8 ? nq - i0 : 8;
+        __m512 acc[8];
+        for (size_t i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+        for (size_t j = 0; j < nk; j++) {
+            const __m512 vj = _mm512_loadu_ps(v + j * ldv);
+            for (size_t i = 0; i < ni; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(i0 + i) * ldp + j]), vj, acc[i]);
+        }
+        for (size_t i = 0; i < ni; i++) _mm512_storeu_ps(out + (i0 + i) * ldo, acc[i]);
+    }
+}
+#endif
+void psam_scores_shared(SCORES_PARAMS) {
+#if defined(__x86_64__)
+    if (post_has_avx512()) {
+        scores_avx512(q, ldq, kt, ldk, nq, nk, d, scale, out, ldo);
+        return;
+    }
+    if (post_has_avx2()) {
+        scores_avx2(q, ldq, kt, ldk, nq, nk, d, scale, out, ldo);
+        return;
+    }
+#endif
+    scores_generic(q, ldq, kt, ldk, nq, nk, d, scale, out, ldo);
+}
+void psam_weighted_rows(WEIGHTED_PARAMS) {
+#if defined(__x86_64__)
+    if (d == 16 && post_has_avx512()) {
+        weighted16_avx512(p, ldp, v, ldv, nq, nk, d, out, ldo);
+        return;
+    }
+    if (d <= 64 && post_has_avx2()) {
+        weighted_avx2(p, ldp, v, ldv, nq, nk, d, out, ldo);
+        return;
+    }
+#endif
+    if (d <= 64) {
+        weighted_generic(p, ldp, v, ldv, nq, nk, d, out, ldo);
+        return;
+    }
+    for (size_t i = 0; i < nq; i++)
+        for (size_t t = 0; t < d; t++) {
+            float a = 0.0f;
+            for (size_t j = 0; j < nk; j++) a += p[i * ldp + j] * v[j * ldv + t];
+            out[i * ldo + t] = a;
+        }
 }
 
 /* Sums of 8 interleaved partial sums (so the loops vectorise without reassociating) over n values. */

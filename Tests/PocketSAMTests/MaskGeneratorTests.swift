@@ -296,7 +296,8 @@ final class MaskGeneratorTests: XCTestCase {
 
     /// The batched decoder's C kernels against plain Swift: the transposed second upscaling stage (+ bias,
     /// GELU with libm's erf, the hypernetwork dot products, sub-pixel interleaving, masks written transposed)
-    /// and the fused image-token norm (+ add, row statistics, layer norm, + pe), on odd sizes. Rounding only:
+    /// the fused image-token norm (+ add, row statistics, layer norm, + pe) and the products with the first
+    /// layer's shared keys and queries (scores, weighted rows), on odd sizes. Rounding only:
     /// the kernels sum in other orders (1e-5 of the sum of the terms' magnitudes) and the upscaling's GELU is
     /// a rational erf with a refined reciprocal, within 1e-6 · max(1, |x|) of the exact GELU
     /// (rowops_test.c checks that bound), which each term's hypernetwork weight scales.
@@ -331,6 +332,33 @@ final class MaskGeneratorTests: XCTestCase {
                 for yy in 0..<ow where yy / 2 < y0 || yy / 2 >= y0 + rows {
                     XCTAssertTrue((0..<ow).allSatisfy { masks[m * ow * ow + $0 * ow + yy].isNaN })
                 }
+            }
+        }
+        // The products with a shared matrix: scores against a transposed one, and p-weighted rows.
+        for (nq, nk, d) in [(1, 1, 1), (7, 4096, 16), (9, 37, 5), (3, 100, 64), (2, 17, 70)] {
+            let (ldq, ldk, ldo) = (d + 3, nk + 5, nk + 2)
+            let q = rand(nq * ldq), kt = rand(d * ldk), scale: Float = 0.25
+            var out = [Float](repeating: .nan, count: nq * ldo)
+            psam_scores_shared(q, ldq, kt, ldk, nq, nk, d, scale, &out, ldo)
+            for i in 0..<nq {
+                for j in 0..<nk {
+                    var ref: Float = 0, mag: Float = 0
+                    for t in 0..<d { ref += q[i * ldq + t] * kt[t * ldk + j]; mag += abs(q[i * ldq + t] * kt[t * ldk + j]) }
+                    XCTAssertEqual(out[i * ldo + j], scale * ref, accuracy: 1e-5 * scale * max(mag, 1e-3), "scores \(nq)×\(nk)×\(d)")
+                }
+                XCTAssertTrue(out[(i * ldo + nk)..<(i * ldo + ldo)].allSatisfy(\.isNaN), "scores write past nk")
+            }
+            let (ldp, ldv, ldw) = (nk + 1, d + 2, d + 4)
+            let p = rand(nq * ldp), v = rand(nk * ldv)
+            var w = [Float](repeating: .nan, count: nq * ldw)
+            psam_weighted_rows(p, ldp, v, ldv, nq, nk, d, &w, ldw)
+            for i in 0..<nq {
+                for t in 0..<d {
+                    var ref: Float = 0, mag: Float = 0
+                    for j in 0..<nk { ref += p[i * ldp + j] * v[j * ldv + t]; mag += abs(p[i * ldp + j] * v[j * ldv + t]) }
+                    XCTAssertEqual(w[i * ldw + t], ref, accuracy: 1e-5 * max(mag, 1e-3), "weighted \(nq)×\(nk)×\(d)")
+                }
+                XCTAssertTrue(w[(i * ldw + d)..<(i * ldw + ldw)].allSatisfy(\.isNaN), "weighted writes past d")
             }
         }
         for (m, c, withAdd, withPE) in [(1, 1, false, false), (5, 7, true, true), (9, 256, true, false), (3, 33, false, true)] {

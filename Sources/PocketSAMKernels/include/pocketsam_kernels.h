@@ -173,6 +173,12 @@ void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cou
  * place (w, b); xpe = x + pe when xpe is not NULL. */
 void psam_keys_norm(float *x, const float *add, size_t m, size_t c, const float *w, const float *b, float eps,
                     float *mean, float *rstd, const float *pe, float *xpe);
+/* out[i][j] = scale · Σ_{t<d} q[i·ldq + t] · kt[t·ldk + j] for i < nq, j < nk (kt: a shared matrix, transposed). */
+void psam_scores_shared(const float *q, size_t ldq, const float *kt, size_t ldk, size_t nq, size_t nk, size_t d, float scale,
+                        float *out, size_t ldo);
+/* out[i·ldo + t] = Σ_{j<nk} p[i·ldp + j] · v[j·ldv + t] for i < nq, t < d. */
+void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, size_t nq, size_t nk, size_t d, float *out,
+                        size_t ldo);
 void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v);
 
 #ifdef __cplusplus
