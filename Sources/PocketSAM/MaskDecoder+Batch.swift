@@ -107,20 +107,14 @@ extension MaskDecoder {
         return Shared(keys: keys, k0t: k0t, v0: v0, q0t: q0t, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV, up3t: up3t)
     }
 
-    /// Attention core per prompt: projected `q` (`nq` rows per prompt), `k`, `v` (`nk` rows per prompt;
-    /// stride 0 between prompts when shared), into `o[B, nq, inner]`.
-    private func core(q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int,
-                      nq: Int, nk: Int, batch: Int, inner: Int, o: UnsafeMutablePointer<Float>, arena: Arena) {
+    /// Token self-attention per prompt: projected `q`, `k`, `v` (`nt` ≤ 64 rows per prompt, `stride` floats
+    /// apart) into `o[B, nt, inner]`.
+    private func selfAttentionCore(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, stride: Int,
+                                   nt: Int, batch: Int, inner: Int, o: UnsafeMutablePointer<Float>, arena: Arena) {
         let h = c.numHeads, dh = inner / h, scale = 1 / Float(dh).squareRoot()
         for b in 0..<batch {
-            let qb = q + b * qStride, kb = k + b * kvStride, vb = v + b * kvStride, ob = o + b * nq * inner
-            if nk <= 64 {
-                Ops.attentionFewKeys(arena, q: qb, ldq: inner, k: kb, ldk: inner, v: vb, ldv: inner, nq: nq, nk: nk,
-                                     heads: h, d: dh, scale: scale, out: ob, ldo: inner)
-            } else {
-                Ops.attention(q: qb, k: kb, v: vb, nq: nq, nk: nk, heads: h, d: dh, dv: dh, ldq: inner, ldk: inner, ldv: inner,
-                              qOff: { $0 * dh }, kOff: { $0 * dh }, vOff: { $0 * dh }, scale: scale, out: ob, arena: arena)
-            }
+            Ops.attentionFewKeys(arena, q: q + b * stride, ldq: inner, k: k + b * stride, ldk: inner, v: v + b * stride, ldv: inner,
+                                 nq: nt, nk: nt, heads: h, d: dh, scale: scale, out: o + b * nt * inner, ldo: inner)
         }
     }
 
@@ -150,7 +144,7 @@ extension MaskDecoder {
             Ops.linear(arena, q, a.q, qp, m: rows, n: D, k: D)
             Ops.linear(arena, q, a.k, kp, m: rows, n: D, k: D)
             Ops.linear(arena, v, a.v, vp, m: rows, n: D, k: D)
-            core(q: qp, qStride: nt * D, k: kp, v: vp, kvStride: nt * D, nq: nt, nk: nt, batch: B, inner: D, o: o, arena: arena)
+            selfAttentionCore(q: qp, k: kp, v: vp, stride: nt * D, nt: nt, batch: B, inner: D, o: o, arena: arena)
             let r = arena.alloc(rows * D)
             Ops.linear(arena, o, a.out, r, m: rows, n: D, k: D)
             if accumulate { Ops.add(queries, r, rows * D) } else { queries.update(from: r, count: rows * D) }

@@ -420,7 +420,7 @@ void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cou
 
 
 /* The decoder's image-token update and norm4 in one pass per row: x[i] (+= add[i] when add is not NULL), its
- * mean and 1/σ (as psam_row_mean_rstd) into mean[i], rstd[i], then x[i] = layer norm (w, b), and xpe[i] =
+ * mean and 1/σ (two passes, as the layer norm kernels) into mean[i], rstd[i], then x[i] = layer norm (w, b), and xpe[i] =
  * x[i] + pe[i] when xpe is not NULL. Rows are c = ld values. */
 #define KEYS_NORM_BODY                                                          \
     for (size_t i = 0; i < m; i++) {                                            \
@@ -446,61 +446,9 @@ void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cou
 static void keys_norm_generic(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
 #if defined(__x86_64__)
 PSAM_AVX2_POST static void keys_norm_avx2(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
-/* Explicit AVX-512 (c a multiple of 16): three passes over each row while it is in L1, four partial sums. */
-PSAM_AVX512_POST static void keys_norm_avx512(KEYS_NORM_PARAMS) {
-    for (size_t i = 0; i < m; i++) {
-        float *r = x + i * c;
-        const float *a = add ? add + i * c : NULL;
-        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (size_t j = 0; j < c; j += 64) {
-            __m512 v0 = _mm512_loadu_ps(r + j), v1 = _mm512_loadu_ps(r + j + 16);
-            __m512 v2 = _mm512_loadu_ps(r + j + 32), v3 = _mm512_loadu_ps(r + j + 48);
-            if (a) {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(a + j));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(a + j + 16));
-                v2 = _mm512_add_ps(v2, _mm512_loadu_ps(a + j + 32));
-                v3 = _mm512_add_ps(v3, _mm512_loadu_ps(a + j + 48));
-                _mm512_storeu_ps(r + j, v0);
-                _mm512_storeu_ps(r + j + 16, v1);
-                _mm512_storeu_ps(r + j + 32, v2);
-                _mm512_storeu_ps(r + j + 48, v3);
-            }
-            s0 = _mm512_add_ps(s0, v0);
-            s1 = _mm512_add_ps(s1, v1);
-            s2 = _mm512_add_ps(s2, v2);
-            s3 = _mm512_add_ps(s3, v3);
-        }
-        const float mu = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))) / (float)c;
-        const __m512 vm = _mm512_set1_ps(mu);
-        s0 = s1 = s2 = s3 = _mm512_setzero_ps();
-        for (size_t j = 0; j < c; j += 64) {
-            __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(r + j), vm), d1 = _mm512_sub_ps(_mm512_loadu_ps(r + j + 16), vm);
-            __m512 d2 = _mm512_sub_ps(_mm512_loadu_ps(r + j + 32), vm), d3 = _mm512_sub_ps(_mm512_loadu_ps(r + j + 48), vm);
-            s0 = _mm512_fmadd_ps(d0, d0, s0);
-            s1 = _mm512_fmadd_ps(d1, d1, s1);
-            s2 = _mm512_fmadd_ps(d2, d2, s2);
-            s3 = _mm512_fmadd_ps(d3, d3, s3);
-        }
-        const float var = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))) / (float)c;
-        const float inv = 1.0f / sqrtf(var + eps);
-        mean[i] = mu;
-        rstd[i] = inv;
-        const __m512 vi = _mm512_set1_ps(inv);
-        for (size_t j = 0; j < c; j += 16) {
-            __m512 o = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(r + j), vm), vi), _mm512_loadu_ps(w + j),
-                                       _mm512_loadu_ps(b + j));
-            _mm512_storeu_ps(r + j, o);
-            if (xpe) _mm512_storeu_ps(xpe + i * c + j, _mm512_add_ps(o, _mm512_loadu_ps(pe + i * c + j)));
-        }
-    }
-}
 #endif
 void psam_keys_norm(KEYS_NORM_PARAMS) {
 #if defined(__x86_64__)
-    if (c % 64 == 0 && post_has_avx512()) {
-        keys_norm_avx512(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
-        return;
-    }
     if (post_has_avx2()) {
         keys_norm_avx2(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
         return;
