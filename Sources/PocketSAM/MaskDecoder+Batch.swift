@@ -152,7 +152,7 @@ extension MaskDecoder {
         }
         let heads = c.numHeads, dh = inner / heads, scale = 1 / Float(dh).squareRoot(), hk = heads * nt
         // Kept for the upscaling fold (`Shared.upS`): per prompt and layer, the image→token attention weights
-        // P (stored transposed, [heads·nt, HW]), V N_l [heads·nt, 4·D/4], and the row statistics of the keys before their norm.
+        // P ([HW, nt·heads], token-major), V N_l [nt·heads, 4·D/4], and the row statistics of the keys before their norm.
         let n4 = 4 * (D / 4), depth = c.depth
         let pAll = arena.alloc(B * depth * hw * hk), qAll = arena.alloc(B * depth * hk * n4)
         let muAll = arena.alloc(B * depth * hw), rAll = arena.alloc(B * depth * hw)
@@ -182,7 +182,7 @@ extension MaskDecoder {
                 // Only the used tokens' queries (gathered, nu of them): heads × nu score rows.
                 let nu = used?.count ?? nt, hu = heads * nu
                 let qk = arena.alloc(hu * D), p = arena.alloc(hu * hw), px = arena.alloc(hu * D)
-                let qu = arena.alloc(nu * inner), ou = arena.alloc(nu * inner)
+                let qu = arena.alloc(nu * inner), ou = arena.alloc(nu * inner), qkt = arena.alloc(D * hu)
                 if used != nil { o.update(repeating: 0, count: rows * inner) }
                 for b in 0..<B {
                     let xb = keys + b * hw * D, kpe = kpeAll + b * hw * D
@@ -198,10 +198,14 @@ extension MaskDecoder {
                                        m: nu, n: D, k: dh, lda: inner, ldb: D, ldc: D)
                         }
                     }
-                    Ops.matmul(arena, qk, kpe, p, m: hu, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
-                    psam_softmax_rows(p, hu, hw, hw)
+                    // Scores p[j, r] (image token j, query row r), softmax down the columns; the image tokens are
+                    // read in place (`psam_sgemm_inplace`), only the few query rows are transposed.
+                    for r in 0..<hu { for t in 0..<D { qkt[t * hu + r] = qk[r * D + t] } }
+                    psam_sgemm_inplace(kpe, D, 1, qkt, hu, p, hu, hw, hu, D, scale, nil, 0)
+                    psam_softmax_cols(p, 1, hw, hu, hu, nil)
                     // Σ_j p x_j, then W_v,h of it (+ b_v: the weights sum to 1).
-                    Ops.matmul(arena, p, xb, px, m: hu, n: D, k: hw, lda: hw, ldb: D, ldc: D)
+                    psam_sgemm_inplace(p, 1, hu, xb, D, px, D, hu, D, hw, 1, nil, 0)
+                    arena.macs &+= 2 * hu * hw * D
                     wv.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
                             Ops.matmul(arena, px + h * nu * D, w.baseAddress! + h * dh * D, ou + h * dh, m: nu, n: dh, k: D,
@@ -218,8 +222,9 @@ extension MaskDecoder {
         }
         /// Image tokens attend to the prompt's tokens, folded: scores of every image token against
         /// `heads × nt` vectors, softmax per head, then the output projection applied to the values first.
-        /// The scores are kept transposed, `[heads·nt, HW]` (row `h·nt + i`), so that the softmax over a
-        /// head's nt tokens runs down columns, vectorised along the image tokens.
+        /// The scores are `[HW, nt·heads]`, token-major (column `i·heads + h`), so that the softmax over a
+        /// head's nt tokens runs across vectors of the heads (`psam_softmax_lanes`). Scores, softmax, update
+        /// and norm run on blocks of image tokens, each block staying in cache through the four steps.
         func imageToToken(_ a: Attn, layer: Int, norm nrm: Norm) {
             let m = arena.mark()
             let q = Self.sum(queries, pePoints, rows * D, arena)
@@ -227,19 +232,15 @@ extension MaskDecoder {
             Ops.linear(arena, q, a.k, kp, m: rows, n: inner, k: D)
             Ops.linear(arena, queries, a.v, vp, m: rows, n: inner, k: D)
             let wo = s.folded[a.out.name]!, wq = s.folded[a.q.name]
-            let vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk)
+            let vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk), kqt = arena.alloc(D * hk)
+            let blk = 64, tmp = arena.alloc(hk * blk)
             for b in 0..<B {
                 let p = pAll + (b * depth + layer) * hw * hk
                 let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
-                if layer == 0 {
-                    // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0t`).
-                    for h in 0..<heads {
-                        psam_scores_shared(kb + h * dh, inner, s.q0t + h * dh * hw, hw, nt, hw, dh, scale, p + h * nt * hw, hw)
-                    }
-                    arena.macs &+= heads * nt * hw * dh
-                    psam_softmax_cols(p, heads, nt, hw, hw, nil)
-                } else {
-                    let kpe = kpeAll + b * hw * D
+                let kpe = kpeAll + b * hw * D
+                if layer > 0 {
+                    // kq[h, i] = W_q,hᵀ k_h,i: image token j's score is kpe_j · kq[h, i] + b_q,h · k_h,i, kept
+                    // transposed and token-major (column i·heads + h) as the GEMM's B, the constant as its bias.
                     wq!.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
                             Ops.matmul(arena, kb + h * dh, w.baseAddress! + h * dh * D, kq + h * nt * D, m: nt, n: D, k: dh,
@@ -250,19 +251,19 @@ extension MaskDecoder {
                         for i in 0..<nt {
                             var acc: Float = 0
                             if let bq = a.q.b { for t in 0..<dh { acc += bq[h * dh + t] * kb[i * inner + h * dh + t] } }
-                            cq[h * nt + i] = acc * scale
+                            cq[i * heads + h] = acc * scale
+                            let src = kq + (h * nt + i) * D, col = i * heads + h
+                            for t in 0..<D { kqt[t * hk + col] = src[t] }
                         }
                     }
-                    Ops.matmul(arena, kq, kpe, p, m: hk, n: hw, k: D, lda: D, ldb: D, ldc: hw, transB: true, alpha: scale)
-                    psam_softmax_cols(p, heads, nt, hw, hw, cq)
                 }
-                // vt[h, i] = W_o,h v_h,i: the output projection of each value, then every image token's
-                // output is a p-weighted sum of these. Each head's weights sum to 1, so b_o / heads added to
-                // every vt row adds b_o to the output.
+                // vt[i, h] = W_o,h v_h,i (row i·heads + h, the scores' column order): the output projection of each
+                // value, then every image token's output is a p-weighted sum of these. Each head's weights sum to
+                // 1, so b_o / heads added to every vt row adds b_o to the output.
                 wo.withUnsafeBufferPointer { w in
                     for h in 0..<heads {
-                        Ops.matmul(arena, vb + h * dh, w.baseAddress! + h * dh, vt + h * nt * D, m: nt, n: D, k: dh, lda: inner,
-                                   ldb: inner, ldc: D, transB: true)
+                        Ops.matmul(arena, vb + h * dh, w.baseAddress! + h * dh, vt + h * D, m: nt, n: D, k: dh, lda: inner,
+                                   ldb: inner, ldc: heads * D, transB: true)
                     }
                 }
                 if let bo = a.out.b {
@@ -271,11 +272,32 @@ extension MaskDecoder {
                 s.upN[layer].withUnsafeBufferPointer {
                     Ops.matmul(arena, vt, $0.baseAddress!, qAll + (b * depth + layer) * hk * n4, m: hk, n: n4, k: D, lda: D, ldb: n4, ldc: n4)
                 }
-                // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm).
-                Ops.matmul(arena, p, vt, xb, m: hw, n: D, k: hk, lda: hw, ldb: D, ldc: D, transA: true, accumulate: layer > 0)
-                // norm4, keeping the row statistics for the upscaling fold, and keys + pe for the next attentions.
-                psam_keys_norm(xb, layer == 0 ? UnsafePointer(s.keys) : nil, hw, D, nrm.w, nrm.b, 1e-5, muAll + (b * depth + layer) * hw,
-                               rAll + (b * depth + layer) * hw, pe, kpeAll + b * hw * D)
+                let mu = muAll + (b * depth + layer) * hw, rs = rAll + (b * depth + layer) * hw
+                for j0 in stride(from: 0, to: hw, by: blk) {
+                    let nr = min(blk, hw - j0), pj = p + j0 * hk
+                    if layer == 0 {
+                        // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0t`): scores per head
+                        // ([nt, nr], row h·nt + i), then token-major.
+                        for h in 0..<heads {
+                            psam_scores_shared(kb + h * dh, inner, s.q0t + h * dh * hw + j0, hw, nt, nr, dh, scale, tmp + h * nt * blk, blk)
+                        }
+                        for h in 0..<heads {
+                            for i in 0..<nt {
+                                let src = tmp + (h * nt + i) * blk, col = i * heads + h
+                                for j in 0..<nr { pj[j * hk + col] = src[j] }
+                            }
+                        }
+                    } else {
+                        psam_sgemm_inplace(kpe + j0 * D, D, 1, kqt, hk, pj, hk, nr, hk, D, scale, cq, 0)
+                    }
+                    psam_softmax_lanes(pj, nr, hk, nt, heads)
+                    // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm).
+                    psam_sgemm_inplace(pj, hk, 1, vt, D, xb + j0 * D, D, nr, D, hk, 1, nil, layer > 0 ? 1 : 0)
+                    // norm4, keeping the row statistics for the upscaling fold, and keys + pe for the next attentions.
+                    psam_keys_norm(xb + j0 * D, layer == 0 ? UnsafePointer(s.keys + j0 * D) : nil, nr, D, nrm.w, nrm.b, 1e-5,
+                                   mu + j0, rs + j0, pe + j0 * D, kpe + j0 * D)
+                }
+                arena.macs &+= hw * hk * (layer == 0 ? dh : D) + hw * hk * D
             }
             arena.reset(to: m)
         }
@@ -345,8 +367,8 @@ extension MaskDecoder {
                 t1.update(from: s.upS + rows0 * n4, count: nr * n4)
                 for l in 0..<depth {
                     let o = b * depth + l
-                    Ops.matmul(arena, pAll + o * hw * hk + rows0, qAll + o * hk * n4, t1, m: nr, n: n4, k: hk, lda: hw, ldb: n4,
-                               ldc: n4, transA: true, accumulate: true)
+                    psam_sgemm_inplace(pAll + (o * hw + rows0) * hk, hk, 1, qAll + o * hk * n4, n4, t1, n4, nr, n4, hk, 1, nil, 1)
+                    arena.macs &+= nr * n4 * hk
                     s.upU[l].withUnsafeBufferPointer { u in s.upV[l].withUnsafeBufferPointer { v in
                         psam_rows_affine(t1, nr, n4, muAll + o * hw + rows0, rAll + o * hw + rows0, u.baseAddress!, v.baseAddress!)
                     } }

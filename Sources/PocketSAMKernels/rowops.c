@@ -797,6 +797,57 @@ void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld
     softmax_cols_generic(x, groups, n, cols, ld, bias);
 }
 
+/* Softmax across groups per lane (psam_softmax_lanes): row i of x holds n groups of g values, and lane h's
+ * softmax runs over x[t·g + h], t < n. Image→token attention stored token-major (g = heads) vectorises along the
+ * heads this way, with no horizontal reductions. */
+static void softmax_lanes_generic(float *x, size_t m, size_t ld, size_t n, size_t g) {
+    for (size_t i = 0; i < m; i++) {
+        float *r = x + i * ld;
+        for (size_t h = 0; h < g; h++) {
+            float mx = -INFINITY;
+            for (size_t t = 0; t < n; t++) mx = r[t * g + h] > mx ? r[t * g + h] : mx;
+            float s = 0.0f;
+            for (size_t t = 0; t < n; t++) {
+                const float e = expf(r[t * g + h] - mx);
+                r[t * g + h] = e;
+                s += e;
+            }
+            const float inv = 1.0f / s;
+            for (size_t t = 0; t < n; t++) r[t * g + h] *= inv;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+/* g = 8 (SAM's heads): one 8-lane vector per group. */
+PSAM_AVX2FMA static void softmax_lanes8_avx2(float *x, size_t m, size_t ld, size_t n, size_t g) {
+    (void)g;
+    for (size_t i = 0; i < m; i++) {
+        float *r = x + i * ld;
+        __m256 mx = _mm256_set1_ps(-INFINITY);
+        for (size_t t = 0; t < n; t++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(r + 8 * t));
+        __m256 s = _mm256_setzero_ps();
+        for (size_t t = 0; t < n; t++) {
+            const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(r + 8 * t), mx));
+            s = _mm256_add_ps(s, e);
+            _mm256_storeu_ps(r + 8 * t, e);
+        }
+        const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
+        for (size_t t = 0; t < n; t++) _mm256_storeu_ps(r + 8 * t, _mm256_mul_ps(_mm256_loadu_ps(r + 8 * t), inv));
+    }
+}
+#endif
+
+void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g) {
+#if defined(__x86_64__)
+    if (g == 8 && has_avx2()) {
+        softmax_lanes8_avx2(x, m, ld, n, g);
+        return;
+    }
+#endif
+    softmax_lanes_generic(x, m, ld, n, g);
+}
+
 /* Attention of one window for all heads: qkv[wn][ldq] holds per head h [q | k | v] at columns
  * h·3·kd (kd wide each); scores = q·kᵀ·scale (+ bias[h][wn][wn]), softmax over keys, out[wn][ldo]
  * (head h at columns h·kd) = scores·v. `scratch` holds wn·wn + kd·wn floats. */

@@ -259,6 +259,49 @@ static void test_softmax_cols(size_t groups, size_t n, size_t cols, int with_bia
     free(x); free(ref); free(got); free(bias);
 }
 
+/* Softmax per lane across groups (token-major attention to a few tokens): the same checks as the columns'. */
+typedef void (*softmax_lanes_fn)(float *, size_t, size_t, size_t, size_t);
+static void test_softmax_lanes(size_t m, size_t n, size_t g, float spread) {
+    size_t ld = n * g + next() % 5;
+    float *x = falloc(m * ld), *ref = falloc(m * ld), *got = falloc(m * ld);
+    fill(x, m * ld, -spread, spread);
+    memcpy(ref, x, m * ld * 4);
+    softmax_lanes_generic(ref, m, ld, n, g);
+    const char *names[2] = {"dispatched"};
+    softmax_lanes_fn fns[2] = {psam_softmax_lanes};
+    size_t nv = 1;
+#if defined(__x86_64__)
+    if (g == 8 && has_avx2()) { names[nv] = "avx2"; fns[nv++] = softmax_lanes8_avx2; }
+#endif
+    for (size_t v = 0; v < nv; v++) {
+        memcpy(got, x, m * ld * 4);
+        fns[v](got, m, ld, n, g);
+        double worst = 0.0;
+        int pad_ok = 1, sums_ok = 1;
+        for (size_t i = 0; i < m; i++) {
+            for (size_t h = 0; h < g; h++) {
+                double mag = 0.0, sum = 0.0;
+                for (size_t t = 0; t < n; t++) {
+                    double r = ref[i * ld + t * g + h];
+                    mag = r > mag ? r : mag;
+                    sum += got[i * ld + t * g + h];
+                }
+                for (size_t t = 0; t < n; t++) {
+                    double d = fabs((double)ref[i * ld + t * g + h] - got[i * ld + t * g + h]) / mag;
+                    if (!(d == d)) d = INFINITY;
+                    worst = d > worst ? d : worst;
+                }
+                sums_ok &= fabs(sum - 1.0) <= 1e-5 * n;
+            }
+            for (size_t j = n * g; j < ld; j++) pad_ok &= got[i * ld + j] == x[i * ld + j];
+        }
+        if (worst > worst_softmax) worst_softmax = worst;
+        CHECK(worst <= TOL && pad_ok && sums_ok, "softmax_lanes %s m=%zu n=%zu g=%zu spread=%g: rel diff %g pad %d sums %d",
+              names[v], m, n, g, spread, worst, pad_ok, sums_ok);
+    }
+    free(x); free(ref); free(got);
+}
+
 /* ---- window attention ---- */
 static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
     size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
@@ -469,6 +512,11 @@ int main(void) {
     }
     /* Softmax down columns: SAM's image→token attention (8 heads × 7 tokens over 4096 image tokens) and odd
      * shapes around it (cols not a multiple of 8 or 16, one row, one column). */
+    /* Token-major: SAM's 7 tokens × 8 heads over blocks of image tokens, other token and head counts. */
+    test_softmax_lanes(64, 7, 8, 8.0f);
+    test_softmax_lanes(37, 7, 8, 60.0f);
+    for (size_t n = 1; n <= 12; n++)
+        for (size_t g = 1; g <= 9; g++) test_softmax_lanes(1 + next() % 9, n, g, n % 3 == 0 ? 60.0f : 8.0f);
     test_softmax_cols(8, 7, 4096, 1, 8.0f);
     test_softmax_cols(8, 7, 4096, 0, 60.0f);
     for (size_t cols = 1; cols <= 70; cols += (cols < 34 ? 1 : 5))

@@ -80,6 +80,40 @@ final class KernelTests: XCTestCase {
         check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 3000)
     }
 
+    /// The in-place fp32 GEMM (`Tests/KernelTests/sgemm_test.c`, which compiles sgemm.c in): its reference
+    /// loop, row body, AVX2 and AVX-512 tiles and the dispatched function against a double-precision triple
+    /// loop on many shapes, natively and (reference, row body, dispatched) under qemu-aarch64.
+    func testInPlaceGEMMAgainstTripleLoop() throws {
+        let source = Self.root.appendingPathComponent("Tests/KernelTests/sgemm_test.c").path
+        let include = Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path
+        let flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", include, source, "-lm"]
+        let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
+        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("sgemm-test-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: exe) }
+        let built = try CABITests.run(cc, flags + ["-o", exe])
+        XCTAssertEqual(built.status, 0, "\(cc) failed:\n\(built.err)")
+        guard built.status == 0 else { return }
+        var expected = ["generic", "rows", "dispatched"]
+        #if arch(x86_64)
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        if cpu.contains(" avx2") && cpu.contains(" fma") { expected.append("avx2") }
+        if cpu.contains(" avx512f") && cpu.contains(" avx512bw") && cpu.contains(" avx512vl") && cpu.contains(" avx512dq") {
+            expected.append("avx512")
+        }
+        #endif
+        check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 4000)
+
+        let armcc = try XCTUnwrap(Self.which("aarch64-linux-gnu-gcc"), "aarch64-linux-gnu-gcc missing (scripts/install-deps.sh installs it)")
+        let qemu = try XCTUnwrap(Self.which("qemu-aarch64") ?? Self.which("qemu-aarch64-static"), "qemu-aarch64 missing")
+        let arm = exe + "-arm"
+        defer { try? FileManager.default.removeItem(atPath: arm) }
+        let armBuilt = try CABITests.run(armcc, flags + ["-o", arm])
+        XCTAssertEqual(armBuilt.status, 0, "\(armcc) failed:\n\(armBuilt.err)")
+        guard armBuilt.status == 0 else { return }
+        check(try CABITests.run(qemu, ["-L", "/usr/aarch64-linux-gnu", arm]), expecting: ["generic", "rows", "dispatched"],
+              minimumChecks: 4000)
+    }
+
     func testNEONKernelsUnderQEMU() throws {
         let cc = try XCTUnwrap(Self.which("aarch64-linux-gnu-gcc"), "aarch64-linux-gnu-gcc missing (scripts/install-deps.sh installs gcc-aarch64-linux-gnu)")
         let qemu = try XCTUnwrap(Self.which("qemu-aarch64") ?? Self.which("qemu-aarch64-static"), "qemu-aarch64 missing (scripts/install-deps.sh installs qemu-user)")

@@ -179,6 +179,14 @@ void psam_scores_shared(const float *q, size_t ldq, const float *kt, size_t ldk,
 /* out[i·ldo + t] = Σ_{j<nk} p[i·ldp + j] · v[j·ldv + t] for i < nq, t < d. */
 void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, size_t nq, size_t nk, size_t d, float *out,
                         size_t ldo);
+/* c[r·ldc + j] = alpha · Σ_{t<k} A(r, t) · b[t·ldb + j] + bias[j] (bias may be NULL), + the old c when
+ * accumulate, for r < m, j < n; A(r, t) = a[r·ars + t·aks] (row-major A: ars = lda, aks = 1; transposed: ars = 1,
+ * aks = lda). A is read in place (never copied): meant for a large A and a small, cache-resident B. */
+void psam_sgemm_inplace(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t m,
+                        size_t n, size_t k, float alpha, const float *bias, int accumulate);
+/* Softmax across groups, per lane: each of the m rows of x (ld apart) holds n groups of g values; for each lane
+ * h < g, softmax over x[t·g + h], t < n, in place (attention to n tokens with g heads, stored token-major). */
+void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g);
 void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v);
 
 #ifdef __cplusplus

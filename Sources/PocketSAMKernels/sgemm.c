@@ -1,0 +1,209 @@
+/* fp32 products of a large matrix read in place with a small one: the generator's decoder multiplies each
+ * prompt's 4096 × 256 image tokens by a few dozen token vectors several times per prompt. A BLAS copies
+ * ("packs") the large operand and clears the output on every such call; here the large operand is read where
+ * it is, by a register tile, and the small one (a few tens of KB, cache resident) row by row. */
+#include "pocketsam_kernels.h"
+#include <string.h>
+
+/* The reference: a plain loop over C's elements, k innermost in order. C = alpha·A·B + bias (+ C when
+ * accumulate). */
+#define SGEMM_PARAMS                                                                                          \
+    const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t m, size_t n, \
+        size_t k, float alpha, const float *bias, int accumulate
+static void sgemm_generic(SGEMM_PARAMS) {
+    for (size_t r = 0; r < m; r++)
+        for (size_t j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (size_t t = 0; t < k; t++) s += a[r * ars + t * aks] * b[t * ldb + j];
+            float v = alpha * s + (bias ? bias[j] : 0.0f);
+            c[r * ldc + j] = accumulate ? c[r * ldc + j] + v : v;
+        }
+}
+
+/* Without x86 vectors (aarch64): each row of C accumulated in a stack row, B row by row (vectorises). */
+static void sgemm_rows(SGEMM_PARAMS) {
+    float acc[256];
+    for (size_t r = 0; r < m; r++)
+        for (size_t j0 = 0; j0 < n; j0 += 256) {
+            const size_t nj = n - j0 < 256 ? n - j0 : 256;
+            for (size_t j = 0; j < nj; j++) acc[j] = 0.0f;
+            for (size_t t = 0; t < k; t++) {
+                const float av = a[r * ars + t * aks];
+                const float *bt = b + t * ldb + j0;
+                for (size_t j = 0; j < nj; j++) acc[j] += av * bt[j];
+            }
+            float *cr = c + r * ldc + j0;
+            for (size_t j = 0; j < nj; j++) {
+                const float v = alpha * acc[j] + (bias ? bias[j0 + j] : 0.0f);
+                cr[j] = accumulate ? cr[j] + v : v;
+            }
+        }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define PSAM_SG512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define PSAM_SG256 __attribute__((target("avx2,fma")))
+static int sg_has_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    return cached;
+}
+static int sg_has_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+
+/* Both x86 kernels: k in blocks of KC (so that a block of a tall B stays in L2 while every row tile passes
+ * over it), then column blocks of NZ vectors (the block of B a row tile streams stays in L1), then tiles of
+ * MR rows. A tile keeps MR × NZ accumulators in registers; per k step it broadcasts MR values of A and
+ * loads NZ vectors of B's row. The epilogue of the first k block applies `accumulate`, of the last `bias`;
+ * between blocks C holds the partial sums scaled by alpha. */
+#define SG_KC 256
+
+/* ---- AVX-512: 16 lanes; 6 rows × 4 vectors (64 columns) or 12 rows × 2 vectors (32) ---- */
+static inline PSAM_SG512 __attribute__((always_inline)) void
+tile512(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t kc, size_t cols,
+        const int MR, const int NZ, size_t mr, float alpha, const float *bias, int add_c) {
+    __m512 acc[12][4];
+    __mmask16 mk[4];
+    for (int j = 0; j < NZ; j++) {
+        size_t left = cols > 16 * (size_t)j ? cols - 16 * (size_t)j : 0;
+        mk[j] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        for (int r = 0; r < MR; r++) acc[r][j] = _mm512_setzero_ps();
+    }
+    for (size_t t = 0; t < kc; t++) {
+        __m512 bv[4];
+        for (int j = 0; j < NZ; j++) bv[j] = _mm512_maskz_loadu_ps(mk[j], b + t * ldb + 16 * j);
+        for (int r = 0; r < MR; r++) {
+            if ((size_t)r >= mr) break;
+            const __m512 av = _mm512_set1_ps(a[r * ars + t * aks]);
+            for (int j = 0; j < NZ; j++) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+        }
+    }
+    const __m512 al = _mm512_set1_ps(alpha);
+    for (int j = 0; j < NZ; j++) {
+        if (!mk[j]) break;
+        const __m512 bb = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
+        for (int r = 0; r < MR; r++) {
+            if ((size_t)r >= mr) break;
+            float *cp = c + r * ldc + 16 * j;
+            __m512 v = _mm512_fmadd_ps(acc[r][j], al, bb);
+            if (add_c) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[j], cp));
+            _mm512_mask_storeu_ps(cp, mk[j], v);
+        }
+    }
+}
+
+static inline PSAM_SG512 __attribute__((always_inline)) void
+blocks512(SGEMM_PARAMS, const int MR, const int NZ) {
+    const size_t nb = 16 * (size_t)NZ;
+    for (size_t k0 = 0; k0 < k; k0 += SG_KC) {
+        const size_t kc = k - k0 < SG_KC ? k - k0 : SG_KC;
+        const int add_c = k0 > 0 || accumulate;
+        const float *bi = k0 + kc == k ? bias : NULL;
+        for (size_t j0 = 0; j0 < n; j0 += nb) {
+            const size_t cols = n - j0 < nb ? n - j0 : nb;
+            const float *bk = b + k0 * ldb + j0, *bj = bi ? bi + j0 : NULL;
+            size_t r0 = 0;
+            for (; r0 + MR <= m; r0 += MR)
+                tile512(a + r0 * ars + k0 * aks, ars, aks, bk, ldb, c + r0 * ldc + j0, ldc, kc, cols, MR, NZ, MR, alpha, bj, add_c);
+            if (r0 < m)
+                tile512(a + r0 * ars + k0 * aks, ars, aks, bk, ldb, c + r0 * ldc + j0, ldc, kc, cols, MR, NZ, m - r0, alpha, bj,
+                        add_c);
+        }
+    }
+}
+
+PSAM_SG512 static void sgemm_avx512(SGEMM_PARAMS) {
+    if (n <= 32) blocks512(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate, 12, 2);
+    else blocks512(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate, 6, 4);
+}
+
+/* ---- AVX2: 8 lanes; 6 rows × 2 vectors (16 columns) ---- */
+static inline PSAM_SG256 __attribute__((always_inline)) __m256i sg_mask8(size_t left) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)), lane);
+}
+
+static inline PSAM_SG256 __attribute__((always_inline)) void
+tile256(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t kc, size_t cols,
+        const int MR, size_t mr, float alpha, const float *bias, int add_c) {
+    __m256 acc[6][2];
+    __m256i mk[2];
+    for (int j = 0; j < 2; j++) {
+        mk[j] = sg_mask8(cols > 8 * (size_t)j ? cols - 8 * (size_t)j : 0);
+        for (int r = 0; r < MR; r++) acc[r][j] = _mm256_setzero_ps();
+    }
+    /* Full vectors by plain loads and stores: AMD's Zen cores run masked stores as slow microcode. */
+    const int two = cols > 8, full0 = cols >= 8, full1 = cols >= 16;
+    for (size_t t = 0; t < kc; t++) {
+        const __m256 b0 = full0 ? _mm256_loadu_ps(b + t * ldb) : _mm256_maskload_ps(b + t * ldb, mk[0]);
+        const __m256 b1 = full1 ? _mm256_loadu_ps(b + t * ldb + 8)
+                                : two ? _mm256_maskload_ps(b + t * ldb + 8, mk[1]) : _mm256_setzero_ps();
+        for (int r = 0; r < MR; r++) {
+            if ((size_t)r >= mr) break;
+            const __m256 av = _mm256_broadcast_ss(a + r * ars + t * aks);
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    const __m256 al = _mm256_set1_ps(alpha);
+    for (int j = 0; j < 1 + two; j++) {
+        const __m256 bb = bias ? _mm256_maskload_ps(bias + 8 * j, mk[j]) : _mm256_setzero_ps();
+        for (int r = 0; r < MR; r++) {
+            if ((size_t)r >= mr) break;
+            float *cp = c + r * ldc + 8 * j;
+            const int full = j == 0 ? full0 : full1;
+            __m256 v = _mm256_fmadd_ps(acc[r][j], al, bb);
+            if (add_c) v = _mm256_add_ps(v, full ? _mm256_loadu_ps(cp) : _mm256_maskload_ps(cp, mk[j]));
+            if (full) _mm256_storeu_ps(cp, v);
+            else _mm256_maskstore_ps(cp, mk[j], v);
+        }
+    }
+}
+
+PSAM_SG256 static void sgemm_avx2(SGEMM_PARAMS) {
+    for (size_t k0 = 0; k0 < k; k0 += SG_KC) {
+        const size_t kc = k - k0 < SG_KC ? k - k0 : SG_KC;
+        const int add_c = k0 > 0 || accumulate;
+        const float *bi = k0 + kc == k ? bias : NULL;
+        for (size_t j0 = 0; j0 < n; j0 += 16) {
+            const size_t cols = n - j0 < 16 ? n - j0 : 16;
+            const float *bk = b + k0 * ldb + j0, *bj = bi ? bi + j0 : NULL;
+            size_t r0 = 0;
+            for (; r0 + 6 <= m; r0 += 6)
+                tile256(a + r0 * ars + k0 * aks, ars, aks, bk, ldb, c + r0 * ldc + j0, ldc, kc, cols, 6, 6, alpha, bj, add_c);
+            if (r0 < m)
+                tile256(a + r0 * ars + k0 * aks, ars, aks, bk, ldb, c + r0 * ldc + j0, ldc, kc, cols, 6, m - r0, alpha, bj, add_c);
+        }
+    }
+}
+#endif
+
+void psam_sgemm_inplace(SGEMM_PARAMS) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        sgemm_generic(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
+        return;
+    }
+#if defined(__x86_64__)
+    if (sg_has_avx512()) {
+        sgemm_avx512(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
+        return;
+    }
+    if (sg_has_avx2()) {
+        sgemm_avx2(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
+        return;
+    }
+#endif
+    sgemm_rows(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
+}
