@@ -358,6 +358,7 @@ extension MaskDecoder {
         // L2 (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
         let chunk = 4
         let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
+        let u1t = arena.alloc(chunk * g2 * d4)
         let sc = arena.alloc(count * chunk * g2)
         for b in 0..<B {
             for y0 in stride(from: 0, to: g, by: chunk) {
@@ -381,8 +382,11 @@ extension MaskDecoder {
             s.up3t.withUnsafeBufferPointer { w3 in
                 for y0 in stride(from: 0, to: g2, by: chunk) {
                     let n = min(chunk, g2 - y0), np = n * g2
-                    Ops.matmul(arena, w3.baseAddress!, u1 + y0 * g2 * d4, t2, m: 4 * d8, n: np, k: d4, lda: d4, ldb: d4, ldc: np,
-                               transB: true)
+                    // The chunk's pixels transposed ([D/4, np], 128 KB at SAM's sizes) as the in-place GEMM's B.
+                    let src = u1 + y0 * g2 * d4
+                    psam_transpose(src, np, d4, d4, u1t, np)
+                    psam_sgemm_inplace(w3.baseAddress!, d4, 1, u1t, np, t2, np, 4 * d8, np, d4, 1, nil, 0)
+                    arena.macs &+= 4 * d8 * np * d4
                     psam_upscale_masks_t(t2, np, n, g2, d8, y0, up3.b!, hyperOut + b * count * d8, count, mb, sc)
                 }
             }

@@ -207,3 +207,16 @@ void psam_sgemm_inplace(SGEMM_PARAMS) {
 #endif
     sgemm_rows(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
 }
+
+/* dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols, in 16 × 16 blocks (both sides touch 16 cache lines per
+ * block instead of one line per element on the strided side). */
+void psam_transpose(const float *src, size_t rows, size_t cols, size_t lds, float *dst, size_t ldd) {
+    for (size_t i0 = 0; i0 < rows; i0 += 16) {
+        const size_t ni = rows - i0 < 16 ? rows - i0 : 16;
+        for (size_t j0 = 0; j0 < cols; j0 += 16) {
+            const size_t nj = cols - j0 < 16 ? cols - j0 : 16;
+            for (size_t j = 0; j < nj; j++)
+                for (size_t i = 0; i < ni; i++) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
+        }
+    }
+}

@@ -184,6 +184,8 @@ void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, 
  * aks = lda). A is read in place (never copied): meant for a large A and a small, cache-resident B. */
 void psam_sgemm_inplace(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t m,
                         size_t n, size_t k, float alpha, const float *bias, int accumulate);
+/* dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols (cache-blocked). */
+void psam_transpose(const float *src, size_t rows, size_t cols, size_t lds, float *dst, size_t ldd);
 /* Softmax across groups, per lane: each of the m rows of x (ld apart) holds n groups of g values; for each lane
  * h < g, softmax over x[t·g + h], t < n, in place (attention to n tokens with g heads, stored token-major). */
 void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g);
