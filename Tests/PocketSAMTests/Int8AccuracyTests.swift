@@ -14,14 +14,15 @@ import XCTest
 /// prompts give near-empty masks with LiteMedSAM (trained on boxes), so those cases are judged by the
 /// Pearson correlation of the low-res logits, ≥ 0.99 (asserted as is, like the predicted-IoU bound).
 ///
-/// Mask IoU bounds here: mean ≥ 0.975 and every case ≥ 0.90, looser than the issue's, which are not
-/// met robustly. The numeric reason: a thresholded mask on an ambiguous object flips whole regions on
-/// last-bit changes upstream, and GPTQ's discrete rounding amplifies last-bit changes in the calibration
-/// run. Measured: the same code with OpenBLAS's SkylakeX kernels (as `make test` runs) instead of its
-/// Prescott ones gives mean 0.9813 / worst 0.9148 (chelsea box+point) instead of 0.9831 / 0.9544; the
-/// logit correlations stay ≥ 0.9993 either way.
+/// Mask IoU bounds here: mean ≥ 0.975 and every case ≥ 0.90, looser than the issue's. The numeric reason: a
+/// thresholded mask on an ambiguous object flips whole regions on last-bit changes upstream, and GPTQ's
+/// discrete rounding amplifies last-bit changes in the calibration run. Measured with the default conversion
+/// (GPTQ, SmoothQuant α 0.25 on the MLP inputs) and OpenBLAS's SkylakeX kernels: mean 0.9863, worst 0.9626;
+/// without smoothing 0.9818 / 0.9148 (chelsea box+point), and other smoothing strengths give worst cases
+/// from 0.946 to 0.963 (`Converter.smoothingFactors`); earlier, OpenBLAS's Prescott kernels instead of
+/// SkylakeX moved the worst case by 0.04. The logit correlations stay ≥ 0.999 throughout.
 ///
-/// Embedding cosine: the issue asks ≥ 0.999; this path reaches 0.99875–0.99941 on the 8 images, so the
+/// Embedding cosine: the issue asks ≥ 0.999; this path reaches 0.99876–0.99947 on the 8 images, so the
 /// bound here is 0.9985, below the issue's bar, which stays open. The numeric reason, measured: with
 /// these GPTQ weights and every activation kept fp32 the worst cosine is 0.99918; int8 activations in
 /// stages 1–3 (per-row u8 after layer norms with outlier channels) take it to 0.99875, and no single
@@ -164,6 +165,35 @@ final class RandomModelInt8Tests: XCTestCase {
         XCTAssertGreaterThanOrEqual(corr, minCorrelation, file)
         XCTAssertEqual(out[1].emb, out[2].emb, "\(file): 1 and 2 threads differ")
         XCTAssertEqual(out[1].low, out[2].low, "\(file): 1 and 2 threads differ")
+    }
+
+    /// SmoothQuant's rescaling (layer norm ÷ s, the MLP input weights' columns × s) must not change the fp32
+    /// model: an fp32 conversion with calibration moments (so smoothed) against one without, on a random
+    /// MobileSAM TinyViT. The embeddings agree to float rounding (1e-4 of their largest magnitude: the
+    /// rescaled products round differently), and the files differ (the smoothing did happen).
+    func testSmoothingKeepsTheFP32Outputs() throws {
+        let ckpt = try Checkpoint(path: RandomModelParityTests.dir.appendingPathComponent("mobilesam_tiny.pth").path)
+        let plain = try Converter.convert(ckpt, options: .init(precision: .fp32)).writer
+        var o = ConversionOptions(precision: .fp32)
+        o.hessians = try Calibrator.hessians(fp32: try plain.serialize(), images: [try LiteMedSAMParityTests.asset("images/calibration/moon.png")])
+        o.smoothingAlpha = 0.5
+        let smoothed = try Converter.convert(ckpt, options: o).writer
+        guard case let .string(note)? = smoothed.metadata["psam.smoothing"] else { return XCTFail("no smoothing recorded") }
+        XCTAssertTrue(note.contains("mlp.fc1"), note)
+        var embeddings: [[Float]] = []
+        for w in [plain, smoothed] {
+            let model = try Model(file: try PSAMFile(storage: ByteStorage(copying: try w.serialize())))
+            let s = Session(model: model, threads: 2)
+            let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/chelsea.png"))
+            try img.pixels.withUnsafeBufferPointer {
+                try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+            }
+            embeddings.append(try s.imageEmbedding())
+        }
+        XCTAssertNotEqual(try plain.serialize(), try smoothed.serialize())
+        let mag = embeddings[0].map(abs).max() ?? 0
+        let diff = zip(embeddings[0], embeddings[1]).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThanOrEqual(diff, 1e-4 * mag, "smoothing changed the fp32 embedding by \(diff) (largest value \(mag))")
     }
 
     // Measured: ViT cosine 0.99983, correlation 0.99997; MobileSAM 0.99949 and 0.99966 (random weights

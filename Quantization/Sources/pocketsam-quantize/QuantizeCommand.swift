@@ -62,6 +62,9 @@ struct QuantizeCommand: ParsableCommand {
             help: "Run int8 layers whose weight name matches this glob with fp32 activations (repeatable; 'none' for none; default: the measured sensitive layers of TinyViT models).")
     var fp32Activations: [String] = []
 
+    @Option(help: "SmoothQuant strength for TinyViT's MLP input layers when calibrating (0: none).")
+    var smoothingAlpha: Double = 0.25
+
     @Option(help: "Store a weight matrix as fp16 instead when its int8 relative RMS error exceeds this.")
     var maxInt8Error: Double = 0.01
 
@@ -74,6 +77,9 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("unknown architecture '\(r)' for --random (one of \(ModelConfig.presetNames.joined(separator: ", ")))")
         }
         if random != nil, !calibrate.isEmpty { throw ValidationError("--calibrate needs a real checkpoint") }
+        guard smoothingAlpha.isFinite, smoothingAlpha >= 0, smoothingAlpha <= 1 else {
+            throw ValidationError("--smoothing-alpha must be between 0 and 1")
+        }
         guard maxInt8Error.isFinite, maxInt8Error > 0 else {
             throw ValidationError("--max-int8-error must be a positive number")
         }
@@ -88,6 +94,7 @@ struct QuantizeCommand: ParsableCommand {
         var options = ConversionOptions(precision: precision)
         options.keepFP32 = keepFP32
         options.maxInt8RelativeError = maxInt8Error
+        options.smoothingAlpha = smoothingAlpha
         if !fp32Activations.isEmpty { options.fp32Activations = fp32Activations.filter { $0 != "none" } }
         do {
             if let input {
