@@ -9,7 +9,7 @@
  * each element may differ from the exact sum by the float summation bound, k · 2⁻²⁴ · Σ|products| (plus the
  * epilogue's roundings of |bias| and |old C|); the test allows 2 · k · 2⁻²⁴ of that magnitude. An indexing
  * mistake gives errors of the order of the magnitude itself. C's padding (ldc > n) and the rows after m must
- * be left untouched.
+ * be left untouched. psam_transpose (the same file) is checked for exact copies on odd sizes.
  *
  * Prints "tested: <variant>...", the largest error relative to its bound, and "N passed, M failed"; exit
  * status 1 on any failure. */
@@ -115,6 +115,21 @@ int main(void) {
     test(64, 256, 56, 0, 0, 1, 1.0f);
     /* k = 0: C = bias (+ C). */
     test(3, 20, 0, 0, 1, 1, 1.0f);
+    /* psam_transpose: exact copies, odd sizes around its 16 × 16 blocks, padding of dst untouched. */
+    const size_t dims[] = {1, 3, 15, 16, 17, 33, 64, 100};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        for (size_t j = 0; j < sizeof dims / sizeof dims[0]; j++) {
+            const size_t rows = dims[i], cols = dims[j], lds = cols + 2, ldd = rows + 3;
+            float *src = malloc(rows * lds * 4), *dst = malloc(cols * ldd * 4);
+            for (size_t t = 0; t < rows * lds; t++) src[t] = frand();
+            for (size_t t = 0; t < cols * ldd; t++) dst[t] = -7.0f;
+            psam_transpose(src, rows, cols, lds, dst, ldd);
+            int ok = 1;
+            for (size_t c = 0; c < cols; c++)
+                for (size_t r = 0; r < ldd; r++) ok &= r < rows ? dst[c * ldd + r] == src[r * lds + c] : dst[c * ldd + r] == -7.0f;
+            CHECK(ok, "transpose rows=%zu cols=%zu", rows, cols);
+            free(src); free(dst);
+        }
     printf("worst error / bound: %g\n", worst);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
