@@ -361,7 +361,9 @@ final class MaskGeneratorTests: XCTestCase {
                 XCTAssertTrue(w[(i * ldw + d)..<(i * ldw + ldw)].allSatisfy(\.isNaN), "weighted writes past d")
             }
         }
-        for (m, c, withAdd, withPE) in [(1, 1, false, false), (5, 7, true, true), (9, 256, true, false), (3, 33, false, true)] {
+        // c a multiple of 16 up to 512: the register-resident AVX-512 body; other c: the portable one.
+        for (m, c, withAdd, withPE) in [(1, 1, false, false), (5, 7, true, true), (9, 256, true, false), (3, 33, false, true),
+                                        (7, 256, false, true), (4, 48, true, true), (2, 512, true, true), (2, 528, true, true)] {
             let x = rand(m * c, 3).map { $0 + 1 }, add = rand(m * c), pe = rand(m * c), w = rand(c), b = rand(c)
             var got = x, mean = [Float](repeating: 0, count: m), rstd = mean, xpe = [Float](repeating: 0, count: m * c)
             add.withUnsafeBufferPointer { a in pe.withUnsafeBufferPointer { p in xpe.withUnsafeMutableBufferPointer { o in
