@@ -218,20 +218,15 @@ enum Ops {
         var p0 = 0
         while p0 < ho * wo {
             let rows = min(rowsPerBlock, ho * wo - p0)
-            for r in 0..<rows {
-                let p = p0 + r
-                let oy = p / wo, ox = p % wo
-                let dst = col + r * kk
-                for c in 0..<cin {
-                    for ky in 0..<k {
-                        let iy = oy * stride - pad + ky
-                        for kx in 0..<k {
-                            let ix = ox * stride - pad + kx
-                            dst[(c * k + ky) * k + kx] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(iy * w + ix) * cin + c] : 0
-                        }
-                    }
-                }
-            }
+            // The rows in up to 16 blocks across the session's threads.
+            var t = ColumnTask(kind: .im2col, a: x, b: nil, c: col, bias: nil, m: rows, n: cin, k: k, lda: h, ldb: w, ldc: kk)
+            t.stride = stride
+            t.pad = pad
+            t.heads = wo
+            t.p0 = p0
+            let blocks = rows * kk < 1 << 16 ? 1 : min(16, max(1, rows / 16))
+            t.rowsPer = (rows + blocks - 1) / blocks
+            arena.parallelBlocks(&t, blocks: (rows + t.rowsPer - 1) / t.rowsPer)
             linear(arena, col, weight, out + p0 * cout, m: rows, n: cout, k: kk, gelu: gelu)
             p0 += rows
         }
@@ -376,7 +371,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale, callback }
+    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale, callback, im2col }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -412,6 +407,8 @@ struct ColumnTask {
     var maskArgs: UnsafePointer<psam_mask_upscale_args>?
     var lows: UnsafePointer<UnsafePointer<Float>>?
     var maskStats: UnsafeMutablePointer<psam_mask_stats>?
+    /// `.im2col`: the first output pixel of the rows (`m` rows from it; `heads` holds the output width).
+    var p0 = 0
     /// `.callback`: block i calls `callback(context, i)` (coarse work that is itself Swift code).
     var callback: (@convention(c) (UnsafeMutableRawPointer, Int) -> Void)?
     var context: UnsafeMutableRawPointer?
@@ -452,6 +449,12 @@ struct ColumnTask {
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
             guard r0 < r1, let a, let b, let v else { return }
             psam_attention_few_keys(a, lda, b, ldb, v, ldv, n, heads, k, alpha, c, ldc, r0, r1)
+            return
+        case .im2col:
+            // Rows [r0, r1) of this im2col block: input x[lda][ldb][n], kernel k, output width `heads`.
+            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
+            guard r0 < r1, let a else { return }
+            psam_im2col(a, lda, ldb, n, k, stride, pad, heads, p0 + r0, p0 + r1, c + r0 * ldc, ldc)
             return
         case .layerNorm:
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
@@ -517,7 +520,7 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
-        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback:
+        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback, .im2col:
             break
         }
     }

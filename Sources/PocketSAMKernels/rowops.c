@@ -366,17 +366,58 @@ dw_pixel_avx512(const float *x, size_t h, size_t w, size_t c, const float *wt, c
     }
 }
 
+/* DW_PIX output pixels (oy, ox …) whose every tap is inside the input, all c channels, into rows o[i]: per block of
+ * 16 channels and tap, one load of the weights and DW_PIX independent fused multiply-adds (no bounds checks). */
+#define DW_PIX 4
+static inline PSAM_AVX512FMA __attribute__((always_inline)) void
+dw_pixels_avx512(const float *x, size_t w, size_t c, const float *wt, const float *bias, size_t k, size_t stride, size_t iy0,
+                 size_t ix0, float *const *o) {
+    const size_t step = stride * c;
+    for (size_t j = 0; j < c; j += 16) {
+        const __mmask16 mk = c - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (c - j)) - 1u);
+        const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias + j) : _mm512_setzero_ps();
+        __m512 acc[DW_PIX];
+        for (int i = 0; i < DW_PIX; i++) acc[i] = b0;
+        for (size_t ky = 0; ky < k; ky++) {
+            const float *row = x + ((iy0 + ky) * w + ix0) * c + j;
+            for (size_t kx = 0; kx < k; kx++) {
+                const __m512 wv = _mm512_maskz_loadu_ps(mk, wt + (ky * k + kx) * c + j);
+                const float *sp = row + kx * c;
+                for (int i = 0; i < DW_PIX; i++) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, sp + (size_t)i * step), wv, acc[i]);
+            }
+        }
+        for (int i = 0; i < DW_PIX; i++) _mm512_mask_storeu_ps(o[i] + j, mk, acc[i]);
+    }
+}
+
+/* Interior pixels DW_PIX at a time (dw_pixels_avx512), the border ones one by one; the quantized output goes
+ * through DW_PIX scratch rows on the stack when c ≤ 1024 (else one at a time through `out`). */
 PSAM_AVX512FMA static void depthwise_avx512(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias,
                                             size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1,
                                             int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero) {
-    for (size_t oy = y0; oy < y1; oy++)
-        for (size_t ox = 0; ox < wo; ox++) {
-            size_t p = oy * wo + ox;
-            float *o = q ? out : out + p * c;
-            dw_pixel_avx512(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o);
-            if (gelu) gelu_avx512(o, c);
-            if (q) quantize_avx512(o, 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
+    float rows[DW_PIX][1024];
+    const int grouped = !q || c <= 1024;
+    for (size_t oy = y0; oy < y1; oy++) {
+        const ptrdiff_t iy0 = (ptrdiff_t)(oy * stride) - (ptrdiff_t)pad;
+        const int rows_in = iy0 >= 0 && iy0 + (ptrdiff_t)k <= (ptrdiff_t)h;
+        size_t ox = 0;
+        while (ox < wo) {
+            const ptrdiff_t ix0 = (ptrdiff_t)(ox * stride) - (ptrdiff_t)pad;
+            const int group = grouped && rows_in && ox + DW_PIX <= wo && ix0 >= 0 &&
+                              ix0 + (ptrdiff_t)((DW_PIX - 1) * stride + k) <= (ptrdiff_t)w;
+            const size_t np = group ? DW_PIX : 1;
+            float *o[DW_PIX];
+            for (size_t i = 0; i < np; i++) o[i] = q ? (group ? rows[i] : out) : out + (oy * wo + ox + i) * c;
+            if (group) dw_pixels_avx512(x, w, c, wt, bias, k, stride, (size_t)iy0, (size_t)ix0, o);
+            else dw_pixel_avx512(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o[0]);
+            for (size_t i = 0; i < np; i++) {
+                const size_t p = oy * wo + ox + i;
+                if (gelu) gelu_avx512(o[i], c);
+                if (q) quantize_avx512(o[i], 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
+            }
+            ox += np;
         }
+    }
 }
 
 /* Channels [j, j + 8·B) held in B registers across all k·k taps (fused multiply-adds); if `masked`, the

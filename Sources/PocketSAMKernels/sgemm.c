@@ -3,6 +3,7 @@
  * ("packs") the large operand and clears the output on every such call; here the large operand is read where
  * it is, by a register tile, and the small one (a few tens of KB, cache resident) row by row. */
 #include "pocketsam_kernels.h"
+#include <stddef.h>
 #include <string.h>
 
 /* The reference: a plain loop over C's elements, k innermost in order. C = alpha·A·B + bias (+ C when
@@ -217,6 +218,31 @@ void psam_transpose(const float *src, size_t rows, size_t cols, size_t lds, floa
             const size_t nj = cols - j0 < 16 ? cols - j0 : 16;
             for (size_t j = 0; j < nj; j++)
                 for (size_t i = 0; i < ni; i++) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
+        }
+    }
+}
+
+/* im2col rows of a k × k convolution of a channels-last x[h][w][cin] with zero padding, for output pixels
+ * p0 … p1 − 1 (wo per output row): col[(p − p0)·ldc + (c·k + ky)·k + kx] = x[iy][ix][c], PyTorch's weight order
+ * (cin, ky, kx). Each tap's cin input values are read contiguously. */
+void psam_im2col(const float *x, size_t h, size_t w, size_t cin, size_t k, size_t stride, size_t pad, size_t wo, size_t p0,
+                 size_t p1, float *col, size_t ldc) {
+    const size_t kk = k * k;
+    for (size_t p = p0; p < p1; p++) {
+        const size_t oy = p / wo, ox = p % wo;
+        float *dst = col + (p - p0) * ldc;
+        for (size_t ky = 0; ky < k; ky++) {
+            const ptrdiff_t iy = (ptrdiff_t)(oy * stride + ky) - (ptrdiff_t)pad;
+            for (size_t kx = 0; kx < k; kx++) {
+                const ptrdiff_t ix = (ptrdiff_t)(ox * stride + kx) - (ptrdiff_t)pad;
+                float *d = dst + ky * k + kx;
+                if (iy < 0 || iy >= (ptrdiff_t)h || ix < 0 || ix >= (ptrdiff_t)w) {
+                    for (size_t c = 0; c < cin; c++) d[c * kk] = 0.0f;
+                } else {
+                    const float *src = x + ((size_t)iy * w + (size_t)ix) * cin;
+                    for (size_t c = 0; c < cin; c++) d[c * kk] = src[c];
+                }
+            }
         }
     }
 }

@@ -553,6 +553,14 @@ int main(void) {
         test_depthwise(h, w, c, k, stride, bias, gelu);
     }
     test_depthwise(8, 8, 256, 7, 1, 1, 0);
+    /* Wide enough for the AVX-512 body's groups of 4 interior pixels (and their borders), MBConv's 256 channels,
+     * stride 2, and more channels than its stack rows hold for the quantized output (one pixel at a time). */
+    test_depthwise(12, 17, 64, 3, 1, 1, 1);
+    test_depthwise(16, 16, 256, 3, 1, 1, 1);
+    test_depthwise(16, 19, 256, 3, 2, 1, 1);
+    test_depthwise(9, 21, 33, 3, 1, 0, 0);
+    test_depthwise(7, 14, 40, 5, 1, 1, 1);
+    test_depthwise(6, 9, 1030, 3, 1, 1, 1);
 
     printf("largest relative difference: layernorm %.2g, softmax %.2g, window attention %.2g, few-keys attention %.2g, "
            "depthwise %.2g (tolerance %.0g)\n", worst_layernorm, worst_softmax, worst_attention, worst_fewkeys,

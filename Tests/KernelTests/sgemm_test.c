@@ -9,7 +9,7 @@
  * each element may differ from the exact sum by the float summation bound, k · 2⁻²⁴ · Σ|products| (plus the
  * epilogue's roundings of |bias| and |old C|); the test allows 2 · k · 2⁻²⁴ of that magnitude. An indexing
  * mistake gives errors of the order of the magnitude itself. C's padding (ldc > n) and the rows after m must
- * be left untouched. psam_transpose (the same file) is checked for exact copies on odd sizes.
+ * be left untouched. psam_transpose and psam_im2col (the same file) are checked for exact copies on odd sizes.
  *
  * Prints "tested: <variant>...", the largest error relative to its bound, and "N passed, M failed"; exit
  * status 1 on any failure. */
@@ -130,6 +130,28 @@ int main(void) {
             CHECK(ok, "transpose rows=%zu cols=%zu", rows, cols);
             free(src); free(dst);
         }
+    /* psam_im2col against the definition, with padding, strides 1 and 2, kernels 1 and 3. */
+    for (size_t t = 0; t < 24; t++) {
+        const size_t h = 1 + next() % 9, w = 1 + next() % 9, cin = 1 + next() % 7, k = (t & 1) ? 3 : 1, stride = 1 + (t >> 1 & 1);
+        const size_t pad = k / 2, ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1, kk = cin * k * k;
+        const size_t p0 = next() % (ho * wo), p1 = p0 + 1 + next() % (ho * wo - p0), ldc = kk + 2;
+        float *x = malloc(h * w * cin * 4), *col = malloc((p1 - p0) * ldc * 4);
+        for (size_t i = 0; i < h * w * cin; i++) x[i] = frand();
+        for (size_t i = 0; i < (p1 - p0) * ldc; i++) col[i] = -7.0f;
+        psam_im2col(x, h, w, cin, k, stride, pad, wo, p0, p1, col, ldc);
+        int ok = 1;
+        for (size_t p = p0; p < p1; p++)
+            for (size_t c = 0; c < cin; c++)
+                for (size_t ky = 0; ky < k; ky++)
+                    for (size_t kx = 0; kx < k; kx++) {
+                        const long iy = (long)((p / wo) * stride + ky) - (long)pad, ix = (long)((p % wo) * stride + kx) - (long)pad;
+                        const float ref = iy < 0 || iy >= (long)h || ix < 0 || ix >= (long)w ? 0.0f : x[((size_t)iy * w + (size_t)ix) * cin + c];
+                        ok &= col[(p - p0) * ldc + (c * k + ky) * k + kx] == ref;
+                    }
+        for (size_t p = p0; p < p1; p++) ok &= col[(p - p0) * ldc + kk] == -7.0f && col[(p - p0) * ldc + kk + 1] == -7.0f;
+        CHECK(ok, "im2col h=%zu w=%zu cin=%zu k=%zu stride=%zu rows %zu..%zu", h, w, cin, k, stride, p0, p1);
+        free(x); free(col);
+    }
     printf("worst error / bound: %g\n", worst);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -184,6 +184,10 @@ void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, 
  * aks = lda). A is read in place (never copied): meant for a large A and a small, cache-resident B. */
 void psam_sgemm_inplace(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t m,
                         size_t n, size_t k, float alpha, const float *bias, int accumulate);
+/* im2col rows of a k × k convolution (channels-last x[h][w][cin], zero padding) for output pixels p0 … p1 − 1 (wo
+ * per output row): col[(p − p0)·ldc + (c·k + ky)·k + kx] = x[iy][ix][c] (PyTorch's weight order), 0 outside. */
+void psam_im2col(const float *x, size_t h, size_t w, size_t cin, size_t k, size_t stride, size_t pad, size_t wo, size_t p0,
+                 size_t p1, float *col, size_t ldc);
 /* dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols (cache-blocked). */
 void psam_transpose(const float *src, size_t rows, size_t cols, size_t lds, float *dst, size_t ldd);
 /* Softmax across groups, per lane: each of the m rows of x (ld apart) holds n groups of g values; for each lane
