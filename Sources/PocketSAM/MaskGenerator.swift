@@ -568,20 +568,29 @@ enum MaskGeneration {
                                 }
                             }
                         }
+                        var wanted = [Bool](repeating: false, count: m)
                         for s in 0..<m {
-                            let st = stats[s]
-                            guard keep(st) else { results.append(nil); continue }
+                            guard keep(stats[s]) else { continue }
+                            wanted[s] = true
                             if let coverage {
                                 let m = masks + s * outH * outW  // column-major
                                 for x in 0..<outW { for y in 0..<outH where m[x * outH + y] & 2 != 0 { coverage[y * outW + x] = 1 } }
                             }
-                            // `runs` is SIZE_MAX (−1 as Int) when the runs did not fit.
-                            let rle = st.runs >= 0 && st.runs <= runsPerSlot
-                                ? MaskRLE(height: imageH, width: imageW,
-                                          counts: Array(UnsafeBufferPointer(start: counts + s * runsPerSlot, count: st.runs)))
-                                : MaskRLE(columnMajor: masks + s * outH * outW, height: outH, width: outW, x0: crop.x0, y0: crop.y0,
-                                          fullHeight: imageH, fullWidth: imageW)
-                            results.append((rle, st))
+                        }
+                        // The kept masks' run arrays, built on the pool too (large arrays of speckled masks are
+                        // fresh pages: copying them one by one on this thread left the others idle).
+                        let job = RLEJob(counts: counts, masks: masks, stats: stats, runsPerSlot: runsPerSlot, outH: outH, outW: outW,
+                                         crop: crop, imageH: imageH, imageW: imageW, wanted: wanted)
+                        var rt = ColumnTask(kind: .callback, a: nil, b: nil, c: hbuf, bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+                        rt.callback = { ctx, i in Unmanaged<RLEJob>.fromOpaque(ctx).takeUnretainedValue().build(i) }
+                        rt.context = Unmanaged.passUnretained(job).toOpaque()
+                        if let pool, m > 1 {
+                            withUnsafePointer(to: rt) { pool.run(m, $0) }
+                        } else {
+                            for s in 0..<m { rt.run(block: s) }
+                        }
+                        withExtendedLifetime(job) {
+                            for s in 0..<m { results.append(job.out[s].map { ($0, stats[s]) }) }
                         }
                         i += m
                     }
@@ -589,6 +598,46 @@ enum MaskGeneration {
             } }
             return results
         }
+    }
+}
+
+/// Builds the run arrays of a slot batch's kept masks, one mask per block (`ColumnTask.callback`).
+private final class RLEJob {
+    let counts: UnsafeMutablePointer<UInt32>, masks: UnsafeMutablePointer<UInt8>, stats: UnsafeMutablePointer<psam_mask_stats>
+    let runsPerSlot: Int, outH: Int, outW: Int, crop: MaskGeneration.Crop, imageH: Int, imageW: Int
+    let wanted: [Bool]
+    /// One entry per slot, each written by its own block only.
+    let out: UnsafeMutablePointer<MaskRLE?>
+
+    init(counts: UnsafeMutablePointer<UInt32>, masks: UnsafeMutablePointer<UInt8>, stats: UnsafeMutablePointer<psam_mask_stats>,
+         runsPerSlot: Int, outH: Int, outW: Int, crop: MaskGeneration.Crop, imageH: Int, imageW: Int, wanted: [Bool]) {
+        self.counts = counts
+        self.masks = masks
+        self.stats = stats
+        self.runsPerSlot = runsPerSlot
+        self.outH = outH
+        self.outW = outW
+        self.crop = crop
+        self.imageH = imageH
+        self.imageW = imageW
+        self.wanted = wanted
+        out = .allocate(capacity: wanted.count)
+        out.initialize(repeating: nil, count: wanted.count)
+    }
+
+    deinit {
+        out.deinitialize(count: wanted.count)
+        out.deallocate()
+    }
+
+    func build(_ s: Int) {
+        guard wanted[s] else { return }
+        let st = stats[s]
+        // `runs` is SIZE_MAX (−1 as Int) when the runs did not fit.
+        out[s] = st.runs >= 0 && st.runs <= runsPerSlot
+            ? MaskRLE(height: imageH, width: imageW, counts: Array(UnsafeBufferPointer(start: counts + s * runsPerSlot, count: st.runs)))
+            : MaskRLE(columnMajor: masks + s * outH * outW, height: outH, width: outW, x0: crop.x0, y0: crop.y0,
+                      fullHeight: imageH, fullWidth: imageW)
     }
 }
 
