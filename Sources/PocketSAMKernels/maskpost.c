@@ -447,63 +447,8 @@ static void keys_norm_generic(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
 #if defined(__x86_64__)
 PSAM_AVX2_POST static void keys_norm_avx2(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
 #endif
-#if defined(__x86_64__)
-/* t[0] = the pairwise sum of t[0 … n) (n ≥ 1; t is overwritten). */
-static inline PSAM_AVX512_POST __attribute__((always_inline)) void tree_sum512(__m512 *t, size_t n) {
-    while (n > 1) {
-        const size_t h = n / 2;
-        for (size_t j = 0; j < h; j++) t[j] = _mm512_add_ps(t[2 * j], t[2 * j + 1]);
-        if (n & 1) {
-            t[h] = t[n - 1];
-            n = h + 1;
-        } else {
-            n = h;
-        }
-    }
-}
-
-/* A row of c ≤ 512 (a multiple of 16) values held in registers: one read of x, pairwise sums for the mean and
- * the variance (the generic body's two passes, summed in a different order), one write of x and of xpe. */
-PSAM_AVX512_POST static void keys_norm_avx512(KEYS_NORM_PARAMS) {
-    const size_t nv = c / 16;
-    const __m512 inv_c = _mm512_set1_ps(1.0f / (float)c);
-    for (size_t i = 0; i < m; i++) {
-        float *r = x + i * c;
-        __m512 v[32];
-        for (size_t j = 0; j < nv; j++) {
-            v[j] = _mm512_loadu_ps(r + 16 * j);
-            if (add) v[j] = _mm512_add_ps(v[j], _mm512_loadu_ps(add + i * c + 16 * j));
-        }
-        __m512 t[32];
-        for (size_t j = 0; j < nv; j++) t[j] = v[j];
-        tree_sum512(t, nv);
-        const float mu = _mm512_reduce_add_ps(t[0]) / (float)c;
-        const __m512 vm = _mm512_set1_ps(mu);
-        for (size_t j = 0; j < nv; j++) {
-            const __m512 d = _mm512_sub_ps(v[j], vm);
-            t[j] = _mm512_mul_ps(d, d);
-        }
-        tree_sum512(t, nv);
-        const float var = _mm512_reduce_add_ps(_mm512_mul_ps(t[0], inv_c));
-        const float inv = 1.0f / sqrtf(var + eps);
-        mean[i] = mu;
-        rstd[i] = inv;
-        const __m512 vi = _mm512_set1_ps(inv);
-        for (size_t j = 0; j < nv; j++) {
-            const __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v[j], vm), vi), _mm512_loadu_ps(w + 16 * j),
-                                             _mm512_loadu_ps(b + 16 * j));
-            _mm512_storeu_ps(r + 16 * j, y);
-            if (xpe) _mm512_storeu_ps(xpe + i * c + 16 * j, _mm512_add_ps(y, _mm512_loadu_ps(pe + i * c + 16 * j)));
-        }
-    }
-}
-#endif
 void psam_keys_norm(KEYS_NORM_PARAMS) {
 #if defined(__x86_64__)
-    if (c % 16 == 0 && c <= 512 && post_has_avx512()) {
-        keys_norm_avx512(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
-        return;
-    }
     if (post_has_avx2()) {
         keys_norm_avx2(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
         return;
