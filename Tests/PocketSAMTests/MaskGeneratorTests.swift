@@ -361,7 +361,7 @@ final class MaskGeneratorTests: XCTestCase {
                 XCTAssertTrue(w[(i * ldw + d)..<(i * ldw + ldw)].allSatisfy(\.isNaN), "weighted writes past d")
             }
         }
-        // c a multiple of 16 up to 512: the register-resident AVX-512 body; other c: the portable one.
+        // Odd widths, the decoder's 256 and wider rows.
         for (m, c, withAdd, withPE) in [(1, 1, false, false), (5, 7, true, true), (9, 256, true, false), (3, 33, false, true),
                                         (7, 256, false, true), (4, 48, true, true), (2, 512, true, true), (2, 528, true, true)] {
             let x = rand(m * c, 3).map { $0 + 1 }, add = rand(m * c), pe = rand(m * c), w = rand(c), b = rand(c)
