@@ -158,86 +158,74 @@ extension MaskDecoder {
         let muAll = arena.alloc(B * depth * hw), rAll = arena.alloc(B * depth * hw)
         /// `keys + pe` of every prompt's image tokens, written by the norm after each image→token attention.
         let kpeAll = arena.alloc(B * hw * D)
-        /// Tokens attend to image tokens: `k0t`/`v0` given (shared, first layer) or folded (see the top).
-        /// `used`: the tokens whose output is needed (the final attention's: the IoU token and the wanted
-        /// mask tokens; the others' outputs are left zero), or nil for all.
-        func tokenToImage(_ a: Attn, shared: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?, used: [Int]? = nil) {
+        let blk = 64
+
+        /// The first layer's token→image attention, against the shared keys (transposed) and values, per prompt
+        /// and head.
+        func tokenToImageShared(_ a: Attn) {
             let m = arena.mark()
             let q = Self.sum(queries, pePoints, rows * D, arena)
             let qp = arena.alloc(rows * inner), o = arena.alloc(rows * inner), r = arena.alloc(rows * D)
             Ops.linear(arena, q, a.q, qp, m: rows, n: inner, k: D)
-            if let shared {
-                // Against the first layer's shared keys (transposed) and values, per prompt and head.
-                let sc = arena.alloc(nt * hw)
-                arena.macs &+= 2 * B * heads * nt * hw * dh
-                for b in 0..<B {
-                    for h in 0..<heads {
-                        psam_scores_shared(qp + b * nt * inner + h * dh, inner, shared.k + h * dh * hw, hw, nt, hw, dh, scale, sc, hw)
-                        psam_softmax_rows(sc, nt, hw, hw)
-                        psam_weighted_rows(sc, hw, shared.v + h * dh, inner, nt, hw, dh, o + b * nt * inner + h * dh, inner)
-                    }
-                }
-            } else {
-                let wk = s.folded[a.k.name]!, wv = s.folded[a.v.name]!
-                // Only the used tokens' queries (gathered, nu of them): heads × nu score rows.
-                let nu = used?.count ?? nt, hu = heads * nu
-                let qk = arena.alloc(hu * D), p = arena.alloc(hu * hw), px = arena.alloc(hu * D)
-                let qu = arena.alloc(nu * inner), ou = arena.alloc(nu * inner), qkt = arena.alloc(D * hu)
-                if used != nil { o.update(repeating: 0, count: rows * inner) }
-                for b in 0..<B {
-                    let xb = keys + b * hw * D, kpe = kpeAll + b * hw * D
-                    // qk[h, i] = W_k,hᵀ q_h,i (row h·nt + i), then scores against every image token.
-                    if let used {
-                        for (u, t) in used.enumerated() { (qu + u * inner).update(from: qp + (b * nt + t) * inner, count: inner) }
-                    } else {
-                        qu.update(from: qp + b * nt * inner, count: nt * inner)
-                    }
-                    wk.withUnsafeBufferPointer { w in
-                        for h in 0..<heads {
-                            Ops.matmul(arena, qu + h * dh, w.baseAddress! + h * dh * D, qk + h * nu * D,
-                                       m: nu, n: D, k: dh, lda: inner, ldb: D, ldc: D)
-                        }
-                    }
-                    // Scores p[j, r] (image token j, query row r), softmax down the columns; the image tokens are
-                    // read in place (`psam_sgemm_inplace`), only the few query rows are transposed.
-                    for r in 0..<hu { for t in 0..<D { qkt[t * hu + r] = qk[r * D + t] } }
-                    psam_sgemm_inplace(kpe, D, 1, qkt, hu, p, hu, hw, hu, D, scale, nil, 0)
-                    psam_softmax_cols(p, 1, hw, hu, hu, nil)
-                    // Σ_j p x_j, then W_v,h of it (+ b_v: the weights sum to 1).
-                    psam_sgemm_inplace(p, 1, hu, xb, D, px, D, hu, D, hw, 1, nil, 0)
-                    arena.macs &+= 2 * hu * hw * D
-                    wv.withUnsafeBufferPointer { w in
-                        for h in 0..<heads {
-                            Ops.matmul(arena, px + h * nu * D, w.baseAddress! + h * dh * D, ou + h * dh, m: nu, n: dh, k: D,
-                                       lda: D, ldb: D, ldc: inner, transB: true)
-                        }
-                    }
-                    if let bv = a.v.b { for u in 0..<nu { Ops.add(ou + u * inner, bv, inner) } }
-                    for u in 0..<nu { (o + (b * nt + (used?[u] ?? u)) * inner).update(from: ou + u * inner, count: inner) }
+            let sc = arena.alloc(nt * hw)
+            arena.macs &+= 2 * B * heads * nt * hw * dh
+            for b in 0..<B {
+                for h in 0..<heads {
+                    psam_scores_shared(qp + b * nt * inner + h * dh, inner, s.k0t + h * dh * hw, hw, nt, hw, dh, scale, sc, hw)
+                    psam_softmax_rows(sc, nt, hw, hw)
+                    psam_weighted_rows(sc, hw, s.v0 + h * dh, inner, nt, hw, dh, o + b * nt * inner + h * dh, inner)
                 }
             }
             Ops.linear(arena, o, a.out, r, m: rows, n: D, k: inner)
             Ops.add(queries, r, rows * D)
             arena.reset(to: m)
         }
-        /// Image tokens attend to the prompt's tokens, folded: scores of every image token against
-        /// `heads × nt` vectors, softmax per head, then the output projection applied to the values first.
-        /// The scores are `[HW, nt·heads]`, token-major (column `i·heads + h`), so that the softmax over a
-        /// head's nt tokens runs across vectors of the heads (`psam_softmax_lanes`). Scores, softmax, update
-        /// and norm run on blocks of image tokens, each block staying in cache through the four steps.
-        func imageToToken(_ a: Attn, layer: Int, norm nrm: Norm) {
+
+        func mlp(_ L: Layer) {
             let m = arena.mark()
-            let q = Self.sum(queries, pePoints, rows * D, arena)
-            let kp = arena.alloc(rows * inner), vp = arena.alloc(rows * inner)
-            Ops.linear(arena, q, a.k, kp, m: rows, n: inner, k: D)
-            Ops.linear(arena, queries, a.v, vp, m: rows, n: inner, k: D)
+            let hid = arena.alloc(rows * c.mlpDim), mo = arena.alloc(rows * D)
+            Ops.linear(arena, queries, L.lin1, hid, m: rows, n: c.mlpDim, k: D)
+            Ops.relu(hid, rows * c.mlpDim)
+            Ops.linear(arena, hid, L.lin2, mo, m: rows, n: D, k: c.mlpDim)
+            Ops.add(queries, mo, rows * D)
+            arena.reset(to: m)
+        }
+
+        /// Image tokens attend to the prompt's tokens (layer `layer`'s image→token attention: the keys' update and
+        /// norm4), and, on each block of image tokens as soon as it is updated, the next token→image attention
+        /// (`next`: the next layer's, or the final one), so that each prompt's image tokens pass through the cache
+        /// once for both.
+        ///
+        /// Image→token, folded: scores of every image token against `heads × nt` vectors, softmax per head, then
+        /// the output projection applied to the values first. The scores are `[HW, nt·heads]`, token-major (column
+        /// `i·heads + h`), so that the softmax over a head's nt tokens runs across vectors of the heads
+        /// (`psam_softmax_lanes`). `kp`, `vp`: the layer's token keys and values (projected from the tokens as they
+        /// were after its MLP).
+        ///
+        /// Token→image, folded (see the top), for the `used` tokens (the final attention's: the IoU token and the
+        /// wanted mask tokens; the others' outputs are left zero) or all: scores against each block, an online
+        /// softmax down the image tokens (`psam_softmax_online_cols`) and the weighted sums. `qp`: the projected
+        /// queries. Writes the attention's output before its output projection to `o[rows, inner]`.
+        ///
+        /// `keepKeys`: the updated keys and keys + pe are written back for a later layer; otherwise (the last
+        /// layer) they only pass through a block buffer.
+        func fusedPass(i2t a: Attn, layer: Int, norm nrm: Norm, kp: UnsafePointer<Float>, vp: UnsafePointer<Float>,
+                       next t: Attn, qp: UnsafePointer<Float>, used: [Int]?, keepKeys: Bool, o: UnsafeMutablePointer<Float>) {
+            let m = arena.mark()
             let wo = s.folded[a.out.name]!, wq = s.folded[a.q.name]
+            let wk = s.folded[t.k.name]!, wv = s.folded[t.v.name]!
             let vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk), kqt = arena.alloc(D * hk)
-            let blk = 64, tmp = arena.alloc(hk * blk)
+            let tmp = arena.alloc(hk * blk)
+            let nu = used?.count ?? nt, hu = heads * nu
+            let qu = arena.alloc(nu * inner), qk = arena.alloc(hu * D), qkt = arena.alloc(D * hu), ou = arena.alloc(nu * inner)
+            let px = arena.alloc(hu * D), mx = arena.alloc(hu), sm = arena.alloc(hu), sb = arena.alloc(blk * hu)
+            let xs = arena.alloc(blk * D), ks = arena.alloc(blk * D)
+            if used != nil { o.update(repeating: 0, count: rows * inner) }
             for b in 0..<B {
                 let p = pAll + (b * depth + layer) * hw * hk
                 let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
                 let kpe = kpeAll + b * hw * D
+                // Image→token setup.
                 if layer > 0 {
                     // kq[h, i] = W_q,hᵀ k_h,i: image token j's score is kpe_j · kq[h, i] + b_q,h · k_h,i, kept
                     // transposed and token-major (column i·heads + h) as the GEMM's B, the constant as its bias.
@@ -250,10 +238,10 @@ extension MaskDecoder {
                     for h in 0..<heads {
                         for i in 0..<nt {
                             var acc: Float = 0
-                            if let bq = a.q.b { for t in 0..<dh { acc += bq[h * dh + t] * kb[i * inner + h * dh + t] } }
+                            if let bq = a.q.b { for e in 0..<dh { acc += bq[h * dh + e] * kb[i * inner + h * dh + e] } }
                             cq[i * heads + h] = acc * scale
                             let src = kq + (h * nt + i) * D, col = i * heads + h
-                            for t in 0..<D { kqt[t * hk + col] = src[t] }
+                            for e in 0..<D { kqt[e * hk + col] = src[e] }
                         }
                     }
                 }
@@ -272,9 +260,27 @@ extension MaskDecoder {
                 s.upN[layer].withUnsafeBufferPointer {
                     Ops.matmul(arena, vt, $0.baseAddress!, qAll + (b * depth + layer) * hk * n4, m: hk, n: n4, k: D, lda: D, ldb: n4, ldc: n4)
                 }
+                // Token→image setup: qk[h, u] = W_k,hᵀ q_h,u for the used tokens (row h·nu + u), transposed as B.
+                if let used {
+                    for (u, tk) in used.enumerated() { (qu + u * inner).update(from: qp + (b * nt + tk) * inner, count: inner) }
+                } else {
+                    qu.update(from: qp + b * nt * inner, count: nt * inner)
+                }
+                wk.withUnsafeBufferPointer { w in
+                    for h in 0..<heads {
+                        Ops.matmul(arena, qu + h * dh, w.baseAddress! + h * dh * D, qk + h * nu * D, m: nu, n: D, k: dh,
+                                   lda: inner, ldb: D, ldc: D)
+                    }
+                }
+                psam_transpose(qk, hu, D, D, qkt, hu)
+                mx.update(repeating: -.infinity, count: hu)
+                sm.update(repeating: 0, count: hu)
+                px.update(repeating: 0, count: hu * D)
+
                 let mu = muAll + (b * depth + layer) * hw, rs = rAll + (b * depth + layer) * hw
                 for j0 in stride(from: 0, to: hw, by: blk) {
                     let nr = min(blk, hw - j0), pj = p + j0 * hk
+                    // Image→token: scores, softmax over each head's tokens.
                     if layer == 0 {
                         // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0t`): scores per head
                         // ([nt, nr], row h·nt + i), then token-major.
@@ -291,43 +297,78 @@ extension MaskDecoder {
                         psam_sgemm_inplace(kpe + j0 * D, D, 1, kqt, hk, pj, hk, nr, hk, D, scale, cq, 0)
                     }
                     psam_softmax_lanes(pj, nr, hk, nt, heads)
-                    // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm).
-                    psam_sgemm_inplace(pj, hk, 1, vt, D, xb + j0 * D, D, nr, D, hk, 1, nil, layer > 0 ? 1 : 0)
-                    // norm4, keeping the row statistics for the upscaling fold, and keys + pe for the next attentions.
-                    psam_keys_norm(xb + j0 * D, layer == 0 ? UnsafePointer(s.keys + j0 * D) : nil, nr, D, nrm.w, nrm.b, 1e-5,
-                                   mu + j0, rs + j0, pe + j0 * D, kpe + j0 * D)
+                    // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm), then
+                    // norm4, keeping the row statistics for the upscaling fold, and keys + pe.
+                    let xd = keepKeys ? xb + j0 * D : xs, kd = keepKeys ? kpe + j0 * D : ks
+                    if !keepKeys && layer > 0 { xs.update(from: xb + j0 * D, count: nr * D) }
+                    psam_sgemm_inplace(pj, hk, 1, vt, D, xd, D, nr, D, hk, 1, nil, layer > 0 ? 1 : 0)
+                    psam_keys_norm(xd, layer == 0 ? UnsafePointer(s.keys + j0 * D) : nil, nr, D, nrm.w, nrm.b, 1e-5,
+                                   mu + j0, rs + j0, pe + j0 * D, kd)
+                    // Token→image on the updated block: scores, online softmax, weighted sums.
+                    psam_sgemm_inplace(kd, D, 1, qkt, hu, sb, hu, nr, hu, D, scale, nil, 0)
+                    psam_softmax_online_cols(sb, nr, hu, hu, mx, sm, px, D, D)
+                    psam_sgemm_inplace(sb, 1, hu, xd, D, px, D, hu, D, nr, 1, nil, 1)
                 }
-                arena.macs &+= hw * hk * (layer == 0 ? dh : D) + hw * hk * D
+                arena.macs &+= hw * hk * (layer == 0 ? dh : D) + hw * hk * D + 2 * hu * hw * D
+                // Σ_j p x_j (normalised), then W_v,h of it (+ b_v: the weights sum to 1).
+                for r in 0..<hu {
+                    let f = 1 / sm[r]
+                    for e in 0..<D { px[r * D + e] *= f }
+                }
+                wv.withUnsafeBufferPointer { w in
+                    for h in 0..<heads {
+                        Ops.matmul(arena, px + h * nu * D, w.baseAddress! + h * dh * D, ou + h * dh, m: nu, n: dh, k: D,
+                                   lda: D, ldb: D, ldc: inner, transB: true)
+                    }
+                }
+                if let bv = t.v.b { for u in 0..<nu { Ops.add(ou + u * inner, bv, inner) } }
+                for u in 0..<nu { (o + (b * nt + (used?[u] ?? u)) * inner).update(from: ou + u * inner, count: inner) }
             }
             arena.reset(to: m)
         }
 
-        for l in 0..<c.depth {
-            let L = layers[l]
+        // The first layer up to its MLP; then per layer its image→token attention fused with the next token→image
+        // attention (the next layer's, or the final one), each followed by the rest of that layer.
+        let L0 = layers[0]
+        selfAttention(L0.selfAttn, q: queries, v: queries, accumulate: false)
+        norm(L0.norm1, queries, rows)
+        tokenToImageShared(L0.t2i)
+        norm(L0.norm2, queries, rows)
+        mlp(L0)
+        norm(L0.norm3, queries, rows)
+        for l in 0..<depth {
+            let L = layers[l], last = l == depth - 1
             let scratch = arena.mark()
-            if l == 0 {
-                selfAttention(L.selfAttn, q: queries, v: queries, accumulate: false)
-            } else {
-                let q = Self.sum(queries, pePoints, rows * D, arena)
-                selfAttention(L.selfAttn, q: q, v: queries, accumulate: true)
+            // The image→token attention's token keys and values, from the tokens as this layer left them.
+            let q = Self.sum(queries, pePoints, rows * D, arena)
+            let kp = arena.alloc(rows * inner), vp = arena.alloc(rows * inner)
+            Ops.linear(arena, q, L.i2t.k, kp, m: rows, n: inner, k: D)
+            Ops.linear(arena, queries, L.i2t.v, vp, m: rows, n: inner, k: D)
+            // The next layer's token self-attention only reads the tokens, so it runs before the image tokens are
+            // updated.
+            let next = last ? finalAttn : layers[l + 1].t2i
+            if !last {
+                let N = layers[l + 1]
+                let q2 = Self.sum(queries, pePoints, rows * D, arena)
+                selfAttention(N.selfAttn, q: q2, v: queries, accumulate: true)
+                norm(N.norm1, queries, rows)
             }
-            norm(L.norm1, queries, rows)
-            tokenToImage(L.t2i, shared: l == 0 ? (UnsafePointer(s.k0t), UnsafePointer(s.v0)) : nil)
-            norm(L.norm2, queries, rows)
-            let hid = arena.alloc(rows * c.mlpDim), mo = arena.alloc(rows * D)
-            Ops.linear(arena, queries, L.lin1, hid, m: rows, n: c.mlpDim, k: D)
-            Ops.relu(hid, rows * c.mlpDim)
-            Ops.linear(arena, hid, L.lin2, mo, m: rows, n: D, k: c.mlpDim)
-            Ops.add(queries, mo, rows * D)
-            norm(L.norm3, queries, rows)
-            imageToToken(L.i2t, layer: l, norm: L.norm4)
-            arena.reset(to: scratch)
-        }
-        do {
-            let scratch = arena.mark()
+            let q3 = Self.sum(queries, pePoints, rows * D, arena)
+            let qp = arena.alloc(rows * inner), o = arena.alloc(rows * inner), r = arena.alloc(rows * D)
+            Ops.linear(arena, q3, next.q, qp, m: rows, n: inner, k: D)
             // Only the IoU token and the wanted mask tokens are read after the final attention.
-            tokenToImage(finalAttn, shared: nil, used: [0] + Array((1 + first)..<(1 + first + count)))
-            norm(normFinal, queries, rows)
+            fusedPass(i2t: L.i2t, layer: l, norm: L.norm4, kp: kp, vp: vp, next: next, qp: qp,
+                      used: last ? [0] + Array((1 + first)..<(1 + first + count)) : nil, keepKeys: !last, o: o)
+            Ops.linear(arena, o, next.out, r, m: rows, n: D, k: inner)
+            Ops.add(queries, r, rows * D)
+            if last {
+                norm(normFinal, queries, rows)
+            } else {
+                let N = layers[l + 1]
+                norm(N.norm2, queries, rows)
+                mlp(N)
+                norm(N.norm3, queries, rows)
+            }
             arena.reset(to: scratch)
         }
 

@@ -838,6 +838,73 @@ void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld
     softmax_cols_generic(x, groups, n, cols, ld, bias);
 }
 
+/* Online softmax down columns (psam_softmax_online_cols): one block of rows of an attention whose keys run down
+ * the rows, the running column maxima m and sums l kept across blocks, as flash attention does. For each column
+ * c: m' = max(m, the block's max), the accumulator row acc[c] and l[c] scaled by exp(m − m'), the block's values
+ * replaced by exp(s − m'), their sum added to l[c]. */
+static void softmax_online_generic(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc,
+                                   size_t accw) {
+    for (size_t c = 0; c < cols; c++) {
+        float mx = m[c];
+        for (size_t i = 0; i < rows; i++) mx = s[i * ld + c] > mx ? s[i * ld + c] : mx;
+        if (mx > m[c]) {
+            const float f = expf(m[c] - mx);
+            l[c] *= f;
+            for (size_t j = 0; j < accw; j++) acc[c * ldacc + j] *= f;
+            m[c] = mx;
+        }
+        float sum = 0.0f;
+        for (size_t i = 0; i < rows; i++) {
+            const float e = expf(s[i * ld + c] - mx);
+            s[i * ld + c] = e;
+            sum += e;
+        }
+        l[c] += sum;
+    }
+}
+
+#if defined(__x86_64__)
+PSAM_AVX512FMA static void softmax_online_avx512(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc,
+                                                 size_t ldacc, size_t accw) {
+    for (size_t c0 = 0; c0 < cols; c0 += 16) {
+        const __mmask16 mk = cols - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cols - c0)) - 1u);
+        const __m512 mold = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), mk, m + c0);
+        __m512 mx = mold;
+        for (size_t i = 0; i < rows; i++) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mold, mk, s + i * ld + c0));
+        const __mmask16 grew = _mm512_mask_cmp_ps_mask(mk, mx, mold, _CMP_GT_OQ);
+        if (grew) {
+            float f[16];
+            _mm512_storeu_ps(f, exp512(_mm512_sub_ps(mold, mx)));
+            for (size_t c = 0; c < 16; c++) {
+                if (!(grew >> c & 1)) continue;
+                float *a = acc + (c0 + c) * ldacc;
+                for (size_t j = 0; j < accw; j++) a[j] *= f[c];
+                l[c0 + c] *= f[c];
+            }
+            _mm512_mask_storeu_ps(m + c0, mk, mx);
+        }
+        __m512 sum = _mm512_setzero_ps();
+        for (size_t i = 0; i < rows; i++) {
+            const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + i * ld + c0), mx));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_mask_storeu_ps(s + i * ld + c0, mk, e);
+        }
+        _mm512_mask_storeu_ps(l + c0, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, l + c0), sum));
+    }
+}
+#endif
+
+void psam_softmax_online_cols(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc,
+                              size_t accw) {
+#if defined(__x86_64__)
+    if (has_avx512()) {
+        softmax_online_avx512(s, rows, cols, ld, m, l, acc, ldacc, accw);
+        return;
+    }
+#endif
+    softmax_online_generic(s, rows, cols, ld, m, l, acc, ldacc, accw);
+}
+
 /* Softmax across groups per lane (psam_softmax_lanes): row i of x holds n groups of g values, and lane h's
  * softmax runs over x[t·g + h], t < n. Image→token attention stored token-major (g = heads) vectorises along the
  * heads this way, with no horizontal reductions. */

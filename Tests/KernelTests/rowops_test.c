@@ -302,6 +302,55 @@ static void test_softmax_lanes(size_t m, size_t n, size_t g, float spread) {
     free(x); free(ref); free(got);
 }
 
+/* Online softmax down columns, block by block, against the whole-column softmax in double: the weighted sums of
+ * random values (acc accumulated as sᵀ·v per block, then divided by l) and the sums l must agree to rounding. */
+typedef void (*softmax_online_fn)(float *, size_t, size_t, size_t, float *, float *, float *, size_t, size_t);
+static void test_softmax_online(size_t n, size_t cols, size_t block, size_t accw, float spread) {
+    float *x = falloc(n * cols), *v = falloc(n * accw);
+    fill(x, n * cols, -spread, spread);
+    fill(v, n * accw, -1.0f, 1.0f);
+    const char *names[2] = {"dispatched"};
+    softmax_online_fn fns[2] = {psam_softmax_online_cols};
+    size_t nv = 1;
+#if defined(__x86_64__)
+    if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = softmax_online_avx512; }
+#endif
+    softmax_online_fn all[3] = {softmax_online_generic, fns[0], nv > 1 ? fns[1] : NULL};
+    const char *all_names[3] = {"generic", names[0], nv > 1 ? names[1] : NULL};
+    for (size_t f = 0; f < 1 + nv; f++) {
+        float *s = falloc(n * cols), *m = falloc(cols), *l = falloc(cols), *acc = falloc(cols * accw);
+        memcpy(s, x, n * cols * 4);
+        for (size_t c = 0; c < cols; c++) m[c] = -INFINITY;
+        for (size_t i0 = 0; i0 < n; i0 += block) {
+            const size_t rows = n - i0 < block ? n - i0 : block;
+            all[f](s + i0 * cols, rows, cols, cols, m, l, acc, accw, accw);
+            for (size_t c = 0; c < cols; c++)
+                for (size_t j = 0; j < accw; j++)
+                    for (size_t i = 0; i < rows; i++) acc[c * accw + j] += s[(i0 + i) * cols + c] * v[(i0 + i) * accw + j];
+        }
+        double worst = 0.0;
+        for (size_t c = 0; c < cols; c++) {
+            double mx = -INFINITY, sum = 0.0;
+            for (size_t i = 0; i < n; i++) mx = x[i * cols + c] > mx ? x[i * cols + c] : mx;
+            for (size_t i = 0; i < n; i++) sum += exp((double)x[i * cols + c] - mx);
+            double d = fabs(l[c] * exp((double)m[c] - mx) - sum) / sum;
+            worst = d > worst ? d : worst;
+            for (size_t j = 0; j < accw; j++) {
+                double ref = 0.0;
+                for (size_t i = 0; i < n; i++) ref += exp((double)x[i * cols + c] - mx) / sum * v[i * accw + j];
+                /* A weighted mean of values in [−1, 1]: the magnitude is 1. */
+                double e = fabs(acc[c * accw + j] / l[c] - ref);
+                if (!(e == e)) e = INFINITY;
+                worst = e > worst ? e : worst;
+            }
+        }
+        if (worst > worst_softmax) worst_softmax = worst;
+        CHECK(worst <= TOL, "softmax_online %s n=%zu cols=%zu block=%zu spread=%g: diff %g", all_names[f], n, cols, block, spread, worst);
+        free(s); free(m); free(l); free(acc);
+    }
+    free(x); free(v);
+}
+
 /* ---- window attention ---- */
 static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
     size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
@@ -517,6 +566,11 @@ int main(void) {
     test_softmax_lanes(37, 7, 8, 60.0f);
     for (size_t n = 1; n <= 12; n++)
         for (size_t g = 1; g <= 9; g++) test_softmax_lanes(1 + next() % 9, n, g, n % 3 == 0 ? 60.0f : 8.0f);
+    /* Online softmax: SAM's 56 score columns over 4096 image tokens in blocks of 64, odd sizes, large spreads
+     * (the running maximum grows in later blocks). */
+    test_softmax_online(4096, 56, 64, 5, 8.0f);
+    test_softmax_online(300, 17, 7, 3, 60.0f);
+    for (size_t cols = 1; cols <= 40; cols += 3) test_softmax_online(50 + next() % 50, cols, 1 + next() % 20, 1 + next() % 4, 30.0f);
     test_softmax_cols(8, 7, 4096, 1, 8.0f);
     test_softmax_cols(8, 7, 4096, 0, 60.0f);
     for (size_t cols = 1; cols <= 70; cols += (cols < 34 ? 1 : 5))

@@ -190,6 +190,12 @@ void psam_im2col(const float *x, size_t h, size_t w, size_t cin, size_t k, size_
                  size_t p1, float *col, size_t ldc);
 /* dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols (cache-blocked). */
 void psam_transpose(const float *src, size_t rows, size_t cols, size_t lds, float *dst, size_t ldd);
+/* Online softmax down the columns of a block s[rows][ld] (cols columns; flash attention's running form): with the
+ * running maxima m[cols] (start at −∞) and sums l[cols] (start at 0), m ← max(m, block max), acc row c (accw
+ * values, ldacc apart) and l[c] scaled by exp(m_old − m_new), s ← exp(s − m_new), l += the column sums. After the
+ * last block, acc row c / l[c] is the softmax-weighted sum when acc accumulated sᵀ·values per block. */
+void psam_softmax_online_cols(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc,
+                              size_t accw);
 /* Softmax across groups, per lane: each of the m rows of x (ld apart) holds n groups of g values; for each lane
  * h < g, softmax over x[t·g + h], t < n, in place (attention to n tokens with g heads, stored token-major). */
 void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g);
