@@ -398,10 +398,13 @@ extension MaskDecoder {
         // Rows per GEMM: enough that packing the weights is amortised, few enough that the output stays in
         // L2 (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
         let chunk = 4
-        let u1 = arena.alloc(g2 * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
+        // Each chunk of first-stage rows goes through the second stage at once (its 2·chunk output rows), so the
+        // once-upscaled grid only ever exists one chunk at a time (in cache).
+        let u1 = arena.alloc(2 * chunk * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
         let u1t = arena.alloc(chunk * g2 * d4)
         let sc = arena.alloc(count * chunk * g2)
         for b in 0..<B {
+            let mb = masks + b * count * g4 * g4
             for y0 in stride(from: 0, to: g, by: chunk) {
                 let n = min(chunk, g - y0)
                 // src · W from the shared part and each layer's low-rank update (see `Shared.upS`).
@@ -415,20 +418,19 @@ extension MaskDecoder {
                         psam_rows_affine(t1, nr, n4, muAll + o * hw + rows0, rAll + o * hw + rows0, u.baseAddress!, v.baseAddress!)
                     } }
                 }
+                // Rows 2·y0 … 2·(y0 + n) − 1 of the once-upscaled grid, at rows 0 … 2n − 1 of u1.
                 for y in y0..<(y0 + n) {
-                    psam_upscale_ln_gelu_row(t1 + (y - y0) * g * d4 * 4, g, d4, y, up0.b!, up1.w, up1.b, 1e-6, u1)
+                    psam_upscale_ln_gelu_row(t1 + (y - y0) * g * d4 * 4, g, d4, y - y0, up0.b!, up1.w, up1.b, 1e-6, u1)
                 }
-            }
-            let mb = masks + b * count * g4 * g4
-            s.up3t.withUnsafeBufferPointer { w3 in
-                for y0 in stride(from: 0, to: g2, by: chunk) {
-                    let n = min(chunk, g2 - y0), np = n * g2
-                    // The chunk's pixels transposed ([D/4, np], 128 KB at SAM's sizes) as the in-place GEMM's B.
-                    let src = u1 + y0 * g2 * d4
-                    psam_transpose(src, np, d4, d4, u1t, np)
-                    psam_sgemm_inplace(w3.baseAddress!, d4, 1, u1t, np, t2, np, 4 * d8, np, d4, 1, nil, 0)
-                    arena.macs &+= 4 * d8 * np * d4
-                    psam_upscale_masks_t(t2, np, n, g2, d8, y0, up3.b!, hyperOut + b * count * d8, count, mb, sc)
+                s.up3t.withUnsafeBufferPointer { w3 in
+                    for z0 in stride(from: 2 * y0, to: 2 * (y0 + n), by: chunk) {
+                        let m2 = min(chunk, 2 * (y0 + n) - z0), np = m2 * g2
+                        // The chunk's pixels transposed ([D/4, np], 128 KB at SAM's sizes) as the in-place GEMM's B.
+                        psam_transpose(u1 + (z0 - 2 * y0) * g2 * d4, np, d4, d4, u1t, np)
+                        psam_sgemm_inplace(w3.baseAddress!, d4, 1, u1t, np, t2, np, 4 * d8, np, d4, 1, nil, 0)
+                        arena.macs &+= 4 * d8 * np * d4
+                        psam_upscale_masks_t(t2, np, m2, g2, d8, z0, up3.b!, hyperOut + b * count * d8, count, mb, sc)
+                    }
                 }
             }
         }
