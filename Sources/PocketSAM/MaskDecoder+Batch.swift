@@ -156,8 +156,6 @@ extension MaskDecoder {
         let n4 = 4 * (D / 4), depth = c.depth
         let pAll = arena.alloc(B * depth * hw * hk), qAll = arena.alloc(B * depth * hk * n4)
         let muAll = arena.alloc(B * depth * hw), rAll = arena.alloc(B * depth * hw)
-        /// `keys + pe` of every prompt's image tokens, written by the norm after each image→token attention.
-        let kpeAll = arena.alloc(B * hw * D)
         let blk = 64
 
         /// The first layer's token→image attention, against the shared keys (transposed) and values, per prompt
@@ -207,8 +205,8 @@ extension MaskDecoder {
         /// softmax down the image tokens (`psam_softmax_online_cols`) and the weighted sums. `qp`: the projected
         /// queries. Writes the attention's output before its output projection to `o[rows, inner]`.
         ///
-        /// `keepKeys`: the updated keys and keys + pe are written back for a later layer; otherwise (the last
-        /// layer) they only pass through a block buffer.
+        /// `keepKeys`: the updated keys are written back for a later layer; otherwise (the last layer) they only pass
+        /// through a block buffer. Keys + pe always stay in a block buffer (the next pass adds pe again).
         func fusedPass(i2t a: Attn, layer: Int, norm nrm: Norm, kp: UnsafePointer<Float>, vp: UnsafePointer<Float>,
                        next t: Attn, qp: UnsafePointer<Float>, used: [Int]?, keepKeys: Bool, o: UnsafeMutablePointer<Float>) {
             let m = arena.mark()
@@ -219,12 +217,11 @@ extension MaskDecoder {
             let nu = used?.count ?? nt, hu = heads * nu
             let qu = arena.alloc(nu * inner), qk = arena.alloc(hu * D), qkt = arena.alloc(D * hu), ou = arena.alloc(nu * inner)
             let px = arena.alloc(hu * D), mx = arena.alloc(hu), sm = arena.alloc(hu), sb = arena.alloc(blk * hu)
-            let xs = arena.alloc(blk * D), ks = arena.alloc(blk * D)
+            let xs = arena.alloc(blk * D), ks = arena.alloc(blk * D), ki = arena.alloc(blk * D)
             if used != nil { o.update(repeating: 0, count: rows * inner) }
             for b in 0..<B {
                 let p = pAll + (b * depth + layer) * hw * hk
                 let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
-                let kpe = kpeAll + b * hw * D
                 // Image→token setup.
                 if layer > 0 {
                     // kq[h, i] = W_q,hᵀ k_h,i: image token j's score is kpe_j · kq[h, i] + b_q,h · k_h,i, kept
@@ -294,12 +291,15 @@ extension MaskDecoder {
                             }
                         }
                     } else {
-                        psam_sgemm_inplace(kpe + j0 * D, D, 1, kqt, hk, pj, hk, nr, hk, D, scale, cq, 0)
+                        // keys + pe of the block (not kept from the previous pass: adding pe again costs less memory
+                        // traffic than writing and reading it back).
+                        Ops.sumInto(ki, xb + j0 * D, pe + j0 * D, nr * D)
+                        psam_sgemm_inplace(ki, D, 1, kqt, hk, pj, hk, nr, hk, D, scale, cq, 0)
                     }
                     psam_softmax_lanes(pj, nr, hk, nt, heads)
                     // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm), then
                     // norm4, keeping the row statistics for the upscaling fold, and keys + pe.
-                    let xd = keepKeys ? xb + j0 * D : xs, kd = keepKeys ? kpe + j0 * D : ks
+                    let xd = keepKeys ? xb + j0 * D : xs, kd = ks
                     if !keepKeys && layer > 0 { xs.update(from: xb + j0 * D, count: nr * D) }
                     psam_sgemm_inplace(pj, hk, 1, vt, D, xd, D, nr, D, hk, 1, nil, layer > 0 ? 1 : 0)
                     psam_keys_norm(xd, layer == 0 ? UnsafePointer(s.keys + j0 * D) : nil, nr, D, nrm.w, nrm.b, 1e-5,
