@@ -280,16 +280,12 @@ extension MaskDecoder {
                     // Image→token: scores, softmax over each head's tokens.
                     if layer == 0 {
                         // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0t`): scores per head
-                        // ([nt, nr], row h·nt + i), then token-major.
+                        // (row i·heads + h of [nt·heads, nr]), transposed to token-major.
                         for h in 0..<heads {
-                            psam_scores_shared(kb + h * dh, inner, s.q0t + h * dh * hw + j0, hw, nt, nr, dh, scale, tmp + h * nt * blk, blk)
+                            psam_scores_shared(kb + h * dh, inner, s.q0t + h * dh * hw + j0, hw, nt, nr, dh, scale, tmp + h * blk,
+                                               heads * blk)
                         }
-                        for h in 0..<heads {
-                            for i in 0..<nt {
-                                let src = tmp + (h * nt + i) * blk, col = i * heads + h
-                                for j in 0..<nr { pj[j * hk + col] = src[j] }
-                            }
-                        }
+                        psam_transpose(tmp, hk, nr, blk, pj, hk)
                     } else {
                         // keys + pe of the block (not kept from the previous pass: adding pe again costs less memory
                         // traffic than writing and reading it back).
