@@ -8,24 +8,7 @@
  * are written to vectorise), chosen at run time. */
 #if defined(__x86_64__)
 #define PSAM_AVX2_POST __attribute__((target("avx2,fma")))
-static int post_has_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 #define PSAM_AVX512_POST __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-static int post_has_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    }
-    return cached;
-}
 #include <immintrin.h>
 #endif
 
@@ -108,7 +91,7 @@ void psam_mask_upscale(const psam_mask_upscale_args *a, const float *low, float 
     const float core = a->threshold + a->core_offset;
     int32_t box[4];
 #if defined(__x86_64__)
-    if (post_has_avx2())
+    if (psam_cpu_avx2_fma())
         upscale_avx2(lt, n, a->out_w, a->out_h, a->col_start, a->col_w, a->row_start, a->row_w, hi, lo, thr, core, h, mask, st,
                      box);
     else
@@ -256,11 +239,11 @@ PSAM_AVX512_POST static void weighted16_avx512(WEIGHTED_PARAMS) {
 #endif
 void psam_scores_shared(SCORES_PARAMS) {
 #if defined(__x86_64__)
-    if (post_has_avx512()) {
+    if (psam_cpu_avx512()) {
         scores_avx512(q, ldq, kt, ldk, nq, nk, d, scale, out, ldo);
         return;
     }
-    if (post_has_avx2()) {
+    if (psam_cpu_avx2_fma()) {
         scores_avx2(q, ldq, kt, ldk, nq, nk, d, scale, out, ldo);
         return;
     }
@@ -269,11 +252,11 @@ void psam_scores_shared(SCORES_PARAMS) {
 }
 void psam_weighted_rows(WEIGHTED_PARAMS) {
 #if defined(__x86_64__)
-    if (d == 16 && post_has_avx512()) {
+    if (d == 16 && psam_cpu_avx512()) {
         weighted16_avx512(p, ldp, v, ldv, nq, nk, d, out, ldo);
         return;
     }
-    if (d <= 64 && post_has_avx2()) {
+    if (d <= 64 && psam_cpu_avx2_fma()) {
         weighted_avx2(p, ldp, v, ldv, nq, nk, d, out, ldo);
         return;
     }
@@ -360,7 +343,7 @@ PSAM_AVX2_POST static void ln_row_avx2(const float *t, size_t w, size_t cout, si
 void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, const float *bias, const float *ln_w,
                               const float *ln_b, float eps, float *out) {
 #if defined(__x86_64__)
-    if (post_has_avx2())
+    if (psam_cpu_avx2_fma())
         ln_row_avx2(t, w, cout, y, bias, ln_w, ln_b, eps, out);
     else
 #endif
@@ -410,7 +393,7 @@ PSAM_AVX2_POST static void masks_t_avx2(MASKS_T_PARAMS) { MASKS_T_BODY }
 void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias,
                           const float *hyper, size_t count, float *masks, float *scratch) {
 #if defined(__x86_64__)
-    if (post_has_avx2()) {
+    if (psam_cpu_avx2_fma()) {
         masks_t_avx2(t, ld, rows, w, cout, y0, bias, hyper, count, masks, scratch);
         return;
     }
@@ -449,7 +432,7 @@ PSAM_AVX2_POST static void keys_norm_avx2(KEYS_NORM_PARAMS) { KEYS_NORM_BODY }
 #endif
 void psam_keys_norm(KEYS_NORM_PARAMS) {
 #if defined(__x86_64__)
-    if (post_has_avx2()) {
+    if (psam_cpu_avx2_fma()) {
         keys_norm_avx2(x, add, m, c, w, b, eps, mean, rstd, pe, xpe);
         return;
     }
@@ -476,7 +459,7 @@ PSAM_AVX2_POST static void rows_affine_avx2(float *t, size_t m, size_t n, const 
 #endif
 void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v) {
 #if defined(__x86_64__)
-    if (post_has_avx2()) {
+    if (psam_cpu_avx2_fma()) {
         rows_affine_avx2(t, m, n, mean, rstd, u, v);
         return;
     }

@@ -45,24 +45,6 @@ static void sgemm_rows(SGEMM_PARAMS) {
 #include <immintrin.h>
 #define PSAM_SG512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define PSAM_SG256 __attribute__((target("avx2,fma")))
-static int sg_has_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    }
-    return cached;
-}
-static int sg_has_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
-
 /* Both x86 kernels: k in blocks of KC (so that a block of a tall B stays in L2 while every row tile passes
  * over it), then column blocks of NZ vectors (the block of B a row tile streams stays in L1), then tiles of
  * MR rows. A tile keeps MR × NZ accumulators in registers; per k step it broadcasts MR values of A and
@@ -197,11 +179,11 @@ void psam_sgemm_inplace(SGEMM_PARAMS) {
         return;
     }
 #if defined(__x86_64__)
-    if (sg_has_avx512()) {
+    if (psam_cpu_avx512()) {
         sgemm_avx512(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
         return;
     }
-    if (sg_has_avx2()) {
+    if (psam_cpu_avx2_fma()) {
         sgemm_avx2(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
         return;
     }

@@ -94,8 +94,8 @@ int main(void) {
     names[nfns] = "generic", fns[nfns++] = sgemm_generic;
     names[nfns] = "rows", fns[nfns++] = sgemm_rows;
 #if defined(__x86_64__)
-    if (sg_has_avx2()) names[nfns] = "avx2", fns[nfns++] = sgemm_avx2;
-    if (sg_has_avx512()) names[nfns] = "avx512", fns[nfns++] = sgemm_avx512;
+    if (psam_cpu_avx2_fma()) names[nfns] = "avx2", fns[nfns++] = sgemm_avx2;
+    if (psam_cpu_avx512()) names[nfns] = "avx512", fns[nfns++] = sgemm_avx512;
 #endif
     printf("tested:");
     for (size_t v = 0; v < nfns; v++) printf(" %s", names[v]);

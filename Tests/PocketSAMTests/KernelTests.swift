@@ -86,7 +86,8 @@ final class KernelTests: XCTestCase {
     func testInPlaceGEMMAgainstTripleLoop() throws {
         let source = Self.root.appendingPathComponent("Tests/KernelTests/sgemm_test.c").path
         let include = Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path
-        let flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", include, source, "-lm"]
+        let cpuSource = Self.root.appendingPathComponent("Sources/PocketSAMKernels/cpu.c").path
+        let flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", include, source, cpuSource, "-lm"]
         let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
         let exe = FileManager.default.temporaryDirectory.appendingPathComponent("sgemm-test-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: exe) }

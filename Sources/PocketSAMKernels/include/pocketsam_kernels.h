@@ -179,6 +179,9 @@ void psam_scores_shared(const float *q, size_t ldq, const float *kt, size_t ldk,
 /* out[i·ldo + t] = Σ_{j<nk} p[i·ldp + j] · v[j·ldv + t] for i < nq, t < d. */
 void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, size_t nq, size_t nk, size_t d, float *out,
                         size_t ldo);
+/* Whether this CPU has AVX2 + FMA, and AVX-512 F/BW/VL/DQ (0 off x86-64); checked once. */
+int psam_cpu_avx2_fma(void);
+int psam_cpu_avx512(void);
 /* c[r·ldc + j] = alpha · Σ_{t<k} A(r, t) · b[t·ldb + j] + bias[j] (bias may be NULL), + the old c when
  * accumulate, for r < m, j < n; A(r, t) = a[r·ars + t·aks] (row-major A: ars = lda, aks = 1; transposed: ars = 1,
  * aks = lda). A is read in place (never copied): meant for a large A and a small, cache-resident B. */
