@@ -10,6 +10,7 @@
 #define PSAM_AVX2_POST __attribute__((target("avx2,fma")))
 #define PSAM_AVX512_POST __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #include <immintrin.h>
+#include "gelu_fast512.h"
 #endif
 
 /* The mask of `rows` output rows × `cols` output columns from low[n][n] (rows of `low` along the output
@@ -388,11 +389,42 @@ void psam_upscale_ln_gelu_row(const float *t, size_t w, size_t cout, size_t y, c
 static void masks_t_generic(MASKS_T_PARAMS) { MASKS_T_BODY }
 #if defined(__x86_64__)
 PSAM_AVX2_POST static void masks_t_avx2(MASKS_T_PARAMS) { MASKS_T_BODY }
+/* The same per 16 pixels in registers: bias, GELU and every mask's products over the cout channels without
+ * storing the GELU values (count ≤ 4). */
+PSAM_AVX512_POST static void masks_t_avx512(MASKS_T_PARAMS) {
+    const size_t np = rows * w, ow = 2 * w;
+    for (size_t s = 0; s < 4; s++) {
+        for (size_t p = 0; p < np; p += 16) {
+            const __mmask16 mk = np - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (np - p)) - 1u);
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (size_t c = 0; c < cout; c++) {
+                float *tc = t + (s * cout + c) * ld + p;
+                const __m512 g = psam_gelu_fast512(_mm512_add_ps(_mm512_maskz_loadu_ps(mk, tc), _mm512_set1_ps(bias[c])));
+                _mm512_mask_storeu_ps(tc, mk, g);
+                for (size_t m = 0; m < count; m++) acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(hyper[m * cout + c]), g, acc[m]);
+            }
+            for (size_t m = 0; m < count; m++) _mm512_mask_storeu_ps(scratch + m * np + p, mk, acc[m]);
+        }
+        const size_t dy = s >> 1, dx = s & 1;
+        for (size_t m = 0; m < count; m++) {
+            const float *acc = scratch + m * np;
+            float *mm = masks + m * ow * ow;
+            for (size_t r = 0; r < rows; r++) {
+                float *o = mm + dx * ow + 2 * (y0 + r) + dy;
+                for (size_t x = 0; x < w; x++) o[2 * x * ow] = acc[r * w + x];
+            }
+        }
+    }
+}
 #endif
 
 void psam_upscale_masks_t(float *t, size_t ld, size_t rows, size_t w, size_t cout, size_t y0, const float *bias,
                           const float *hyper, size_t count, float *masks, float *scratch) {
 #if defined(__x86_64__)
+    if (count <= 4 && psam_cpu_avx512()) {
+        masks_t_avx512(t, ld, rows, w, cout, y0, bias, hyper, count, masks, scratch);
+        return;
+    }
     if (psam_cpu_avx2_fma()) {
         masks_t_avx2(t, ld, rows, w, cout, y0, bias, hyper, count, masks, scratch);
         return;

@@ -9,6 +9,7 @@
 #include <math.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "gelu_fast512.h"
 #define PSAM_AVX512F __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define PSAM_AVX512FMA __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 /* AVX2 without FMA (bit-identical kernels: quantization, GELU) and with FMA (the rest). */
@@ -286,30 +287,9 @@ void psam_gelu_rows(float *x, size_t n) {
  * estimate refined by one Newton step; within a few 1e-7 of psam_gelu_rows. */
 #if defined(__x86_64__)
 PSAM_AVX512FMA static void gelu_fast_avx512(float *x, size_t n) {
-    const __m512 lim = _mm512_set1_ps(4.0f), s2 = _mm512_set1_ps(0.70710678118654752f), half = _mm512_set1_ps(0.5f);
-    const __m512 two = _mm512_set1_ps(2.0f);
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 mk = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
-        const __m512 v = _mm512_maskz_loadu_ps(mk, x + i);
-        const __m512 z = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, s2), lim), _mm512_sub_ps(_mm512_setzero_ps(), lim));
-        const __m512 z2 = _mm512_mul_ps(z, z);
-        __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
-        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.77068142495902e-08f));
-        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-2.10102402082508e-06f));
-        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-5.69250639462346e-05f));
-        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-7.34990630326855e-04f));
-        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-2.95459980854025e-03f));
-        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-1.60960333262415e-02f));
-        __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
-        q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-2.13374055278905e-04f));
-        q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-1.68282697438203e-03f));
-        q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-7.37332916720468e-03f));
-        q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-1.42647390514189e-02f));
-        __m512 r = _mm512_rcp14_ps(q);
-        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, two));
-        const __m512 e = _mm512_mul_ps(_mm512_mul_ps(z, p), r);
-        const __m512 hv = _mm512_mul_ps(half, v);
-        _mm512_mask_storeu_ps(x + i, mk, _mm512_fmadd_ps(hv, e, hv));
+        _mm512_mask_storeu_ps(x + i, mk, psam_gelu_fast512(_mm512_maskz_loadu_ps(mk, x + i)));
     }
 }
 #endif
