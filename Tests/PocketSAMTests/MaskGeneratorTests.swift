@@ -305,6 +305,25 @@ final class MaskGeneratorTests: XCTestCase {
         var rng = SystemRandomNumberGenerator()
         func rand(_ n: Int, _ a: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -a...a, using: &rng) } }
         func gelu(_ v: Float) -> Float { 0.5 * v * (1 + Float(erf(Double(v) / 2.0.squareRoot()))) }
+        // First stage: + bias, layer norm per output pixel, GELU (cout 64: SAM's, the AVX-512 body's registers).
+        for (w, cout, y) in [(1, 1, 0), (5, 7, 2), (3, 16, 1), (64, 64, 5), (9, 33, 0), (4, 256, 3)] {
+            let t = rand(w * cout * 4, 3), bias = rand(cout), lw = rand(cout), lb = rand(cout)
+            var out = [Float](repeating: .nan, count: (2 * y + 2) * 2 * w * cout)
+            psam_upscale_ln_gelu_row(t, w, cout, y, bias, lw, lb, 1e-6, &out)
+            for x in 0..<w {
+                for sp in 0..<4 {
+                    let v = (0..<cout).map { t[x * cout * 4 + sp * cout + $0] + bias[$0] }
+                    let mu = v.reduce(0, +) / Float(cout)
+                    let r = 1 / (v.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Float(cout) + 1e-6).squareRoot()
+                    let o = ((2 * y + sp / 2) * 2 * w + 2 * x + sp % 2) * cout
+                    for c in 0..<cout {
+                        let ref = gelu((v[c] - mu) * r * lw[c] + lb[c])
+                        XCTAssertEqual(out[o + c], ref, accuracy: 1e-4 * max(1, abs(ref)), "ln_gelu w \(w) cout \(cout)")
+                    }
+                }
+            }
+            XCTAssertTrue(out[0..<(2 * y * 2 * w * cout)].allSatisfy(\.isNaN), "ln_gelu writes above its rows")
+        }
         for (rows, w, cout, count, y0) in [(1, 1, 1, 1, 0), (3, 5, 7, 2, 1), (4, 128, 32, 3, 8), (2, 17, 33, 4, 3)] {
             let np = rows * w, ld = np + 3, ow = 2 * w
             let t = rand(4 * cout * ld), bias = rand(cout), hyper = rand(count * cout)
