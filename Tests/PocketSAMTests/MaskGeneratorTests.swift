@@ -305,7 +305,7 @@ final class MaskGeneratorTests: XCTestCase {
         var rng = SystemRandomNumberGenerator()
         func rand(_ n: Int, _ a: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -a...a, using: &rng) } }
         func gelu(_ v: Float) -> Float { 0.5 * v * (1 + Float(erf(Double(v) / 2.0.squareRoot()))) }
-        // First stage: + bias, layer norm per output pixel, GELU (cout 64: SAM's, the AVX-512 body's registers).
+        // First stage: + bias, layer norm per output pixel, GELU (cout 64 is SAM's).
         for (w, cout, y) in [(1, 1, 0), (5, 7, 2), (3, 16, 1), (64, 64, 5), (9, 33, 0), (4, 256, 3)] {
             let t = rand(w * cout * 4, 3), bias = rand(cout), lw = rand(cout), lb = rand(cout)
             var out = [Float](repeating: .nan, count: (2 * y + 2) * 2 * w * cout)
