@@ -391,8 +391,8 @@ extension MaskDecoder {
         // Upscaling and masks, one prompt at a time and one row of pixels at a time: each row's GEMM output
         // is finished (bias, norm, GELU, the hypernetwork products) while it is in cache.
         let mask = arena.mark()
-        // Rows per GEMM: enough that packing the weights is amortised, few enough that the output stays in
-        // L2 (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
+        // Rows of the first stage per step: enough for full GEMM tiles, few enough that its output stays in L2
+        // (chunk × 64 px × 256 floats, 256 KB at SAM's sizes).
         let chunk = 4
         // Each chunk of first-stage rows goes through the second stage at once (its 2·chunk output rows), so the
         // once-upscaled grid only ever exists one chunk at a time (in cache).
