@@ -226,19 +226,19 @@ extension MaskDecoder {
                 if layer > 0 {
                     // kq[h, i] = W_q,hᵀ k_h,i: image token j's score is kpe_j · kq[h, i] + b_q,h · k_h,i, kept
                     // transposed and token-major (column i·heads + h) as the GEMM's B, the constant as its bias.
+                    // kq rows are written token-major (row i·heads + h) like vt below.
                     wq!.withUnsafeBufferPointer { w in
                         for h in 0..<heads {
-                            Ops.matmul(arena, kb + h * dh, w.baseAddress! + h * dh * D, kq + h * nt * D, m: nt, n: D, k: dh,
-                                       lda: inner, ldb: D, ldc: D)
+                            Ops.matmul(arena, kb + h * dh, w.baseAddress! + h * dh * D, kq + h * D, m: nt, n: D, k: dh,
+                                       lda: inner, ldb: D, ldc: heads * D)
                         }
                     }
+                    psam_transpose(kq, hk, D, D, kqt, hk)
                     for h in 0..<heads {
                         for i in 0..<nt {
                             var acc: Float = 0
                             if let bq = a.q.b { for e in 0..<dh { acc += bq[h * dh + e] * kb[i * inner + h * dh + e] } }
                             cq[i * heads + h] = acc * scale
-                            let src = kq + (h * nt + i) * D, col = i * heads + h
-                            for e in 0..<D { kqt[e * hk + col] = src[e] }
                         }
                     }
                 }
