@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import PocketSAMFormat
 import PocketSAMQuantize
 import XCTest
@@ -44,9 +47,15 @@ final class LiteMedSAMConversionTests: XCTestCase {
             if e.dtype == .i8 { int8Count += 1 }
             if err > worst.error { worst = (e.name, err) }
         }
-        // Every linear and dense-conv weight with at least 1024 elements is int8.
-        let expectedInt8 = Self.expected.tensorSpecs().filter { $0.role.int8ScaleAxis != nil && $0.shape.reduce(1, *) >= 1024 }
-        XCTAssertEqual(int8Count, expectedInt8.count)
+        // Every linear and dense-conv weight with at least 1024 elements is int8, except the sensitive layers
+        // kept fp16 by default (`Converter.defaultKeepFP16`), which the file records.
+        let matrices = Self.expected.tensorSpecs().filter { $0.role.int8ScaleAxis != nil && $0.shape.reduce(1, *) >= 1024 }
+        let keep = Converter.defaultKeepFP16(Self.expected)
+        let kept = matrices.filter { spec in keep.contains { fnmatch($0, spec.name, 0) == 0 } }
+        XCTAssertEqual(kept.count, 9, "patch embedding, stage 0's two conv1, the three downsamplings' conv1 and conv3")
+        for spec in kept { XCTAssertEqual(file.tensor(named: spec.name)?.dtype, .f16, spec.name) }
+        XCTAssertEqual(int8Count, matrices.count - kept.count)
+        XCTAssertEqual(try file.metadata.string("psam.keep_fp16"), keep.joined(separator: " "))
         print("LiteMedSAM int8: \(bytes.count) bytes, \(int8Count) int8 tensors, worst relative RMS error \(worst.error) in \(worst.name)")
     }
 
@@ -88,6 +97,15 @@ final class LiteMedSAMConversionTests: XCTestCase {
         let r = try Converter.convert(ckpt, options: o)
         XCTAssertTrue(r.reports.filter { $0.name.hasPrefix("mask_decoder.") }.allSatisfy { $0.dtype == .f32 })
         XCTAssertTrue(r.reports.contains { $0.name.hasPrefix("image_encoder.") && $0.dtype == .i8 })
+        // --keep-fp16: the given patterns instead of the defaults; none at all.
+        o.keepFP16 = ["image_encoder.layers.3.*.fc2.weight"]
+        let k = try Converter.convert(ckpt, options: o)
+        XCTAssertEqual(k.reports.filter { $0.dtype == .f16 }.map(\.name),
+                       ["image_encoder.layers.3.blocks.0.mlp.fc2.weight", "image_encoder.layers.3.blocks.1.mlp.fc2.weight"])
+        o.keepFP16 = []
+        let none = try Converter.convert(ckpt, options: o)
+        XCTAssertFalse(none.reports.contains { $0.dtype == .f16 })
+        XCTAssertNil(none.writer.metadata["psam.keep_fp16"])
         let h = try Converter.convert(ckpt, options: .init(precision: .fp16))
         XCTAssertTrue(h.reports.allSatisfy { $0.dtype == .f16 })
         let bytes = try h.writer.serialize()

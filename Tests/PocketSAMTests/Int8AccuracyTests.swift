@@ -15,18 +15,18 @@ import XCTest
 /// Pearson correlation of the low-res logits, ≥ 0.99 (asserted as is, like the predicted-IoU bound).
 ///
 /// Mask IoU bounds here: mean ≥ 0.975 and every case ≥ 0.90, looser than the issue's. The numeric reason: a
-/// thresholded mask on an ambiguous object flips whole regions on last-bit changes upstream, and GPTQ's
-/// discrete rounding amplifies last-bit changes in the calibration run. Measured with the default conversion
-/// (GPTQ, SmoothQuant α 0.25 on the MLP inputs) and OpenBLAS's SkylakeX kernels: mean 0.9863, worst 0.9626;
-/// without smoothing 0.9818 / 0.9148 (chelsea box+point), and other smoothing strengths give worst cases
-/// from 0.946 to 0.963 (`Converter.smoothingFactors`); earlier, OpenBLAS's Prescott kernels instead of
-/// SkylakeX moved the worst case by 0.04. The logit correlations stay ≥ 0.999 throughout.
+/// thresholded mask on an ambiguous object (the rocket and camera boxes, predicted IoU 0.66–0.79) flips whole
+/// regions on small changes upstream, and GPTQ's discrete rounding turns small changes of the calibration into
+/// different weights. Measured with the default conversion (GPTQ on `calibrationImages`, SmoothQuant α 0.25 on
+/// the MLP inputs, `Converter.defaultKeepFP16` layers fp16), OpenBLAS SkylakeX: mean 0.9862, worst 0.9573
+/// (rocket box+point). Calibrated on other images the same conversion gives worst cases of 0.944–0.961 (3 or 8
+/// images, or 4 other scikit-image images), and with OpenBLAS's default kernels in the calibration run 0.951;
+/// an exact encoder with the int8 decoder gives 0.980. So the issue's 0.95 per case is met by the default
+/// file, without a margin. The logit correlations stay ≥ 0.999.
 ///
-/// Embedding cosine: the issue asks ≥ 0.999; this path reaches 0.99876–0.99947 on the 8 images, so the
-/// bound here is 0.9985, below the issue's bar, which stays open. The numeric reason, measured: with
-/// these GPTQ weights and every activation kept fp32 the worst cosine is 0.99918; int8 activations in
-/// stages 1–3 (per-row u8 after layer norms with outlier channels) take it to 0.99875, and no single
-/// layer group accounts for it (fp32 activations for any one stage or the neck give ≤ 0.99894).
+/// Embedding cosine: the issue's 0.999, asserted as is. Measured 0.99917 (worst of the 8 images, cell) with the
+/// default conversion; 0.99876 without the fp16 layers. The other calibration sets above give 0.99875–0.99894,
+/// so a change of calibration images (not of this test's inputs) can move it under the bar.
 final class Int8AccuracyTests: XCTestCase {
     /// Calibration images (scikit-image's, none of them among the test images; scripts/fetch-assets.sh).
     static let calibrationImages = ["motorcycle_right.png", "moon.png", "phantom.png", "microaneurysms.png"]
@@ -37,6 +37,15 @@ final class Int8AccuracyTests: XCTestCase {
     nonisolated(unsafe) static let built: Result<Model, Error> = Result { try makeInt8Model() }
 
     static func makeInt8Model() throws -> Model {
+        // PSAM_INT8_MODEL=file.psam judges that file instead (e.g. one converted with other options by
+        // pocketsam-quantize), for measuring a conversion choice against the same fixtures and bars.
+        if let path = ProcessInfo.processInfo.environment["PSAM_INT8_MODEL"], !path.isEmpty {
+            let model = try Model(file: try PSAMFile(storage: ByteStorage(mapping: path)))
+            XCTAssertLessThanOrEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? .max, 11_000_000,
+                                     "the int8 LiteMedSAM file must stay at most 11 MB")
+            print("Int8AccuracyTests: judging \(path) (PSAM_INT8_MODEL)")
+            return model
+        }
         let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))
         var o = ConversionOptions()
         let fp32 = try Converter.convert(ckpt, options: .init(precision: .fp32)).writer.serialize()
@@ -86,7 +95,7 @@ final class Int8AccuracyTests: XCTestCase {
                 let sub = (0..<32).flatMap { c in ours[(c * 8 * plane)..<((c * 8 + 1) * plane)] }
                 let cos = Self.cosine(try LiteMedSAMParityTests.npy("\(stem)_embedding_every8.npy").floats, sub)
                 worstCosine = min(worstCosine, cos)
-                XCTAssertGreaterThanOrEqual(cos, 0.9985, "\(stem): embedding cosine \(cos) (see the class comment)")
+                XCTAssertGreaterThanOrEqual(cos, 0.999, "\(stem): embedding cosine \(cos) (see the class comment)")
                 table.append("\(stem.padding(toLength: 12, withPad: " ", startingAt: 0)) embedding    cosine \(String(format: "%.5f", cos))")
             } else {
                 XCTFail("\(stem): no full embedding fixture")

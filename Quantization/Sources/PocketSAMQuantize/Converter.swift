@@ -18,6 +18,9 @@ public struct ConversionOptions: Sendable {
     public var minInt8Elements: Int = 1024
     /// Glob patterns (fnmatch) of tensor names that stay fp32 whatever the precision.
     public var keepFP32: [String] = []
+    /// Glob patterns of weight matrices stored as fp16 in an int8 conversion (the runtime computes them in
+    /// fp32). nil: the defaults for the detected model (`Converter.defaultKeepFP16`).
+    public var keepFP16: [String]?
     /// Glob patterns of int8 weights whose layers run with fp32 activations: stored int8 row-major
     /// (layout 0), so the runtime dequantizes them at load instead of running its int8 kernels. nil:
     /// the defaults for the detected model (`Converter.defaultFP32Activations`).
@@ -128,6 +131,7 @@ public enum Converter {
         let specs = config.tensorSpecs()
         let fp32Act = options.fp32Activations ?? defaultFP32Activations(config)
         var options = options
+        if options.precision == .int8, options.keepFP16 == nil { options.keepFP16 = defaultKeepFP16(config) }
         // Smoothing needs the calibration moments (so int8 conversions with --calibrate); it is exact in fp32, which
         // an fp32 conversion given moments shows (Int8AccuracyTests.testSmoothingKeepsTheFP32Outputs).
         let smoothing = options.precision != .fp16
@@ -188,6 +192,9 @@ public enum Converter {
         writer.metadata["psam.precision"] = .string(options.precision.rawValue)
         writer.metadata["psam.quantization"] = .string("int8 symmetric per output channel (per group where a channel misses the error limit), fp32 scales, linear/conv weights packed panels16x4")
         if !options.keepFP32.isEmpty { writer.metadata["psam.keep_fp32"] = .string(options.keepFP32.joined(separator: " ")) }
+        if options.precision == .int8, let k = options.keepFP16, !k.isEmpty {
+            writer.metadata["psam.keep_fp16"] = .string(k.joined(separator: " "))
+        }
         if let c = options.calibrationNote { writer.metadata["psam.calibration"] = .string(c) }
         if options.precision == .int8, !fp32Act.isEmpty { writer.metadata["psam.fp32_activations"] = .string(fp32Act.joined(separator: " ")) }
         if !smoothing.isEmpty, let a = options.smoothingAlpha {
@@ -227,6 +234,7 @@ public enum Converter {
                 for (norm, lin, n) in [(p + "mlp.norm", p + "mlp.fc1", t.mlpHiddenDims[st])] {
                     let wname = lin + ".weight"
                     guard let h = o.hessians[wname], h.count == d * d, !matches(wname, o.keepFP32),
+                          !matches(wname, o.keepFP16 ?? []),
                           !matches(wname, fp32Activations) else { continue }
                     let w = try weight(wname, [n, d])
                     var s = [Float](repeating: 1, count: d)
@@ -265,6 +273,21 @@ public enum Converter {
                 "image_encoder.layers.*.downsample.conv1.weight"]
     }
 
+    /// Weight matrices kept fp16 in int8 conversions by default: TinyViT's few small layers whose int8 weights
+    /// cost the most accuracy per byte. Measured by Tests/Reference/int8_sensitivity.py (PyTorch, the real
+    /// LiteMedSAM checkpoint, 6 non-test images, one layer's weights rounded to int8 per channel at a time,
+    /// worst 1 − embedding cosine): `downsample.conv1` of stage 0 4.7e-3, the patch embedding's second conv
+    /// 2.8e-3, stage 0's first `conv1` 3.4e-3, `downsample.conv3` of stage 1 1.7e-3 and of stage 2 8.0e-4, of
+    /// stage 0 5.2e-4 — against 1e-5 to 4e-4 for every other layer, most of which are 4–20× larger. Together
+    /// 257 k parameters (+0.25 MB as fp16). With them fp16 (Int8AccuracyTests, GPTQ on the 4 calibration
+    /// images) the worst embedding cosine goes 0.99876 → 0.99916; the first four already ran with fp32
+    /// activations, so only the three `downsample.conv3` change speed (0.8 GMAC now fp32).
+    public static func defaultKeepFP16(_ c: ModelConfig) -> [String] {
+        guard case .tinyViT = c.encoder else { return [] }
+        return ["image_encoder.patch_embed.*", "image_encoder.layers.0.blocks.*.conv1.weight",
+                "image_encoder.layers.*.downsample.*"]
+    }
+
     static func store(_ spec: TensorSpec, _ w: [Float], _ o: ConversionOptions, fp32Activations: [String],
                       _ writer: inout PSAMWriter) throws(CheckpointError) -> TensorReport {
         var report = TensorReport(name: spec.name, shape: spec.shape, role: spec.role, dtype: .f32, relativeRMSError: 0, note: "")
@@ -296,6 +319,10 @@ public enum Converter {
         case .int8:
             guard let axis = spec.role.int8ScaleAxis, w.count >= o.minInt8Elements else {
                 try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
+                return report
+            }
+            if matches(spec.name, o.keepFP16 ?? []) {
+                try storeF16("kept fp16 (sensitive layer)")
                 return report
             }
             // One scale per output channel; where that misses the error limit, one per group of 256,

@@ -55,6 +55,10 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .customLong("keep-fp32"), help: "Keep tensors whose name matches this glob in fp32 (repeatable).")
     var keepFP32: [String] = []
 
+    @Option(name: .customLong("keep-fp16"),
+            help: "In an int8 conversion, store weight matrices whose name matches this glob as fp16 (repeatable; 'none' for none; default: the measured sensitive layers of TinyViT models).")
+    var keepFP16: [String] = []
+
     @Option(name: .customLong("calibrate"), help: "A calibration image (JPEG/PNG) for GPTQ rounding (repeatable).")
     var calibrate: [String] = []
 
@@ -95,6 +99,7 @@ struct QuantizeCommand: ParsableCommand {
         options.keepFP32 = keepFP32
         options.maxInt8RelativeError = maxInt8Error
         options.smoothingAlpha = smoothingAlpha
+        if !keepFP16.isEmpty { options.keepFP16 = keepFP16.filter { $0 != "none" } }
         if !fp32Activations.isEmpty { options.fp32Activations = fp32Activations.filter { $0 != "none" } }
         do {
             if let input {
