@@ -18,11 +18,32 @@ enum Ops {
     /// the thread count, so results are bit-identical for 1 or N threads.
     static func linear(_ ctx: Arena, _ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
                        lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
+        if m >= inPlaceMinRows, k <= inPlaceMaxK, n > 0 {
+            // Many rows, short dot products: the in-place GEMM on the weights transposed once into scratch
+            // (OpenBLAS would pack the weights and clear the output again for every row chunk), in blocks of
+            // rows × columns fixed by the shape, bias and GELU on each block while it is in cache.
+            let mark = ctx.mark()
+            let bt = ctx.alloc(k * n)
+            psam_transpose(w, n, k, k, bt, n)
+            var t = ColumnTask(kind: .linearInPlace, a: a, b: UnsafePointer(bt), c: out, bias: bias, m: m, n: n, k: k,
+                               lda: lda ?? k, ldb: n, ldc: ldo ?? n)
+            t.gelu = gelu
+            t.colBlocks = max(1, (n + 255) / 256)
+            t.width = ((n + t.colBlocks - 1) / t.colBlocks + 15) & ~15
+            t.rowsPer = 192
+            ctx.macs &+= m * n * k
+            ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * t.colBlocks)
+            ctx.reset(to: mark)
+            return
+        }
         var t = ColumnTask(kind: .linear, a: a, b: w, c: out, bias: bias, m: m, n: n, k: k, lda: lda ?? k, ldb: k, ldc: ldo ?? n)
         t.gelu = gelu
         ctx.macs &+= m * n * k
         ctx.parallelColumns(&t, work: m * n * k)
     }
+
+    /// fp32 linears with at least this many rows and at most this many inputs run on `psam_sgemm_inplace`.
+    static let inPlaceMinRows = 1024, inPlaceMaxK = 640
 
     /// A linear (or im2col'd convolution) layer, then GELU if `gelu`: fp32 through `linear` above, or, for
     /// packed int8 weights, per-row u8 quantization of `a` and the int8 GEMM kernel with the bias and GELU
@@ -371,7 +392,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale, callback, im2col }
+    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale, callback, im2col }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -478,6 +499,16 @@ struct ColumnTask {
                 psam_depthwise_rows(a, lda, ldb, n, b, bias, k, stride, pad, c, ldc, y0, y1, gelu ? 1 : 0)
             }
             return
+        case .linearInPlace:
+            // Rows [r0, r1) × columns [n0, n1) of a · bᵀ with b transposed to [k][n] (stride ldb), + bias, GELU.
+            let rb = i / colBlocks, cb = i % colBlocks
+            let r0 = rb * rowsPer, r1 = min(m, r0 + rowsPer)
+            let n0 = cb * width, n1 = min(n, n0 + width)
+            guard r0 < r1, n0 < n1, let a, let b else { return }
+            psam_sgemm_inplace(a + r0 * lda, lda, 1, b + n0, ldb, c + r0 * ldc + n0, ldc, r1 - r0, n1 - n0, k, 1,
+                               bias.map { $0 + n0 }, 0)
+            if gelu { psam_bias_gelu_rows(c + r0 * ldc + n0, r1 - r0, n1 - n0, ldc, nil, 1) }
+            return
         case .qgemm:
             let rb = i / colBlocks, cb = i % colBlocks
             let r0 = rb * rowsPer, r1 = min(m, r0 + rowsPer)
@@ -520,7 +551,7 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
-        case .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback, .im2col:
+        case .linearInPlace, .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback, .im2col:
             break
         }
     }

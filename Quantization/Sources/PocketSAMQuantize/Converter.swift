@@ -280,7 +280,7 @@ public enum Converter {
     /// 2.8e-3, stage 0's first `conv1` 3.4e-3, `downsample.conv3` of stage 1 1.7e-3 and of stage 2 8.0e-4, of
     /// stage 0 5.2e-4 — against 1e-5 to 4e-4 for every other layer, most of which are 4–20× larger. Together
     /// 257 k parameters (+0.25 MB as fp16). With them fp16 (Int8AccuracyTests, GPTQ on the 4 calibration
-    /// images) the worst embedding cosine goes 0.99876 → 0.99916; the first four already ran with fp32
+    /// images) the worst embedding cosine goes 0.99875 → 0.99915; the first four already ran with fp32
     /// activations, so only the three `downsample.conv3` change speed (0.8 GMAC now fp32).
     public static func defaultKeepFP16(_ c: ModelConfig) -> [String] {
         guard case .tinyViT = c.encoder else { return [] }
