@@ -9,8 +9,6 @@ enum GPTQ {
     /// when `H` is not positive definite even after damping.
     static func quantize(_ w: [Float], n: Int, k: Int, hessian h: [Float], groupSize: Int,
                          damping: Double = 0.01) -> (values: [Int8], scales: [Float])? {
-        let g = groupSize == 0 ? k : groupSize
-        let groups = k / g
         // Per-channel scales: quantize the columns with the largest input energy first ("act order"),
         // so the error of the important inputs is compensated by the others. With groups, keep the order.
         if groupSize == 0, k > 1 {
