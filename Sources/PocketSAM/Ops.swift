@@ -13,9 +13,10 @@ typealias CPtr = UnsafePointer<Float>
 /// contiguous channels.
 enum Ops {
     /// `out[M, N] = a[M, K] · w[N, K]ᵀ (+ bias[N])`, with row strides `lda`, `ldo` (PyTorch's Linear).
-    /// Output columns are split into blocks fixed by the shape, run on the session's threads (each a
-    /// single-threaded sgemm): every element is the same K-long dot product in the same order whatever
-    /// the thread count, so results are bit-identical for 1 or N threads.
+    /// The work is split into blocks fixed by the shape (row × column blocks on `psam_sgemm_inplace` for many
+    /// rows and short dot products, else column blocks, each a single-threaded OpenBLAS sgemm), run on the
+    /// session's threads: every element is the same K-long dot product in the same order whatever the
+    /// thread count, so results are bit-identical for 1 or N threads.
     static func linear(_ ctx: Arena, _ a: CPtr, _ w: CPtr, _ bias: CPtr?, _ out: FPtr, m: Int, n: Int, k: Int,
                        lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
         if m >= inPlaceMinRows, k <= inPlaceMaxK, n > 0 {

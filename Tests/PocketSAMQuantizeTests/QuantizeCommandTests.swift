@@ -72,6 +72,10 @@ final class QuantizeCommandTests: XCTestCase {
         let u = try run([evilPath.path])
         XCTAssertNotEqual(u.status, 0)
         XCTAssertTrue(u.stderr.contains("--output"), u.stderr)
+        // --keep-fp16 with a precision that has no int8 tensors.
+        let k = try run([evilPath.path, "-o", out, "--precision", "fp32", "--keep-fp16", "*"])
+        XCTAssertNotEqual(k.status, 0)
+        XCTAssertTrue(k.stderr.contains("--keep-fp16 applies to int8"), k.stderr)
     }
 
     /// `--random ARCH`: a model of the published architecture that reads back with exactly the preset's

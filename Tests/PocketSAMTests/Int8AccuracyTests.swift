@@ -46,6 +46,7 @@ final class Int8AccuracyTests: XCTestCase {
             XCTAssertLessThanOrEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? .max, 11_000_000,
                                      "the int8 LiteMedSAM file must stay at most 11 MB")
             print("Int8AccuracyTests: judging \(path) (PSAM_INT8_MODEL)")
+            XCTAssertGreaterThan(model.int8Layers, 40, "PSAM_INT8_MODEL: the int8 kernels are not in use")
             return model
         }
         let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))

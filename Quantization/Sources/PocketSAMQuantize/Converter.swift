@@ -278,10 +278,13 @@ public enum Converter {
     /// LiteMedSAM checkpoint, 6 non-test images, one layer's weights rounded to int8 per channel at a time,
     /// worst 1 − embedding cosine): `downsample.conv1` of stage 0 4.7e-3, the patch embedding's second conv
     /// 2.8e-3, stage 0's first `conv1` 3.4e-3, `downsample.conv3` of stage 1 1.7e-3 and of stage 2 8.0e-4, of
-    /// stage 0 5.2e-4 — against 1e-5 to 4e-4 for every other layer, most of which are 4–20× larger. Together
-    /// 257 k parameters (+0.25 MB as fp16). With them fp16 (Int8AccuracyTests, GPTQ on the 4 calibration
-    /// images) the worst embedding cosine goes 0.99875 → 0.99915; the first four already ran with fp32
-    /// activations, so only the three `downsample.conv3` change speed (0.8 GMAC now fp32).
+    /// stage 0 5.2e-4, `downsample.conv1` of stages 1 and 2 5.0e-4 and 3.2e-4, stage 0's second `conv1` 4.0e-4 —
+    /// against 1e-5 to 4e-4 for every other layer, most of which are 4–20× larger. Together 259 k parameters
+    /// (+0.25 MB as fp16). With them fp16 (Int8AccuracyTests, GPTQ on the 4 calibration images) the worst
+    /// embedding cosine goes 0.99875 → 0.99915; the `conv1` layers and the patch
+    /// embedding already ran with fp32 activations (`defaultFP32Activations`, which these defaults now cover), so
+    /// only the three `downsample.conv3` change speed (0.8 GMAC now fp32). MobileSAM shares the structure and
+    /// the defaults; it was not measured (no trained checkpoint here).
     public static func defaultKeepFP16(_ c: ModelConfig) -> [String] {
         guard case .tinyViT = c.encoder else { return [] }
         return ["image_encoder.patch_embed.*", "image_encoder.layers.0.blocks.*.conv1.weight",
@@ -322,7 +325,7 @@ public enum Converter {
                 return report
             }
             if matches(spec.name, o.keepFP16 ?? []) {
-                try storeF16("kept fp16 (sensitive layer)")
+                try storeF16("kept fp16 (--keep-fp16)")
                 return report
             }
             // One scale per output channel; where that misses the error limit, one per group of 256,

@@ -84,6 +84,9 @@ struct QuantizeCommand: ParsableCommand {
         guard smoothingAlpha.isFinite, smoothingAlpha >= 0, smoothingAlpha <= 1 else {
             throw ValidationError("--smoothing-alpha must be between 0 and 1")
         }
+        if !keepFP16.isEmpty, precision != .int8 {
+            throw ValidationError("--keep-fp16 applies to int8 conversions (--precision \(precision.rawValue) stores every tensor so)")
+        }
         guard maxInt8Error.isFinite, maxInt8Error > 0 else {
             throw ValidationError("--max-int8-error must be a positive number")
         }
