@@ -3,12 +3,13 @@
 /// quantized in order and each column's rounding error is spread over the columns not yet quantized,
 /// weighted by the inverse Hessian, so that the layer's output error `‖(W − Ŵ) X‖` is minimised rather
 /// than the weight error. Scales are chosen per output channel (or per group, when the group starts)
-/// exactly as plain rounding chooses them (`Quantizer.bestScale`).
-enum GPTQ {
+/// exactly as plain rounding chooses them (`Quantizer.bestScale`); with one scale per channel, each is then
+/// refitted to the output once the codes are fixed (least squares in the `H` norm: s = qᵀHw / qᵀHq).
+public enum GPTQ {
     /// Returns the int8 values (row-major `[N][K]`) and scales (channel-major, as `Quantizer`), or nil
     /// when `H` is not positive definite even after damping.
-    static func quantize(_ w: [Float], n: Int, k: Int, hessian h: [Float], groupSize: Int,
-                         damping: Double = 0.01) -> (values: [Int8], scales: [Float])? {
+    public static func quantize(_ w: [Float], n: Int, k: Int, hessian h: [Float], groupSize: Int,
+                                damping: Double = 0.01, refitScales: Bool = true) -> (values: [Int8], scales: [Float])? {
         // Per-channel scales: quantize the columns with the largest input energy first ("act order"),
         // so the error of the important inputs is compensated by the others. With groups, keep the order.
         if groupSize == 0, k > 1 {
@@ -16,16 +17,17 @@ enum GPTQ {
             var wp = [Float](repeating: 0, count: n * k), hp = [Float](repeating: 0, count: k * k)
             for r in 0..<n { for c in 0..<k { wp[r * k + c] = w[r * k + perm[c]] } }
             for i in 0..<k { for j in 0..<k { hp[i * k + j] = h[perm[i] * k + perm[j]] } }
-            guard let (qp, sc) = quantizeInOrder(wp, n: n, k: k, hessian: hp, groupSize: 0, damping: damping) else { return nil }
+            guard let (qp, sc) = quantizeInOrder(wp, n: n, k: k, hessian: hp, groupSize: 0, damping: damping,
+                                                 refitScales: refitScales) else { return nil }
             var q = [Int8](repeating: 0, count: n * k)
             for r in 0..<n { for c in 0..<k { q[r * k + perm[c]] = qp[r * k + c] } }
             return (q, sc)
         }
-        return quantizeInOrder(w, n: n, k: k, hessian: h, groupSize: groupSize, damping: damping)
+        return quantizeInOrder(w, n: n, k: k, hessian: h, groupSize: groupSize, damping: damping, refitScales: refitScales)
     }
 
     static func quantizeInOrder(_ w: [Float], n: Int, k: Int, hessian h: [Float], groupSize: Int,
-                                damping: Double) -> (values: [Int8], scales: [Float])? {
+                                damping: Double, refitScales: Bool) -> (values: [Int8], scales: [Float])? {
         let g = groupSize == 0 ? k : groupSize
         let groups = k / g
         // Work in double: K up to a few thousand, and the Cholesky factors must stay accurate.
@@ -75,6 +77,22 @@ enum GPTQ {
                     let row = b.baseAddress! + j * n
                     for r in 0..<n { row[r] -= err[r] * f }
                 }
+            }
+        }
+        if groups == 1, refitScales {
+            // The codes fixed, each channel's scale refitted to the layer's output: s = qᵀHw / qᵀHq (the
+            // minimum over s of (w − s·q)ᵀ H (w − s·q), the calibration output error of the channel).
+            var hq = [Double](repeating: 0, count: k)
+            for r in 0..<n {
+                for i in 0..<k {
+                    var acc = 0.0
+                    for j in 0..<k where q[r * k + j] != 0 { acc += Double(h[i * k + j]) * Double(q[r * k + j]) }
+                    hq[i] = acc
+                }
+                var num = 0.0, den = 0.0
+                for i in 0..<k { num += Double(w[r * k + i]) * hq[i]; den += Double(q[r * k + i]) * hq[i] }
+                let sNew = num / den
+                if den > 0, sNew.isFinite, sNew > 0 { scales[r] = Float(sNew) }
             }
         }
         return (q, scales)
