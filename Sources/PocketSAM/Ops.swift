@@ -449,6 +449,12 @@ struct ColumnTask {
         self.ldc = ldc
     }
 
+    /// Block i of `rowsPer` rows × `width` columns, column-major in the block index (`colBlocks` per row block).
+    func rowColumnBlock(_ i: Int) -> (r0: Int, r1: Int, n0: Int, n1: Int) {
+        let r0 = (i / colBlocks) * rowsPer, n0 = (i % colBlocks) * width
+        return (r0, min(m, r0 + rowsPer), n0, min(n, n0 + width))
+    }
+
     func run(block i: Int) {
         switch kind {
         case .quantize:
@@ -502,18 +508,14 @@ struct ColumnTask {
             return
         case .linearInPlace:
             // Rows [r0, r1) × columns [n0, n1) of a · bᵀ with b transposed to [k][n] (stride ldb), + bias, GELU.
-            let rb = i / colBlocks, cb = i % colBlocks
-            let r0 = rb * rowsPer, r1 = min(m, r0 + rowsPer)
-            let n0 = cb * width, n1 = min(n, n0 + width)
+            let (r0, r1, n0, n1) = rowColumnBlock(i)
             guard r0 < r1, n0 < n1, let a, let b else { return }
             psam_sgemm_inplace(a + r0 * lda, lda, 1, b + n0, ldb, c + r0 * ldc + n0, ldc, r1 - r0, n1 - n0, k, 1,
                                bias.map { $0 + n0 }, 0)
             if gelu { psam_bias_gelu_rows(c + r0 * ldc + n0, r1 - r0, n1 - n0, ldc, nil, 1) }
             return
         case .qgemm:
-            let rb = i / colBlocks, cb = i % colBlocks
-            let r0 = rb * rowsPer, r1 = min(m, r0 + rowsPer)
-            let n0 = cb * width, n1 = min(n, n0 + width)
+            let (r0, r1, n0, n1) = rowColumnBlock(i)
             guard r0 < r1, n0 < n1 else { return }
             var p = qargs
             p.a = p.a.map { $0 + r0 * p.lda }
