@@ -153,13 +153,19 @@ enum Ops {
     /// Attention inside `windows` windows of `wn` tokens each, all at once: `qkv[windows·wn, lda]` holds
     /// per head `[q | k | v]` (`kd` wide each), `bias` (optional) `[heads, wn, wn]` is added to the scaled
     /// scores; output `[windows·wn, ldo]`, head h at columns h·kd. Windows are split across threads.
+    /// With `fp16` (int8 models) and a CPU with AVX-512 FP16, q, k, v and the probabilities are rounded to fp16
+    /// and multiplied and summed in fp16 in short chains (`psam_window_attention_fp16`), at twice the fp32 rate; on
+    /// LiteMedSAM that moves 1 − cosine of the embedding by 3e-7 (Tests/Reference/int8_sensitivity.py
+    /// --attention-fp16), against the int8 weights' 9e-4. Elsewhere it is the fp32 kernel.
     static func windowAttention(_ ctx: Arena, qkv: CPtr, lda: Int, windows: Int, wn: Int, heads: Int, kd: Int,
-                                scale: Float, bias: CPtr?, out: FPtr, ldo: Int) {
+                                scale: Float, bias: CPtr?, out: FPtr, ldo: Int, fp16: Bool = false) {
         let mark = ctx.mark()
-        var t = ColumnTask(kind: .windowAttention, a: qkv, b: bias, c: out, bias: nil, m: wn, n: heads, k: kd, lda: lda, ldb: 0,
-                           ldc: ldo)
+        let useFP16 = fp16 && psam_window_attention_fp16_fast(kd) != 0
+        var t = ColumnTask(kind: useFP16 ? .windowAttentionFP16 : .windowAttention, a: qkv, b: bias, c: out, bias: nil, m: wn,
+                           n: heads, k: kd, lda: lda, ldb: 0, ldc: ldo)
         t.alpha = scale
-        t.scratch = ctx.alloc(windows * (wn * wn + kd * wn))
+        t.ldq = useFP16 ? psam_window_attention_fp16_scratch(wn, kd) : wn * wn + kd * wn
+        t.scratch = ctx.alloc(windows * t.ldq)
         ctx.macs &+= windows * heads * wn * wn * kd * 2
         ctx.parallelBlocks(&t, blocks: windows)
         ctx.reset(to: mark)
@@ -393,7 +399,8 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, fewKeysAttention, maskUpscale, callback, im2col }
+    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, qgemm, depthwise, layerNorm, windowAttention, windowAttentionFP16,
+                  fewKeysAttention, maskUpscale, callback, im2col }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -414,7 +421,7 @@ struct ColumnTask {
     var qa: UnsafeMutablePointer<UInt8>?
     var qz: UnsafeMutablePointer<Int32>?
     var ldq = 0
-    /// `.layerNorm`: epsilon; `.windowAttention`: per-window score scratch.
+    /// `.layerNorm`: epsilon; `.windowAttention`: per-window score scratch (`ldq` floats per window).
     var eps: Float = 0
     var scratch: FPtr?
     /// `.depthwise`: stride, padding, fused GELU.
@@ -493,7 +500,11 @@ struct ColumnTask {
             // Window i: rows [i·m, (i+1)·m) of qkv (stride lda; per head [q | k | v], k wide each);
             // scores scaled by alpha, plus bias[h] (m×m), softmax, times v, into c (stride ldc).
             guard let a, let scratch else { return }
-            psam_window_attention(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * (m * m + k * m))
+            psam_window_attention(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * ldq)
+            return
+        case .windowAttentionFP16:
+            guard let a, let scratch else { return }
+            psam_window_attention_fp16(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * ldq)
             return
         case .depthwise:
             let y0 = i * rowsPer, y1 = min(m, y0 + rowsPer)
@@ -554,7 +565,7 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
-        case .linearInPlace, .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .fewKeysAttention, .maskUpscale, .callback, .im2col:
+        case .linearInPlace, .quantize, .qgemm, .depthwise, .layerNorm, .windowAttention, .windowAttentionFP16, .fewKeysAttention, .maskUpscale, .callback, .im2col:
             break
         }
     }

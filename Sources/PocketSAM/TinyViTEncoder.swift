@@ -168,9 +168,11 @@ struct TinyViTEncoder {
         }
         Ops.layerNorm(arena, tok, tok, m: T, c: d, wt.norm, eps: Self.eps)
         Ops.linear(arena, tok, wt.qkv, qkv, m: T, n: 3 * d, k: d)
-        // Per head the qkv columns are [q | k | v], each kd wide (attn_ratio 1). The output reuses `tok`.
+        // Per head the qkv columns are [q | k | v], each kd wide (attn_ratio 1). The output reuses `tok`. With int8
+        // projections (an int8 model), in fp16 where the CPU has it.
         Ops.windowAttention(arena, qkv: qkv, lda: 3 * d, windows: windows, wn: wn, heads: heads, kd: kd,
-                            scale: 1 / Float(kd).squareRoot(), bias: bias, out: tok, ldo: d)
+                            scale: 1 / Float(kd).squareRoot(), bias: bias, out: tok, ldo: d,
+                            fp16: wt.qkv.q != nil)
         Ops.linear(arena, tok, wt.proj, qkv, m: T, n: d, k: d)
         for wy in 0..<nw {
             for wx in 0..<nw {

@@ -388,6 +388,72 @@ static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
     free(qkv); free(bias); free(ref); free(got); free(scratch);
 }
 
+/* ---- window attention in fp16 ----
+ * Each variant (the dispatched function and, where the CPU has AVX-512 FP16, the vector body) against the
+ * generic body, which emulates the fp16 rounding with _Float16. q·scale, k, v, the scores and the fp16 chains
+ * round the same in both; the probabilities do not quite: the vector softmax's polynomial exp differs from expf
+ * by ~2e-7, which moves a probability across an fp16 rounding boundary now and then (one fp16 step: at most
+ * 2^-10 of it). So a row may differ by at most 2^-10 · max|v| (every probability of the row moved a step), and
+ * such rows must stay rare: at most 1 in 5 rows may differ by more than 1e-5 · max|v| (measured: 2 in 100).
+ * The fp16 result is also checked against the fp32 attention: fp16 keeps 11 significant bits, scores up to
+ * 4·kd·scale (q, k in [−2, 2]) carry errors of a few 2^-11 of that, which the probabilities keep relatively:
+ * within 5e-2 · max|v| (measured 3e-3). */
+static double worst_fp16, worst_fp16_fp32;
+static size_t fp16_rows, fp16_rows_moved;
+static void test_attention_fp16(size_t wn, size_t heads, size_t kd, int with_bias) {
+    size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
+    size_t ns = psam_window_attention_fp16_scratch(wn, kd), nf = wn * wn + kd * wn;
+    float *qkv = falloc(wn * ldq), *bias = falloc(heads * wn * wn), *ref = falloc(wn * ldo), *got = falloc(wn * ldo);
+    float *f32 = falloc(wn * ldo), *scratch = falloc((ns > nf ? ns : nf) + 16);
+    fill(qkv, wn * ldq, -2.0f, 2.0f);
+    fill(bias, heads * wn * wn, -3.0f, 3.0f);
+    float scale = 1.0f / sqrtf((float)kd);
+    double vmag = 0.0;
+    for (size_t j = 0; j < wn; j++)
+        for (size_t hd = 0; hd < heads; hd++) {
+            double m = maxabs(qkv + j * ldq + hd * 3 * kd + 2 * kd, kd);
+            vmag = m > vmag ? m : vmag;
+        }
+    attention_fp16_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
+    attention_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, f32, ldo, scratch);
+    double far = 0.0;
+    for (size_t i = 0; i < wn; i++) {
+        double d = reldiff(ref + i * ldo, f32 + i * ldo, heads * kd, vmag);
+        far = d > far ? d : far;
+    }
+    if (far > worst_fp16_fp32) worst_fp16_fp32 = far;
+    CHECK(far <= 5e-2, "fp16 attention reference vs fp32 wn=%zu heads=%zu kd=%zu: rel diff %g", wn, heads, kd, far);
+    typedef void (*fn)(const float *, size_t, size_t, size_t, size_t, float, const float *, float *, size_t, float *);
+    fn fns[2] = {psam_window_attention_fp16, NULL};
+    const char *names[2] = {"dispatched", "avx512fp16"};
+#if defined(__x86_64__)
+    if (has_avx512fp16() && kd % 32 == 0) fns[1] = attention_fp16_avx512;
+#endif
+    for (int v = 0; v < 2; v++) {
+        if (!fns[v]) continue;
+        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
+        for (size_t i = 0; i < 16; i++) scratch[ns + i] = -555.0f;
+        fns[v](qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, got, ldo, scratch);
+        double worst = 0.0;
+        size_t moved = 0;
+        int pad_ok = 1;
+        for (size_t i = 0; i < wn; i++) {
+            double d = reldiff(ref + i * ldo, got + i * ldo, heads * kd, vmag);
+            worst = d > worst ? d : worst;
+            moved += d > TOL;
+            for (size_t j = heads * kd; j < ldo; j++) pad_ok &= got[i * ldo + j] == 777.0f;
+        }
+        for (size_t i = 0; i < 16; i++) pad_ok &= scratch[ns + i] == -555.0f;
+        if (worst > worst_fp16) worst_fp16 = worst;
+        fp16_rows += wn;
+        fp16_rows_moved += moved;
+        CHECK(worst <= 1.0 / 1024 && moved * 5 <= wn && pad_ok,
+              "fp16 window attention %s wn=%zu heads=%zu kd=%zu bias=%d: rel diff %g, %zu of %zu rows over %g, pad %d",
+              names[v], wn, heads, kd, with_bias, worst, moved, wn, TOL, pad_ok);
+    }
+    free(qkv); free(bias); free(ref); free(got); free(f32); free(scratch);
+}
+
 /* ---- attention with few keys ---- */
 static void test_fewkeys(size_t nq, size_t nk, size_t heads, size_t d) {
     size_t ldq = heads * d + next() % 3, ldk = heads * d + next() % 3, ldv = heads * d + next() % 3;
@@ -586,6 +652,16 @@ int main(void) {
             if (wns[a] == 196 && b >= 2) continue;
             for (int bias = 0; bias < 2; bias++) test_attention(wns[a], 1 + next() % 4, kds[b], bias);
         }
+    /* fp16 window attention: TinyViT's windows (kd 32 everywhere), odd sizes, and kd the vector body does not take. */
+    size_t bwns[] = {1, 2, 7, 15, 16, 17, 31, 33, 49, 64, 196};
+    for (size_t a = 0; a < sizeof bwns / sizeof bwns[0]; a++)
+        for (int bias = 0; bias < 2; bias++) {
+            size_t heads = 1 + next() % 4;
+            test_attention_fp16(bwns[a], heads, 32, bias);
+        }
+    test_attention_fp16(49, 2, 64, 1);
+    test_attention_fp16(17, 2, 16, 1);
+    test_attention_fp16(9, 1, 6, 0);
     /* Few keys: every nk 1…64 with d 16 and 8 heads (SAM's image→token attention), and odd d and head counts. */
     /* (Random arguments are drawn into variables first: the order in which a call's arguments are
      * evaluated is unspecified, and the shapes should not depend on the compiler.) */
@@ -619,6 +695,9 @@ int main(void) {
     printf("largest relative difference: layernorm %.2g, softmax %.2g, window attention %.2g, few-keys attention %.2g, "
            "depthwise %.2g (tolerance %.0g)\n", worst_layernorm, worst_softmax, worst_attention, worst_fewkeys,
            worst_depthwise, TOL);
+    printf("fp16 window attention%s: largest relative difference %.2g from the fp16 reference (tolerance 2^-10), "
+           "%zu of %zu rows over %.0g; fp16 against fp32 %.2g\n", psam_window_attention_fp16_fast(32) ? " (avx512fp16)" : "", worst_fp16,
+           fp16_rows_moved, fp16_rows, TOL, worst_fp16_fp32);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

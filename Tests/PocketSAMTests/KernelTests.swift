@@ -60,7 +60,8 @@ final class KernelTests: XCTestCase {
     /// The fp32 row operations' test program (`Tests/KernelTests/rowops_test.c`, which compiles rowops.c in
     /// to use its generic bodies as the reference): every variant this CPU has (AVX2 + FMA, AVX-512) and the
     /// dispatched functions against the generic bodies on many shapes, quantization and GELU bit for bit,
-    /// layer norm, softmax, attention and depthwise convolution to rounding.
+    /// layer norm, softmax, attention and depthwise convolution to rounding; the fp16 window attention (AVX-512
+    /// FP16) against its scalar emulation.
     func testRowOpsEqualGenericReference() throws {
         let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
         let exe = FileManager.default.temporaryDirectory.appendingPathComponent("rowops-test-\(UUID())").path
@@ -77,7 +78,12 @@ final class KernelTests: XCTestCase {
         if flags.contains(" avx2") && flags.contains(" fma") { expected.append("avx2") }
         if flags.contains(" avx512f") && flags.contains(" avx512bw") && flags.contains(" avx512vl") { expected.append("avx512") }
         #endif
-        check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 3000)
+        let r = try CABITests.run(exe, [])
+        check(r, expecting: expected, minimumChecks: 3000)
+        #if arch(x86_64)
+        // The fp16 window attention's vector body runs where the CPU has AVX-512 FP16 (else only its reference).
+        if flags.contains(" avx512_fp16") { XCTAssertTrue(r.out.contains("fp16 window attention (avx512fp16)"), r.out) }
+        #endif
     }
 
     /// The in-place fp32 GEMM (`Tests/KernelTests/sgemm_test.c`, which compiles sgemm.c in): its reference

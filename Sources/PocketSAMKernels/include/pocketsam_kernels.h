@@ -110,6 +110,14 @@ void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld
  * NULL; scratch: wn·wn + kd·wn floats. */
 void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                            const float *bias, float *out, size_t ldo, float *scratch);
+/* psam_window_attention with q·scale, k, v and the probabilities rounded to fp16, each score an fp16 chain of
+ * multiply-adds over kd, each output fp32 sums of fp16 chains over 16 keys (for int8 models): AVX-512 FP16
+ * where psam_window_attention_fp16_fast(kd) (kd a multiple of 32), else a slow scalar emulation of the same
+ * rounding (the reference). Scratch: psam_window_attention_fp16_scratch(wn, kd) floats. */
+int psam_window_attention_fp16_fast(size_t kd);
+size_t psam_window_attention_fp16_scratch(size_t wn, size_t kd);
+void psam_window_attention_fp16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                const float *bias, float *out, size_t ldo, float *scratch);
 
 /* Attention with few keys (nk <= 64), rows [r0, r1) of q: per head h (columns h*d of q, k, v, out)
  * softmax(q.k^T * scale) . v into out[row][ldo]. For SAM's image-to-token attention. */
