@@ -166,8 +166,15 @@ struct TinyViTEncoder {
                 }
             }
         }
-        Ops.layerNorm(arena, tok, tok, m: T, c: d, wt.norm, eps: Self.eps)
-        Ops.linear(arena, tok, wt.qkv, qkv, m: T, n: 3 * d, k: d)
+        if let q = wt.qkv.q, arena.linearInputHook == nil {
+            // int8: the layer norm writes the qkv GEMM's quantized input directly.
+            let qin = Ops.QuantizedRows(arena, m: T, kp: q.kp)
+            Ops.layerNormQuantized(arena, tok, m: T, c: d, wt.norm, eps: Self.eps, into: qin)
+            Ops.qgemm(arena, qin, wt.qkv, qkv, m: T, n: 3 * d, k: d)
+        } else {
+            Ops.layerNorm(arena, tok, tok, m: T, c: d, wt.norm, eps: Self.eps)
+            Ops.linear(arena, tok, wt.qkv, qkv, m: T, n: 3 * d, k: d)
+        }
         // Per head the qkv columns are [q | k | v], each kd wide (attn_ratio 1). The output reuses `tok`. With int8
         // projections (an int8 model), in fp16 where the CPU has it.
         Ops.windowAttention(arena, qkv: qkv, lda: 3 * d, windows: windows, wn: wn, heads: heads, kd: kd,
@@ -192,10 +199,20 @@ struct TinyViTEncoder {
         arena.reset(to: mark)
         // MLP with its own LayerNorm, + residual.
         let hid = c.mlpHiddenDims[stage]
-        let t = arena.alloc(n * d), a = arena.alloc(n * hid), o = arena.alloc(n * d)
-        Ops.layerNorm(arena, x, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
-        Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
-        Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
+        let o = arena.alloc(n * d)
+        if let q1 = wt.fc1.q, let q2 = wt.fc2.q, arena.linearInputHook == nil {
+            // int8: layer norm → quantized fc1 input → fc1 (+ GELU) → quantized fc2 input → fc2, with no fp32
+            // activation in between going to memory.
+            let in1 = Ops.QuantizedRows(arena, m: n, kp: q1.kp), in2 = Ops.QuantizedRows(arena, m: n, kp: q2.kp)
+            Ops.layerNormQuantized(arena, x, m: n, c: d, wt.mlpNorm, eps: Self.eps, into: in1)
+            Ops.qgemmQuantized(arena, in1, wt.fc1, into: in2, m: n, n: hid, k: d, gelu: true)
+            Ops.qgemm(arena, in2, wt.fc2, o, m: n, n: d, k: hid)
+        } else {
+            let t = arena.alloc(n * d), a = arena.alloc(n * hid)
+            Ops.layerNorm(arena, x, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
+            Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
+            Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
+        }
         Ops.add(x, o, n * d)
         arena.reset(to: mark)
     }
