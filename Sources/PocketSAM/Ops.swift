@@ -199,18 +199,26 @@ enum Ops {
     /// Attention inside `windows` windows of `wn` tokens each, all at once: `qkv[windows·wn, lda]` holds
     /// per head `[q | k | v]` (`kd` wide each), `bias` (optional) `[heads, wn, wn]` is added to the scaled
     /// scores; output `[windows·wn, ldo]`, head h at columns h·kd. Windows are split across threads.
-    /// With `fp16` (int8 models) and a CPU with AVX-512 FP16, q, k, v and the probabilities are rounded to fp16
-    /// and multiplied and summed in fp16 in short chains (`psam_window_attention_fp16`), at twice the fp32 rate; on
-    /// LiteMedSAM that moves 1 − cosine of the embedding by 3e-7 (Tests/Reference/int8_sensitivity.py
-    /// --attention-fp16), against the int8 weights' 9e-4. Elsewhere it is the fp32 kernel.
+    /// With `halfPrecision` (int8 models), on a CPU with AVX-512 FP16, q, k, v and the probabilities are rounded to
+    /// fp16 and multiplied and summed in fp16 in short chains (`psam_window_attention_fp16`), at twice the fp32 rate;
+    /// on LiteMedSAM that moves 1 − cosine of the embedding by 3e-7 (Tests/Reference/int8_sensitivity.py
+    /// --attention-fp16), against the int8 weights' 9e-4. On a CPU with AVX-512 BF16 but not FP16 (AMD Zen 4,
+    /// Intel Cooper Lake) they are rounded to bf16 and summed in fp32 (`psam_window_attention_bf16`, vdpbf16ps, also
+    /// twice the fp32 rate there): about 2e-6 of the cosine. Elsewhere it is the fp32 kernel.
     static func windowAttention(_ ctx: Arena, qkv: CPtr, lda: Int, windows: Int, wn: Int, heads: Int, kd: Int,
-                                scale: Float, bias: CPtr?, out: FPtr, ldo: Int, fp16: Bool = false) {
+                                scale: Float, bias: CPtr?, out: FPtr, ldo: Int, halfPrecision: Bool = false) {
         let mark = ctx.mark()
-        let useFP16 = fp16 && psam_window_attention_fp16_fast(kd) != 0
-        var t = ColumnTask(kind: useFP16 ? .windowAttentionFP16 : .windowAttention, a: qkv, b: bias, c: out, bias: nil, m: wn,
-                           n: heads, k: kd, lda: lda, ldb: 0, ldc: ldo)
+        var kind = ColumnTask.Kind.windowAttention, scratch = wn * wn + kd * wn
+        if halfPrecision && psam_window_attention_fp16_fast(kd) != 0 {
+            kind = .windowAttentionFP16
+            scratch = psam_window_attention_fp16_scratch(wn, kd)
+        } else if halfPrecision && psam_window_attention_bf16_fast(kd) != 0 {
+            kind = .windowAttentionBF16
+            scratch = psam_window_attention_bf16_scratch(wn, kd)
+        }
+        var t = ColumnTask(kind: kind, a: qkv, b: bias, c: out, bias: nil, m: wn, n: heads, k: kd, lda: lda, ldb: 0, ldc: ldo)
         t.alpha = scale
-        t.ldq = useFP16 ? psam_window_attention_fp16_scratch(wn, kd) : wn * wn + kd * wn
+        t.ldq = scratch
         t.scratch = ctx.alloc(windows * t.ldq)
         ctx.macs &+= windows * heads * wn * wn * kd * 2
         ctx.parallelBlocks(&t, blocks: windows)
@@ -446,7 +454,7 @@ enum Ops {
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, qgemm, qgemmQuantize, depthwise, layerNorm, layerNormQuantize,
-                  windowAttention, windowAttentionFP16, fewKeysAttention, maskUpscale, callback, im2col }
+                  windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -584,6 +592,10 @@ struct ColumnTask {
             guard let a, let scratch else { return }
             psam_window_attention_fp16(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * ldq)
             return
+        case .windowAttentionBF16:
+            guard let a, let scratch else { return }
+            psam_window_attention_bf16(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * ldq)
+            return
         case .depthwise:
             let y0 = i * rowsPer, y1 = min(m, y0 + rowsPer)
             guard y0 < y1, let a, let b else { return }
@@ -644,7 +656,7 @@ struct ColumnTask {
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
         case .linearInPlace, .quantize, .qgemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
-             .windowAttentionFP16, .fewKeysAttention, .maskUpscale, .callback, .im2col:
+             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col:
             break
         }
     }

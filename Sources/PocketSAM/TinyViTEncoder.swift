@@ -176,10 +176,10 @@ struct TinyViTEncoder {
             Ops.linear(arena, tok, wt.qkv, qkv, m: T, n: 3 * d, k: d)
         }
         // Per head the qkv columns are [q | k | v], each kd wide (attn_ratio 1). The output reuses `tok`. With int8
-        // projections (an int8 model), in fp16 where the CPU has it.
+        // projections (an int8 model), in fp16 or bf16 where the CPU has it.
         Ops.windowAttention(arena, qkv: qkv, lda: 3 * d, windows: windows, wn: wn, heads: heads, kd: kd,
                             scale: 1 / Float(kd).squareRoot(), bias: bias, out: tok, ldo: d,
-                            fp16: wt.qkv.q != nil)
+                            halfPrecision: wt.qkv.q != nil)
         Ops.linear(arena, tok, wt.proj, qkv, m: T, n: d, k: d)
         for wy in 0..<nw {
             for wx in 0..<nw {

@@ -7,6 +7,7 @@
  * body to rounding, not bit for bit. Tests/KernelTests/rowops_test.c checks both. */
 #include "pocketsam_kernels.h"
 #include <math.h>
+#include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include "gelu_fast512.h"
@@ -370,25 +371,69 @@ dw_pixels_avx512(const float *x, size_t w, size_t c, const float *wt, const floa
     }
 }
 
-/* Interior pixels DW_PIX at a time (dw_pixels_avx512), the border ones one by one; the quantized output goes
- * through DW_PIX scratch rows on the stack when c ≤ 1024 (else one at a time through `out`). */
+/* 3 × 3 kernels (every depthwise convolution of TinyViT): DW3_PIX output pixels whose every tap is inside the
+ * input, per block of 16 channels with the 9 weights in registers, each input row's DW3_PIX·stride + 3 − stride
+ * vectors loaded once for its three taps. The multiply-adds of each output are those of dw_pixels_avx512, in the
+ * same order (bias, then taps row by row, left to right), so the results are the same bit for bit. */
+#define DW3_PIX 8
+static inline PSAM_AVX512FMA __attribute__((always_inline)) void
+dw3_block_avx512(const float *x, size_t w, size_t c, const float *wt, const float *bias, const size_t stride, size_t iy0,
+                 size_t ix0, float *const *o, size_t j, __mmask16 mk) {
+    __m512 wk[9], acc[DW3_PIX], in[2 * DW3_PIX + 1];
+    for (int t = 0; t < 9; t++) wk[t] = _mm512_maskz_loadu_ps(mk, wt + (size_t)t * c + j);
+    const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias + j) : _mm512_setzero_ps();
+    for (int i = 0; i < DW3_PIX; i++) acc[i] = b0;
+    const size_t nin = (DW3_PIX - 1) * stride + 3;
+    for (size_t ky = 0; ky < 3; ky++) {
+        const float *row = x + ((iy0 + ky) * w + ix0) * c + j;
+        for (size_t t = 0; t < nin; t++) in[t] = _mm512_maskz_loadu_ps(mk, row + t * c);
+        for (size_t kx = 0; kx < 3; kx++)
+            for (int i = 0; i < DW3_PIX; i++) acc[i] = _mm512_fmadd_ps(in[(size_t)i * stride + kx], wk[ky * 3 + kx], acc[i]);
+    }
+    for (int i = 0; i < DW3_PIX; i++) _mm512_mask_storeu_ps(o[i] + j, mk, acc[i]);
+}
+
+static inline PSAM_AVX512FMA __attribute__((always_inline)) void
+dw3_pixels_avx512(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, const size_t stride,
+                  size_t iy0, size_t ix0, float *const *o) {
+    /* The input rows the next output row adds, this group's span of them, into L2 ahead of use (the blocks of 16
+     * channels walk the rows with a stride of c floats, which the hardware prefetchers do not follow). */
+    for (size_t r = iy0 + 3; r < iy0 + 3 + stride && r < h; r++) {
+        const char *p = (const char *)(x + (r * w + ix0) * c), *e = (const char *)(x + (r * w + ix0 + DW3_PIX * stride) * c);
+        for (; p < e; p += 64) _mm_prefetch(p, _MM_HINT_T1);
+    }
+    size_t j = 0;
+    for (; j + 16 <= c; j += 16) dw3_block_avx512(x, w, c, wt, bias, stride, iy0, ix0, o, j, (__mmask16)0xFFFF);
+    if (j < c) dw3_block_avx512(x, w, c, wt, bias, stride, iy0, ix0, o, j, (__mmask16)((1u << (c - j)) - 1u));
+}
+
+/* Interior pixels DW_PIX at a time (dw_pixels_avx512; DW3_PIX for 3 × 3 kernels), the border ones one by one;
+ * the quantized output goes through scratch rows on the stack when c ≤ 1024 (else one at a time through `out`). */
 PSAM_AVX512FMA static void depthwise_avx512(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias,
                                             size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1,
                                             int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero) {
-    float rows[DW_PIX][1024];
-    const int grouped = !q || c <= 1024;
+    float rows[DW3_PIX][1024];
+    const int grouped = !q || c <= 1024, k3 = k == 3 && (stride == 1 || stride == 2);
+    const size_t gp = k3 ? DW3_PIX : DW_PIX;
+    /* Interior columns [ox_lo, ox_hi): every tap inside the row. The last group of a row ends at ox_hi, overlapping
+     * the one before: its first pixels are computed (and, with `gelu` or `q`, finished) again from the input, to
+     * the same values. */
+    const size_t ox_lo = (pad + stride - 1) / stride;
+    const size_t ox_hi = w + pad < k ? 0 : (w + pad - k) / stride + 1 < wo ? (w + pad - k) / stride + 1 : wo;
     for (size_t oy = y0; oy < y1; oy++) {
         const ptrdiff_t iy0 = (ptrdiff_t)(oy * stride) - (ptrdiff_t)pad;
         const int rows_in = iy0 >= 0 && iy0 + (ptrdiff_t)k <= (ptrdiff_t)h;
         size_t ox = 0;
         while (ox < wo) {
+            const int group = grouped && rows_in && ox >= ox_lo && ox < ox_hi && ox_hi - ox_lo >= gp;
+            if (group && ox + gp > ox_hi) ox = ox_hi - gp;
             const ptrdiff_t ix0 = (ptrdiff_t)(ox * stride) - (ptrdiff_t)pad;
-            const int group = grouped && rows_in && ox + DW_PIX <= wo && ix0 >= 0 &&
-                              ix0 + (ptrdiff_t)((DW_PIX - 1) * stride + k) <= (ptrdiff_t)w;
-            const size_t np = group ? DW_PIX : 1;
-            float *o[DW_PIX];
+            const size_t np = group ? gp : 1;
+            float *o[DW3_PIX];
             for (size_t i = 0; i < np; i++) o[i] = q ? (group ? rows[i] : out) : out + (oy * wo + ox + i) * c;
-            if (group) dw_pixels_avx512(x, w, c, wt, bias, k, stride, (size_t)iy0, (size_t)ix0, o);
+            if (group && k3 && stride == 1) dw3_pixels_avx512(x, h, w, c, wt, bias, 1, (size_t)iy0, (size_t)ix0, o);
+            else if (group && k3) dw3_pixels_avx512(x, h, w, c, wt, bias, 2, (size_t)iy0, (size_t)ix0, o);
+            else if (group) dw_pixels_avx512(x, w, c, wt, bias, k, stride, (size_t)iy0, (size_t)ix0, o);
             else dw_pixel_avx512(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o[0]);
             for (size_t i = 0; i < np; i++) {
                 const size_t p = oy * wo + ox + i;
@@ -1362,6 +1407,229 @@ void psam_window_attention_fp16(const float *qkv, size_t ldq, size_t wn, size_t 
     }
 #endif
     attention_fp16_generic(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
+}
+
+/* ---- Window attention in bf16 (the int8 models' path where the CPU has AVX-512 BF16 but not FP16) ----
+ * q·scale, k, v and the probabilities are rounded to bf16 (to nearest even, subnormals flushed to zero, as
+ * vcvtneps2bf16 does); scores and outputs are fp32 sums of products of bf16 pairs, each pair added odd element
+ * first, one rounding per product (a product of two bf16 values is exact in fp32), as vdpbf16ps specifies. The
+ * sums run in fp32, so only the 8-bit inputs cost accuracy: on LiteMedSAM bf16 attention moves 1 − cosine of the
+ * embedding by about 2e-6 (Tests/Reference/int8_sensitivity.py), against the int8 weights' 9e-4; vdpbf16ps does
+ * twice the fp32 rate (AMD Zen 4: 117 against 58 GMAC/s per thread). The generic body computes the same
+ * roundings in scalar code and is the reference, and what runs where the CPU lacks AVX-512 BF16 (the runtime
+ * does not pick this path there). Scratch per call, in floats: psam_window_attention_bf16_scratch(wn, kd). */
+size_t psam_window_attention_bf16_scratch(size_t wn, size_t kd) {
+    const size_t wp = (wn + 31) & ~(size_t)31, kp = (kd + 1) / 2;
+    /* scores (then bf16 probabilities) wn × wp floats; kᵀ pairs kp × wp, q pairs wn × kp, v pairs wp/2 × kd. */
+    return wn * wp + kp * wp + wn * kp + wp / 2 * kd;
+}
+
+/* fp32 → bf16 bits, round to nearest even, subnormals to signed zero, NaN kept quiet. */
+static inline uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
+    if ((u & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_value(float x) {
+    uint32_t u = (uint32_t)bf16_bits(x) << 16;
+    float y;
+    memcpy(&y, &u, 4);
+    return y;
+}
+
+static void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                   const float *bias, float *out, size_t ldo, float *scratch) {
+    float *s = scratch;
+    /* Pairs (2t, 2t + 1): the odd element's product is added first. Products are exact in fp32, so
+     * each += rounds once, as the instruction does; volatile keeps the compiler from reassociating. */
+    for (size_t hd = 0; hd < heads; hd++) {
+        const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
+        for (size_t i = 0; i < wn; i++) {
+            float mx = -INFINITY;
+            for (size_t j = 0; j < wn; j++) {
+                volatile float acc = 0.0f;
+                for (size_t d = 0; d < kd; d += 2) {
+                    if (d + 1 < kd) acc = acc + bf16_value(q[i * ldq + d + 1] * scale) * bf16_value(kk[j * ldq + d + 1]);
+                    acc = acc + bf16_value(q[i * ldq + d] * scale) * bf16_value(kk[j * ldq + d]);
+                }
+                s[j] = acc + (bias ? bias[(hd * wn + i) * wn + j] : 0.0f);
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            float sum = 0.0f;
+            for (size_t j = 0; j < wn; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+            const float inv = 1.0f / sum;
+            for (size_t j = 0; j < wn; j++) s[j] = bf16_value(s[j] * inv);
+            float *o = out + i * ldo + hd * kd;
+            for (size_t d = 0; d < kd; d++) {
+                volatile float acc = 0.0f;
+                for (size_t j = 0; j < wn; j += 2) {
+                    if (j + 1 < wn) acc = acc + s[j + 1] * bf16_value(v[(j + 1) * ldq + d]);
+                    acc = acc + s[j] * bf16_value(v[j * ldq + d]);
+                }
+                o[d] = acc;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#define PSAM_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+static int has_avx512bf16(void) {
+    __builtin_cpu_init();
+    return has_avx512() && __builtin_cpu_supports("avx512bf16");
+}
+
+/* 16 floats → 16 bf16 in the low halves of 16 32-bit lanes (high halves zero). */
+PSAM_AVX512BF16 static inline __m512i bf16_low(__m512 x) {
+    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
+}
+
+/* Scores of R queries (rows i0…, bf16 pairs qp[i][kp]) against keys [j, j + 32) (pairs kᵀ[kp][wp]): fp32 sums of
+ * pair products, + bias (stride wn; keys ≥ wn unbiased, softmax skips them) into s[i][wp]. */
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, size_t kp, size_t i0, size_t j, const int R,
+                 const float *bias, float *s) {
+    __m512 acc[8][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (size_t p = 0; p < kp; p++) {
+        const __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j));
+        const __m512bh k1 = (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j + 16));
+        for (int r = 0; r < R; r++) {
+            const __m512bh qv = (__m512bh)_mm512_set1_epi32((int)qp[(i0 + r) * kp + p]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qv, k0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qv, k1);
+        }
+    }
+    for (int c = 0; c < 2; c++) {
+        const size_t jc = j + 16 * (size_t)c;
+        const __mmask16 mk = jc >= wn ? 0 : wn - jc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - jc)) - 1u);
+        for (int r = 0; r < R; r++) {
+            __m512 t = acc[r][c];
+            if (bias) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mk, bias + (i0 + r) * wn + jc));
+            _mm512_storeu_ps(s + (i0 + r) * wp + jc, t);
+        }
+    }
+}
+
+/* Output of R queries (bf16 probabilities p[i][·], row stride lp halves, zero past the window) for value columns
+ * [d, d + 32) of the key pairs vp[m][kd] (keys 2m, 2m + 1; zero past the window), over the first np pairs. */
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
+                 float *out, size_t ldo) {
+    __m512 acc[8][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (size_t m = 0; m < np; m++) {
+        const __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(vp + m * kd + d));
+        const __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(vp + m * kd + d + 16));
+        for (int r = 0; r < R; r++) {
+            uint32_t pair;
+            memcpy(&pair, p + (i0 + r) * lp + 2 * m, 4);
+            const __m512bh pv = (__m512bh)_mm512_set1_epi32((int)pair);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pv, v0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pv, v1);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        _mm512_storeu_ps(out + (i0 + r) * ldo + d, acc[r][0]);
+        _mm512_storeu_ps(out + (i0 + r) * ldo + d + 16, acc[r][1]);
+    }
+}
+
+/* kd a multiple of 32. Per head: q·scale, k (pairs through 16 × 16 transposes) and v (pairs of keys) to bf16,
+ * score tiles of 8 queries × 32 keys, softmax per row (bf16 probabilities in place of the row's scores), value
+ * tiles of 8 queries × 32 columns. */
+PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd,
+                                                  float scale, const float *bias, float *out, size_t ldo, float *scratch) {
+    const size_t wp = (wn + 31) & ~(size_t)31, kp = kd / 2, np = (wn + 1) / 2;
+    float *s = scratch;
+    uint32_t *kt = (uint32_t *)(s + wn * wp), *qp = kt + kp * wp, *vp = qp + wn * kp;
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (size_t hd = 0; hd < heads; hd++) {
+        const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
+        const float *bh = bias ? bias + hd * wn * wn : NULL;
+        for (size_t i = 0; i < wn; i++)
+            for (size_t d = 0; d < kd; d += 32)
+                _mm512_storeu_si512((void *)(qp + i * kp + d / 2),
+                                    (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(q + i * ldq + d + 16), vs),
+                                                                 _mm512_mul_ps(_mm512_loadu_ps(q + i * ldq + d), vs)));
+        /* Key pairs (2m, 2m + 1) of each value column: the even key in the low half. */
+        for (size_t m = 0; m < wp / 2; m++)
+            for (size_t d = 0; d < kd; d += 16) {
+                const size_t j = 2 * m;
+                const __m512i lo = j < wn ? bf16_low(_mm512_loadu_ps(v + j * ldq + d)) : _mm512_setzero_si512();
+                const __m512i hi = j + 1 < wn ? bf16_low(_mm512_loadu_ps(v + (j + 1) * ldq + d)) : _mm512_setzero_si512();
+                _mm512_storeu_si512((void *)(vp + m * kd + d), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        /* kᵀ: each key's 32 columns as 16 bf16 pairs, blocks of 16 keys (zero past wn) × 16 pairs transposed. */
+        for (size_t j = 0; j < wp; j += 16)
+            for (size_t d = 0; d < kd; d += 32) {
+                __m512 r[16];
+                for (size_t x = 0; x < 16; x++)
+                    r[x] = j + x < wn ? (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(kk + (j + x) * ldq + d + 16),
+                                                                    _mm512_loadu_ps(kk + (j + x) * ldq + d))
+                                      : _mm512_setzero_ps();
+                transpose16x16(r);
+                for (size_t x = 0; x < 16; x++) _mm512_storeu_ps((float *)(kt + (d / 2 + x) * wp + j), r[x]);
+            }
+        for (size_t j = 0; j < wp; j += 32) {
+            size_t i = 0;
+            for (; i + 8 <= wn; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, bh, s);
+            for (; i < wn; i++) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 1, bh, s);
+        }
+        /* Softmax over the wn keys of each row; the probabilities (0 past wn) overwrite the row's start as bf16
+         * (each 16 scores are read before their 8 floats' worth of halves are written at or before them). */
+        for (size_t i = 0; i < wn; i++) {
+            float *r = s + i * wp;
+            __m512 vm = _mm512_set1_ps(-INFINITY);
+            for (size_t j = 0; j < wn; j += 16) {
+                __mmask16 mk = wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
+                vm = _mm512_mask_max_ps(vm, mk, vm, _mm512_loadu_ps(r + j));
+            }
+            const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+            __m512 sum = _mm512_setzero_ps();
+            for (size_t j = 0; j < wp; j += 16) {
+                __mmask16 mk = j >= wn ? 0 : wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
+                __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_loadu_ps(r + j), mx)));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_storeu_ps(r + j, e);
+            }
+            const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+            for (size_t j = 0; j < wp; j += 16)
+                _mm256_storeu_si256((__m256i *)(r + j / 2), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(r + j), inv)));
+        }
+        const uint16_t *pp = (const uint16_t *)s;
+        float *o = out + hd * kd;
+        for (size_t d = 0; d < kd; d += 32) {
+            size_t i = 0;
+            for (; i + 8 <= wn; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, o, ldo);
+            for (; i < wn; i++) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 1, o, ldo);
+        }
+    }
+}
+#endif
+
+int psam_window_attention_bf16_fast(size_t kd) {
+#if defined(__x86_64__)
+    return kd > 0 && kd % 32 == 0 && has_avx512bf16();
+#else
+    (void)kd;
+    return 0;
+#endif
+}
+
+void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                const float *bias, float *out, size_t ldo, float *scratch) {
+#if defined(__x86_64__)
+    if (psam_window_attention_bf16_fast(kd)) {
+        attention_bf16_avx512(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
+        return;
+    }
+#endif
+    attention_bf16_generic(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
 }
 
 

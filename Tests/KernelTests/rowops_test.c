@@ -388,21 +388,32 @@ static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
     free(qkv); free(bias); free(ref); free(got); free(scratch);
 }
 
-/* ---- window attention in fp16 ----
- * Each variant (the dispatched function and, where the CPU has AVX-512 FP16, the vector body) against the
- * generic body, which emulates the fp16 rounding with _Float16. q·scale, k, v, the scores and the fp16 chains
- * round the same in both; the probabilities do not quite: the vector softmax's polynomial exp differs from expf
- * by ~2e-7, which moves a probability across an fp16 rounding boundary now and then (one fp16 step: at most
- * 2^-10 of it). So a row may differ by at most 2^-10 · max|v| (every probability of the row moved a step), and
- * such rows must stay rare: at most 1 in 5 rows may differ by more than 1e-5 · max|v| (measured: 2 in 100).
- * The fp16 result is also checked against the fp32 attention: fp16 keeps 11 significant bits, scores up to
- * 4·kd·scale (q, k in [−2, 2]) carry errors of a few 2^-11 of that, which the probabilities keep relatively:
- * within 5e-2 · max|v| (measured 3e-3). */
-static double worst_fp16, worst_fp16_fp32;
-static size_t fp16_rows, fp16_rows_moved;
-static void test_attention_fp16(size_t wn, size_t heads, size_t kd, int with_bias) {
+/* ---- window attention in fp16 and bf16 ----
+ * Each variant (the dispatched function and, where the CPU has AVX-512 FP16 or BF16, the vector body) against
+ * the generic body, which emulates the rounding in scalar code (_Float16 for fp16; bit arithmetic and vdpbf16ps's
+ * order of additions for bf16). q·scale, k, v, the scores and the chains round the same in both; the
+ * probabilities do not quite: the vector softmax's polynomial exp differs from expf by ~2e-7, which moves a
+ * probability across a rounding boundary now and then (one step: at most 2^-10 of it in fp16, 2^-7 in bf16, whose
+ * 8 significant bits leave a step of up to 2^-7 relative just above a power of two). So a row may differ by at
+ * most step · max|v| (every probability of the row moved a step), and such rows must stay rare: at most 1 in 5
+ * rows may differ by more than 1e-5 · max|v| (measured: 2 in 100 for fp16).
+ * The result is also checked against the fp32 attention: fp16 keeps 11 significant bits, bf16 8; scores up to
+ * 4·kd·scale (q, k in [−2, 2]) carry errors of a few ulp of the inputs times that, which the probabilities keep
+ * relatively: within 5e-2 · max|v| (measured 3e-3 for fp16; 4.5e-3 for bf16, whose sums run in fp32). */
+typedef void (*attention_fn)(const float *, size_t, size_t, size_t, size_t, float, const float *, float *, size_t, float *);
+struct half_attention {
+    const char *name;             /* "fp16", "bf16" */
+    attention_fn reference, dispatched, vector; /* vector: NULL where the CPU lacks it */
+    size_t (*scratch)(size_t, size_t);
+    double step, far_bound;       /* largest move of a row (relative to max|v|); bound against fp32 */
+    double worst, worst_fp32;
+    size_t rows, rows_moved;
+};
+static struct half_attention att_fp16, att_bf16;
+
+static void test_attention_half(struct half_attention *h, size_t wn, size_t heads, size_t kd, int with_bias) {
     size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
-    size_t ns = psam_window_attention_fp16_scratch(wn, kd), nf = wn * wn + kd * wn;
+    size_t ns = h->scratch(wn, kd), nf = wn * wn + kd * wn;
     float *qkv = falloc(wn * ldq), *bias = falloc(heads * wn * wn), *ref = falloc(wn * ldo), *got = falloc(wn * ldo);
     float *f32 = falloc(wn * ldo), *scratch = falloc((ns > nf ? ns : nf) + 16);
     fill(qkv, wn * ldq, -2.0f, 2.0f);
@@ -414,21 +425,17 @@ static void test_attention_fp16(size_t wn, size_t heads, size_t kd, int with_bia
             double m = maxabs(qkv + j * ldq + hd * 3 * kd + 2 * kd, kd);
             vmag = m > vmag ? m : vmag;
         }
-    attention_fp16_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
+    h->reference(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
     attention_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, f32, ldo, scratch);
     double far = 0.0;
     for (size_t i = 0; i < wn; i++) {
         double d = reldiff(ref + i * ldo, f32 + i * ldo, heads * kd, vmag);
         far = d > far ? d : far;
     }
-    if (far > worst_fp16_fp32) worst_fp16_fp32 = far;
-    CHECK(far <= 5e-2, "fp16 attention reference vs fp32 wn=%zu heads=%zu kd=%zu: rel diff %g", wn, heads, kd, far);
-    typedef void (*fn)(const float *, size_t, size_t, size_t, size_t, float, const float *, float *, size_t, float *);
-    fn fns[2] = {psam_window_attention_fp16, NULL};
-    const char *names[2] = {"dispatched", "avx512fp16"};
-#if defined(__x86_64__)
-    if (has_avx512fp16() && kd % 32 == 0) fns[1] = attention_fp16_avx512;
-#endif
+    if (far > h->worst_fp32) h->worst_fp32 = far;
+    CHECK(far <= h->far_bound, "%s attention reference vs fp32 wn=%zu heads=%zu kd=%zu: rel diff %g", h->name, wn, heads, kd, far);
+    attention_fn fns[2] = {h->dispatched, kd % 32 == 0 ? h->vector : NULL};
+    const char *names[2] = {"dispatched", "vector"};
     for (int v = 0; v < 2; v++) {
         if (!fns[v]) continue;
         for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
@@ -444,12 +451,12 @@ static void test_attention_fp16(size_t wn, size_t heads, size_t kd, int with_bia
             for (size_t j = heads * kd; j < ldo; j++) pad_ok &= got[i * ldo + j] == 777.0f;
         }
         for (size_t i = 0; i < 16; i++) pad_ok &= scratch[ns + i] == -555.0f;
-        if (worst > worst_fp16) worst_fp16 = worst;
-        fp16_rows += wn;
-        fp16_rows_moved += moved;
-        CHECK(worst <= 1.0 / 1024 && moved * 5 <= wn && pad_ok,
-              "fp16 window attention %s wn=%zu heads=%zu kd=%zu bias=%d: rel diff %g, %zu of %zu rows over %g, pad %d",
-              names[v], wn, heads, kd, with_bias, worst, moved, wn, TOL, pad_ok);
+        if (worst > h->worst) h->worst = worst;
+        h->rows += wn;
+        h->rows_moved += moved;
+        CHECK(worst <= h->step && moved * 5 <= wn && pad_ok,
+              "%s window attention %s wn=%zu heads=%zu kd=%zu bias=%d: rel diff %g, %zu of %zu rows over %g, pad %d",
+              h->name, names[v], wn, heads, kd, with_bias, worst, moved, wn, TOL, pad_ok);
     }
     free(qkv); free(bias); free(ref); free(got); free(f32); free(scratch);
 }
@@ -652,16 +659,29 @@ int main(void) {
             if (wns[a] == 196 && b >= 2) continue;
             for (int bias = 0; bias < 2; bias++) test_attention(wns[a], 1 + next() % 4, kds[b], bias);
         }
-    /* fp16 window attention: TinyViT's windows (kd 32 everywhere), odd sizes, and kd the vector body does not take. */
+    /* fp16 and bf16 window attention: TinyViT's windows (kd 32 everywhere), odd sizes, and kd the vector bodies do
+     * not take (odd kd: the bf16 pairs' last one is half empty). */
+    att_fp16 = (struct half_attention){"fp16", attention_fp16_generic, psam_window_attention_fp16, NULL,
+                                       psam_window_attention_fp16_scratch, 1.0 / 1024, 5e-2, 0, 0, 0, 0};
+    att_bf16 = (struct half_attention){"bf16", attention_bf16_generic, psam_window_attention_bf16, NULL,
+                                       psam_window_attention_bf16_scratch, 1.0 / 128, 5e-2, 0, 0, 0, 0};
+#if defined(__x86_64__)
+    if (has_avx512fp16()) att_fp16.vector = attention_fp16_avx512;
+    if (has_avx512bf16()) att_bf16.vector = attention_bf16_avx512;
+#endif
+    struct half_attention *halves[2] = {&att_fp16, &att_bf16};
     size_t bwns[] = {1, 2, 7, 15, 16, 17, 31, 33, 49, 64, 196};
-    for (size_t a = 0; a < sizeof bwns / sizeof bwns[0]; a++)
-        for (int bias = 0; bias < 2; bias++) {
-            size_t heads = 1 + next() % 4;
-            test_attention_fp16(bwns[a], heads, 32, bias);
-        }
-    test_attention_fp16(49, 2, 64, 1);
-    test_attention_fp16(17, 2, 16, 1);
-    test_attention_fp16(9, 1, 6, 0);
+    for (int f = 0; f < 2; f++) {
+        for (size_t a = 0; a < sizeof bwns / sizeof bwns[0]; a++)
+            for (int bias = 0; bias < 2; bias++) {
+                size_t heads = 1 + next() % 4;
+                test_attention_half(halves[f], bwns[a], heads, 32, bias);
+            }
+        test_attention_half(halves[f], 49, 2, 64, 1);
+        test_attention_half(halves[f], 17, 2, 16, 1);
+        test_attention_half(halves[f], 9, 1, 6, 0);
+        test_attention_half(halves[f], 5, 1, 7, 1);
+    }
     /* Few keys: every nk 1…64 with d 16 and 8 heads (SAM's image→token attention), and odd d and head counts. */
     /* (Random arguments are drawn into variables first: the order in which a call's arguments are
      * evaluated is unspecified, and the shapes should not depend on the compiler.) */
@@ -695,9 +715,11 @@ int main(void) {
     printf("largest relative difference: layernorm %.2g, softmax %.2g, window attention %.2g, few-keys attention %.2g, "
            "depthwise %.2g (tolerance %.0g)\n", worst_layernorm, worst_softmax, worst_attention, worst_fewkeys,
            worst_depthwise, TOL);
-    printf("fp16 window attention%s: largest relative difference %.2g from the fp16 reference (tolerance 2^-10), "
-           "%zu of %zu rows over %.0g; fp16 against fp32 %.2g\n", psam_window_attention_fp16_fast(32) ? " (avx512fp16)" : "", worst_fp16,
-           fp16_rows_moved, fp16_rows, TOL, worst_fp16_fp32);
+    for (int f = 0; f < 2; f++)
+        printf("%s window attention%s: largest relative difference %.2g from the %s reference (tolerance %.2g), "
+               "%zu of %zu rows over %.0g; %s against fp32 %.2g\n", halves[f]->name,
+               !halves[f]->vector ? "" : f == 0 ? " (avx512fp16)" : " (avx512bf16)", halves[f]->worst, halves[f]->name,
+               halves[f]->step, halves[f]->rows_moved, halves[f]->rows, TOL, halves[f]->name, halves[f]->worst_fp32);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -60,8 +60,8 @@ final class KernelTests: XCTestCase {
     /// The fp32 row operations' test program (`Tests/KernelTests/rowops_test.c`, which compiles rowops.c in
     /// to use its generic bodies as the reference): every variant this CPU has (AVX2 + FMA, AVX-512) and the
     /// dispatched functions against the generic bodies on many shapes, quantization and GELU bit for bit,
-    /// layer norm, softmax, attention and depthwise convolution to rounding; the fp16 window attention (AVX-512
-    /// FP16) against its scalar emulation.
+    /// layer norm, softmax, attention and depthwise convolution to rounding; the fp16 and bf16 window attentions
+    /// (AVX-512 FP16, AVX-512 BF16) against their scalar emulations.
     func testRowOpsEqualGenericReference() throws {
         let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
         let exe = FileManager.default.temporaryDirectory.appendingPathComponent("rowops-test-\(UUID())").path
@@ -81,8 +81,10 @@ final class KernelTests: XCTestCase {
         let r = try CABITests.run(exe, [])
         check(r, expecting: expected, minimumChecks: 3000)
         #if arch(x86_64)
-        // The fp16 window attention's vector body runs where the CPU has AVX-512 FP16 (else only its reference).
+        // The fp16 and bf16 window attentions' vector bodies run where the CPU has AVX-512 FP16 or BF16 (else only
+        // their references).
         if flags.contains(" avx512_fp16") { XCTAssertTrue(r.out.contains("fp16 window attention (avx512fp16)"), r.out) }
+        if flags.contains(" avx512_bf16") { XCTAssertTrue(r.out.contains("bf16 window attention (avx512bf16)"), r.out) }
         #endif
     }
 

@@ -16,11 +16,14 @@ test set). About 15 s per layer on 2 cores.
 
     /work/venv/bin/python Tests/Reference/int8_sensitivity.py [--layers GLOB] [--json out.json]
     /work/venv/bin/python Tests/Reference/int8_sensitivity.py --attention-fp16 [--chunk 16]
+    /work/venv/bin/python Tests/Reference/int8_sensitivity.py --attention-bf16
 
 ``--attention-fp16`` instead measures the int8 models' fp16 window attention (``psam_window_attention_fp16``)
 alone: q·scale, k, v and the probabilities rounded to fp16, each score one fp16 multiply-add chain over the head
 dimension, each output fp32 sums of fp16 chains over ``--chunk`` keys. Measured: 1 − cosine 3.2e-7 worst with
 chains of 16 keys, 2.3e-5 with one chain over all keys (``--chunk 1000``).
+``--attention-bf16`` measures the bf16 window attention (``psam_window_attention_bf16``, CPUs with AVX-512 BF16
+but not FP16): q·scale, k, v and the probabilities rounded to bf16, sums in fp32. Measured: BF16_RESULT.
 
 Measured (worst over the images; the converter's defaults follow from it, `Converter.defaultKeepFP16`):
 weights of `layers.0.downsample.conv1` 4.7e-3, `layers.0.blocks.0.conv1` 3.4e-3, `patch_embed.seq.2` 2.8e-3,
@@ -114,6 +117,22 @@ def fp16_attention_forward(chunk: int):
     return forward
 
 
+def bf16_attention_forward():
+    """TinyViT's Attention.forward with psam_window_attention_bf16's rounding: q·scale, k, v and the
+    probabilities rounded to bf16, the products summed in fp32 (the order of the fp32 sums is PyTorch's)."""
+    r = lambda t: t.bfloat16().float()
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x))
+        q, k, v = qkv.view(b, n, self.num_heads, -1).split([self.key_dim, self.key_dim, self.d], dim=3)
+        q = r(q.permute(0, 2, 1, 3) * self.scale)
+        k, v = r(k.permute(0, 2, 1, 3)), r(v.permute(0, 2, 1, 3))
+        p = r((q @ k.transpose(-2, -1) + self.ab).softmax(dim=-1))
+        return self.proj((p @ v).transpose(1, 2).reshape(b, n, self.dh))
+    return forward
+
+
 def int8_layers(encoder: torch.nn.Module) -> dict[str, torch.nn.Module]:
     out = {}
     for name, m in encoder.named_modules():
@@ -130,6 +149,7 @@ def main() -> None:
     ap.add_argument("--layers", default="*", help="only the layers whose name matches this glob")
     ap.add_argument("--attention-fp16", action="store_true", help="measure the fp16 window attention instead")
     ap.add_argument("--chunk", type=int, default=16, help="keys per fp16 chain (--attention-fp16)")
+    ap.add_argument("--attention-bf16", action="store_true", help="measure the bf16 window attention instead")
     args = ap.parse_args()
     torch.set_num_threads(2)
     net = build_lite_medsam()
@@ -141,12 +161,16 @@ def main() -> None:
     with torch.no_grad():
         ref = enc(xs).flatten(1).double()
 
-    if args.attention_fp16:
-        tiny_vit_sam.Attention.forward = fp16_attention_forward(args.chunk)
+    if args.attention_fp16 or args.attention_bf16:
+        if args.attention_bf16:
+            what, tiny_vit_sam.Attention.forward = "bf16 window attention", bf16_attention_forward()
+        else:
+            what = f"fp16 window attention, chains of {args.chunk} keys"
+            tiny_vit_sam.Attention.forward = fp16_attention_forward(args.chunk)
         with torch.no_grad():
             e = enc(xs).flatten(1).double()
         cos = (1 - (e * ref).sum(1) / (e.norm(dim=1) * ref.norm(dim=1))).numpy()
-        print(f"fp16 window attention, chains of {args.chunk} keys: 1 - cosine worst {cos.max():.2e}, mean {cos.mean():.2e}")
+        print(f"{what}: 1 - cosine worst {cos.max():.2e}, mean {cos.mean():.2e}")
         return
 
     def one_minus_cos(quant_w: set[str], quant_a: set[str]) -> list[float]:

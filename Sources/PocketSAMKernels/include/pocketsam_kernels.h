@@ -118,6 +118,14 @@ int psam_window_attention_fp16_fast(size_t kd);
 size_t psam_window_attention_fp16_scratch(size_t wn, size_t kd);
 void psam_window_attention_fp16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                                 const float *bias, float *out, size_t ldo, float *scratch);
+/* The same with bf16 in place of fp16 (for int8 models where the CPU has AVX-512 BF16 but not FP16): q·scale, k,
+ * v and the probabilities rounded to bf16, scores and outputs fp32 sums of bf16 pair products as vdpbf16ps
+ * computes them: AVX-512 BF16 where psam_window_attention_bf16_fast(kd) (kd a multiple of 32), else a slow
+ * scalar emulation (the reference). Scratch: psam_window_attention_bf16_scratch(wn, kd) floats. */
+int psam_window_attention_bf16_fast(size_t kd);
+size_t psam_window_attention_bf16_scratch(size_t wn, size_t kd);
+void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                const float *bias, float *out, size_t ldo, float *scratch);
 
 /* Attention with few keys (nk <= 64), rows [r0, r1) of q: per head h (columns h*d of q, k, v, out)
  * softmax(q.k^T * scale) . v into out[row][ldo]. For SAM's image-to-token attention. */
