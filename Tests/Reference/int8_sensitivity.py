@@ -23,7 +23,8 @@ alone: q·scale, k, v and the probabilities rounded to fp16, each score one fp16
 dimension, each output fp32 sums of fp16 chains over ``--chunk`` keys. Measured: 1 − cosine 3.2e-7 worst with
 chains of 16 keys, 2.3e-5 with one chain over all keys (``--chunk 1000``).
 ``--attention-bf16`` measures the bf16 window attention (``psam_window_attention_bf16``, CPUs with AVX-512 BF16
-but not FP16): q·scale, k, v and the probabilities rounded to bf16, sums in fp32. Measured: BF16_RESULT.
+but not FP16): q·scale, k, v and the probabilities rounded to bf16, sums in fp32. Measured: 1 − cosine 1.8e-6
+worst, 1.2e-6 mean.
 
 Measured (worst over the images; the converter's defaults follow from it, `Converter.defaultKeepFP16`):
 weights of `layers.0.downsample.conv1` 4.7e-3, `layers.0.blocks.0.conv1` 3.4e-3, `patch_embed.seq.2` 2.8e-3,
