@@ -277,6 +277,29 @@ enum Ops {
         for i in 0..<n { x[i] += y[i] }
     }
 
+    /// `out[i] = x[i] + y[i]`, then GELU with `gelu`, for i < n (`out` may be `x`), in column blocks on the session's
+    /// threads: the same values as `add` then `gelu`.
+    static func add(_ ctx: Arena, _ x: CPtr, _ y: CPtr, into out: FPtr, _ n: Int, gelu: Bool = false) {
+        var t = ColumnTask(kind: .add, a: x, b: y, c: out, bias: nil, m: 1, n: n, k: 1, lda: 0, ldb: 0, ldc: 0)
+        t.gelu = gelu
+        ctx.parallelColumns(&t, work: n * 16)
+    }
+
+    /// Window partition of TinyViT's attention: the tokens of `x[h, h, d]` into `tok[windows, win², d]`, window by
+    /// window in row-major order, zero rows where a window hangs over the border; a block per row of windows.
+    static func gatherWindows(_ ctx: Arena, _ x: CPtr, h: Int, d: Int, win: Int, into tok: FPtr) {
+        let nw = (h + win - 1) / win
+        var t = ColumnTask(kind: .windowGather, a: x, b: nil, c: tok, bias: nil, m: h, n: d, k: win, lda: nw, ldb: 0, ldc: 0)
+        ctx.parallelBlocks(&t, blocks: h * h * d < 1 << 16 ? 1 : nw)
+    }
+
+    /// The reverse of `gatherWindows`, adding: `x[h, h, d] += tok[windows, win², d]` for the tokens inside the image.
+    static func scatterAddWindows(_ ctx: Arena, _ tok: CPtr, h: Int, d: Int, win: Int, into x: FPtr) {
+        let nw = (h + win - 1) / win
+        var t = ColumnTask(kind: .windowScatterAdd, a: tok, b: nil, c: x, bias: nil, m: h, n: d, k: win, lda: nw, ldb: 0, ldc: 0)
+        ctx.parallelBlocks(&t, blocks: h * h * d < 1 << 16 ? 1 : nw)
+    }
+
     /// Softmax of each row of `x[M, N]` (row stride `ld`), in place.
     static func softmaxRows(_ x: FPtr, m: Int, n: Int, ld: Int) {
         psam_softmax_rows(x, m, n, ld)
@@ -454,7 +477,8 @@ enum Ops {
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, qgemm, qgemmQuantize, depthwise, layerNorm, layerNormQuantize,
-                  windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col }
+                  windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
+                  add, windowGather, windowScatterAdd }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -526,6 +550,22 @@ struct ColumnTask {
         case .callback:
             guard let callback, let context else { return }
             callback(context, i)
+            return
+        case .windowGather, .windowScatterAdd:
+            // Row i of windows; m = h, n = d, k = win, lda = windows per row. Gather: a = x, c = tok; scatter: a = tok, c = x.
+            guard let a else { return }
+            let h = m, d = n, win = k, nw = lda, wn = win * win
+            for wx in 0..<nw {
+                for t in 0..<wn {
+                    let y = i * win + t / win, xx = wx * win + t % win, w = ((i * nw + wx) * wn + t) * d
+                    if kind == .windowGather {
+                        if y < h && xx < h { (c + w).update(from: a + (y * h + xx) * d, count: d) } else { (c + w).initialize(repeating: 0, count: d) }
+                    } else if y < h && xx < h {
+                        let dst = c + (y * h + xx) * d, src = a + w
+                        for j in 0..<d { dst[j] += src[j] }
+                    }
+                }
+            }
             return
         case .maskUpscale:
             guard let maskArgs, let lows, let qa, let maskStats else { return }
@@ -655,7 +695,12 @@ struct ColumnTask {
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
-        case .linearInPlace, .quantize, .qgemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
+        case .add:
+            guard let a, let b else { return }
+            for j in j0..<j1 { c[j] = a[j] + b[j] }
+            if gelu { psam_gelu_rows(c + j0, j1 - j0) }
+        case .windowGather, .windowScatterAdd,
+             .linearInPlace, .quantize, .qgemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
              .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col:
             break
         }

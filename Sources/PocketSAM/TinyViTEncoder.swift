@@ -131,8 +131,7 @@ struct TinyViTEncoder {
                               stride: 1, pad: 1, out: b, arena: arena, gelu: true)
             Ops.linear(arena, b, wt.conv3, o, m: n, n: d, k: hid)
         }
-        Ops.add(x, o, n * d)
-        Ops.gelu(x, n * d, arena)
+        Ops.add(arena, x, o, into: x, n * d, gelu: true)
         arena.reset(to: mark)
     }
 
@@ -157,15 +156,7 @@ struct TinyViTEncoder {
         // Gather the windows (zero rows where one hangs over the padded border), as PyTorch pads
         // before the attention's own LayerNorm.
         let tok = arena.alloc(T * d), qkv = arena.alloc(T * 3 * d)
-        for wy in 0..<nw {
-            for wx in 0..<nw {
-                for i in 0..<wn {
-                    let y = wy * win + i / win, xx = wx * win + i % win
-                    let dst = tok + ((wy * nw + wx) * wn + i) * d
-                    if y < h && xx < h { dst.update(from: x + (y * h + xx) * d, count: d) } else { dst.initialize(repeating: 0, count: d) }
-                }
-            }
-        }
+        Ops.gatherWindows(arena, x, h: h, d: d, win: win, into: tok)
         if let q = wt.qkv.q, arena.linearInputHook == nil {
             // int8: the layer norm writes the qkv GEMM's quantized input directly.
             let qin = Ops.QuantizedRows(arena, m: T, kp: q.kp)
@@ -181,22 +172,13 @@ struct TinyViTEncoder {
                             scale: 1 / Float(kd).squareRoot(), bias: bias, out: tok, ldo: d,
                             halfPrecision: wt.qkv.q != nil)
         Ops.linear(arena, tok, wt.proj, qkv, m: T, n: d, k: d)
-        for wy in 0..<nw {
-            for wx in 0..<nw {
-                for i in 0..<wn {
-                    let y = wy * win + i / win, xx = wx * win + i % win
-                    if y < h && xx < h { Ops.add(x + (y * h + xx) * d, qkv + ((wy * nw + wx) * wn + i) * d, d) }
-                }
-            }
-        }
+        Ops.scatterAddWindows(arena, qkv, h: h, d: d, win: win, into: x)
         arena.reset(to: mark)
-        // Local depthwise conv (folded BN), no residual.
+        // Local depthwise conv (folded BN), no residual, into `lc`, which the MLP reads (x = lc + MLP(lc)).
         let lc = arena.alloc(n * d)
         let ks = c.localConvSize
         Ops.depthwiseConv(x, h: h, w: h, c: d, weight: wt.local.w, bias: wt.local.b, k: ks,
                           stride: 1, pad: ks / 2, out: lc, arena: arena)
-        x.update(from: lc, count: n * d)
-        arena.reset(to: mark)
         // MLP with its own LayerNorm, + residual.
         let hid = c.mlpHiddenDims[stage]
         let o = arena.alloc(n * d)
@@ -204,16 +186,16 @@ struct TinyViTEncoder {
             // int8: layer norm → quantized fc1 input → fc1 (+ GELU) → quantized fc2 input → fc2, with no fp32
             // activation in between going to memory.
             let in1 = Ops.QuantizedRows(arena, m: n, kp: q1.kp), in2 = Ops.QuantizedRows(arena, m: n, kp: q2.kp)
-            Ops.layerNormQuantized(arena, x, m: n, c: d, wt.mlpNorm, eps: Self.eps, into: in1)
+            Ops.layerNormQuantized(arena, lc, m: n, c: d, wt.mlpNorm, eps: Self.eps, into: in1)
             Ops.qgemmQuantized(arena, in1, wt.fc1, into: in2, m: n, n: hid, k: d, gelu: true)
             Ops.qgemm(arena, in2, wt.fc2, o, m: n, n: d, k: hid)
         } else {
             let t = arena.alloc(n * d), a = arena.alloc(n * hid)
-            Ops.layerNorm(arena, x, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
+            Ops.layerNorm(arena, lc, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
             Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
             Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
         }
-        Ops.add(x, o, n * d)
+        Ops.add(arena, lc, o, into: x, n * d)
         arena.reset(to: mark)
     }
 }
