@@ -1260,6 +1260,28 @@ PSAM_AVX512F static inline void transpose16x16(__m512 r[16]) {
 
 #define PSAM_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
+/* Softmax of a score row of the half-precision attentions, before rounding: r[j] = exp(r[j] − max) for the wn
+ * keys, 0 for [wn, nk) (nk a multiple of 16); returns 1 / Σ in every lane (the caller scales and rounds).
+ * Always inlined: clang may reassociate _mm512_reduce_add_ps's lanes differently out of line, which moves the
+ * sum's last bit (and, through the int8 model's chaotic worst mask, its IoU by 0.02). */
+static inline PSAM_AVX512FMA __attribute__((always_inline)) __m512 softmax_row_exp(float *r, size_t wn, size_t nk) {
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < wn; j += 16) {
+        __mmask16 mk = wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
+        vm = _mm512_mask_max_ps(vm, mk, vm, _mm512_loadu_ps(r + j));
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+    __m512 sum = _mm512_setzero_ps();
+    for (size_t j = 0; j < nk; j += 16) {
+        __mmask16 mk = j >= wn ? 0 : wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
+        __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_loadu_ps(r + j), mx)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(r + j, e);
+    }
+    return _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+}
+
+
 /* 32 floats → 32 fp16 in order. */
 PSAM_AVX512FP16 static inline __m512i fp16x32(const float *x, __m512 scale) {
     const __m256i lo = _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(x), scale), PSAM_RNE);
@@ -1361,20 +1383,7 @@ PSAM_AVX512FP16 static void attention_fp16_avx512(const float *qkv, size_t ldq, 
          * (each 16 scores are read before their 8 floats' worth of halves are written at or before them). */
         for (size_t i = 0; i < wn; i++) {
             float *r = s + i * wp;
-            __m512 vm = _mm512_set1_ps(-INFINITY);
-            for (size_t j = 0; j < wn; j += 16) {
-                __mmask16 mk = wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
-                vm = _mm512_mask_max_ps(vm, mk, vm, _mm512_loadu_ps(r + j));
-            }
-            const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
-            __m512 sum = _mm512_setzero_ps();
-            for (size_t j = 0; j < nk; j += 16) {
-                __mmask16 mk = j >= wn ? 0 : wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
-                __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_loadu_ps(r + j), mx)));
-                sum = _mm512_add_ps(sum, e);
-                _mm512_storeu_ps(r + j, e);
-            }
-            const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+            const __m512 inv = softmax_row_exp(r, wn, nk);
             for (size_t j = 0; j < nk; j += 16)
                 _mm256_storeu_si256((__m256i *)(r + j / 2), _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(r + j), inv), PSAM_RNE));
         }
@@ -1584,20 +1593,7 @@ PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, 
          * (each 16 scores are read before their 8 floats' worth of halves are written at or before them). */
         for (size_t i = 0; i < wn; i++) {
             float *r = s + i * wp;
-            __m512 vm = _mm512_set1_ps(-INFINITY);
-            for (size_t j = 0; j < wn; j += 16) {
-                __mmask16 mk = wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
-                vm = _mm512_mask_max_ps(vm, mk, vm, _mm512_loadu_ps(r + j));
-            }
-            const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
-            __m512 sum = _mm512_setzero_ps();
-            for (size_t j = 0; j < wp; j += 16) {
-                __mmask16 mk = j >= wn ? 0 : wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
-                __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_loadu_ps(r + j), mx)));
-                sum = _mm512_add_ps(sum, e);
-                _mm512_storeu_ps(r + j, e);
-            }
-            const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+            const __m512 inv = softmax_row_exp(r, wn, wp);
             for (size_t j = 0; j < wp; j += 16)
                 _mm256_storeu_si256((__m256i *)(r + j / 2), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(r + j), inv)));
         }

@@ -94,16 +94,20 @@ def quant_input(mod: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return quant_rows_u8(x)
 
 
+def rounded_qkv(attn, x, rnd):
+    """TinyViT Attention's q·scale, k, v per head ([b, heads, n, ·]), each passed through `rnd` (a rounding)."""
+    b, n, _ = x.shape
+    qkv = attn.qkv(attn.norm(x))
+    q, k, v = qkv.view(b, n, attn.num_heads, -1).split([attn.key_dim, attn.key_dim, attn.d], dim=3)
+    return b, n, rnd(q.permute(0, 2, 1, 3) * attn.scale), rnd(k.permute(0, 2, 1, 3)), rnd(v.permute(0, 2, 1, 3))
+
+
 def fp16_attention_forward(chunk: int):
     """TinyViT's Attention.forward with psam_window_attention_fp16's rounding (emulated step by step)."""
     h = lambda t: t.half().float()
 
     def forward(self, x):
-        b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x))
-        q, k, v = qkv.view(b, n, self.num_heads, -1).split([self.key_dim, self.key_dim, self.d], dim=3)
-        q = h(q.permute(0, 2, 1, 3) * self.scale)
-        k, v = h(k.permute(0, 2, 1, 3)), h(v.permute(0, 2, 1, 3))
+        b, n, q, k, v = rounded_qkv(self, x, h)
         acc = torch.zeros(q.shape[:-1] + (n,))
         for d in range(q.shape[-1]):  # one fp16 multiply-add chain per score
             acc = h(acc + q[..., d:d + 1] * k[..., d].unsqueeze(-2))
@@ -124,11 +128,7 @@ def bf16_attention_forward():
     r = lambda t: t.bfloat16().float()
 
     def forward(self, x):
-        b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x))
-        q, k, v = qkv.view(b, n, self.num_heads, -1).split([self.key_dim, self.key_dim, self.d], dim=3)
-        q = r(q.permute(0, 2, 1, 3) * self.scale)
-        k, v = r(k.permute(0, 2, 1, 3)), r(v.permute(0, 2, 1, 3))
+        b, n, q, k, v = rounded_qkv(self, x, r)
         p = r((q @ k.transpose(-2, -1) + self.ab).softmax(dim=-1))
         return self.proj((p @ v).transpose(1, 2).reshape(b, n, self.dh))
     return forward
