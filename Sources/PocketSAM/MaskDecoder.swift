@@ -29,9 +29,9 @@ struct MaskDecoder {
         normFinal = m.norm(p + "transformer.norm_final_attn")
         iouToken = m.w(p + "iou_token.weight")
         maskTokens = m.w(p + "mask_tokens.weight")
-        up0 = m.lin(p + "output_upscaling.0")
+        up0 = m.lin(p + "output_upscaling.0", gemm: false)
         up1 = m.norm(p + "output_upscaling.1")
-        up3 = m.lin(p + "output_upscaling.3")
+        up3 = m.lin(p + "output_upscaling.3", gemm: false)
         hyper = (0..<c.numMaskTokens).map { t in (0..<3).map { m.lin(p + "output_hypernetworks_mlps.\(t).layers.\($0)") } }
         iouHead = (0..<c.iouHeadDepth).map { m.lin(p + "iou_prediction_head.layers.\($0)") }
     }

@@ -7,7 +7,8 @@ import Glibc
 
 /// How a model computes its linear and convolution layers.
 public enum ComputeMode: String, Sendable, CaseIterable {
-    /// int8 GEMM kernels for every weight the file stores as packed int8, fp32 for the rest.
+    /// int8 GEMM kernels for every weight the file stores as packed int8, fp32 for the rest; in an int8 file, the
+    /// weight matrices kept as fp16 run on the int16 GEMM where the CPU runs it faster than fp32 (AVX-512 VNNI).
     case auto
     /// fp32 everywhere (int8 and fp16 weights dequantized at load): the reference path.
     case fp32
@@ -17,16 +18,22 @@ public enum ComputeMode: String, Sendable, CaseIterable {
 ///
 /// fp32 tensors and packed int8 weights are used in place from the memory-mapped file. fp16 tensors,
 /// row-major int8 ones (transposed convolutions) and, in `.fp32` mode, every int8 tensor are
-/// dequantized once here.
+/// dequantized once here (and an int8 model's fp16 weight matrices also packed to int16, see `int16Layers`).
 public final class Model: @unchecked Sendable {
     public let file: PSAMFile
     public let config: ModelConfig
     public let computeMode: ComputeMode
     private let weights: [String: UnsafePointer<Float>]
     let qweights: [String: QWeight]
-    private let owned: [UnsafeMutableRawPointer]
+    /// int16 forms, made by `lin(_:int16:)` while the layers are resolved in `init` (never after).
+    private(set) var s16weights: [String: S16Weight] = [:]
+    /// An int8 model's fp16 weight matrices `[n, k]` that can have an int16 form (see `init`).
+    private var int16Candidates: [String: (n: Int, k: Int)] = [:]
+    private var owned: [UnsafeMutableRawPointer]
     /// Weight matrices run by the int8 kernels, and the kernel variant that runs them.
     public var int8Layers: Int { qweights.count }
+    /// Weight matrices run by the int16 GEMM: an int8 model's fp16 GEMM layers, where `psam_s16gemm_fast()`.
+    public var int16Layers: Int { s16weights.count }
     public static var kernelName: String { String(cString: psam_isa_name(psam_best_isa())) }
 
     enum Encoder {
@@ -39,15 +46,17 @@ public final class Model: @unchecked Sendable {
     private(set) var maskDecoder: MaskDecoder!
 
     /// Opens, validates (every offset, CRC and tensor shape) and maps `path`.
-    public convenience init(path: String, compute: ComputeMode = .auto) throws {
+    public convenience init(path: String, compute: ComputeMode = .auto, int16: Bool = true) throws {
         do {
-            try self.init(file: try PSAMFile.open(path: path), compute: compute)
+            try self.init(file: try PSAMFile.open(path: path), compute: compute, int16: int16)
         } catch let e as PSAMError {
             throw PocketSAMError.model(e)
         }
     }
 
-    public init(file: PSAMFile, compute: ComputeMode = .auto) throws {
+    /// `int16: false` runs an int8 model's fp16 layers in fp32 even where the int16 GEMM would run them (for
+    /// comparisons: the int16 form is used only with `.auto`, on CPUs where `psam_s16gemm_fast()`).
+    public init(file: PSAMFile, compute: ComputeMode = .auto, int16: Bool = true) throws {
         guard let config = file.config else {
             throw PocketSAMError.unsupportedModel("the file was opened without model validation")
         }
@@ -57,6 +66,10 @@ public final class Model: @unchecked Sendable {
         var w: [String: UnsafePointer<Float>] = [:]
         var q: [String: QWeight] = [:]
         var owned: [UnsafeMutableRawPointer] = []
+        var candidates: [String: (n: Int, k: Int)] = [:]
+        // An int8 model's fp16 matrices (the layers the quantizer kept at higher precision) also get an int16 form
+        // where the int16 GEMM is faster than fp32: those that run as GEMMs (`lin`, not depthwise or transposed).
+        let int16 = int16 && compute == .auto && psam_s16gemm_fast() != 0 && file.tensors.contains { $0.dtype == .i8 }
         for e in file.tensors {
             if e.dtype == .i8, e.layout == .panels16x4, compute == .auto {
                 let n = e.matrixRows, k = e.matrixColumns, np = PanelLayout.paddedN(n), kp = PanelLayout.paddedK(k)
@@ -92,9 +105,13 @@ public final class Model: @unchecked Sendable {
                 p.initialize(from: values, count: values.count)
                 owned.append(UnsafeMutableRawPointer(p))
                 w[e.name] = UnsafePointer(p)
+                if int16, e.dtype == .f16, e.shape.count >= 2, e.name.hasSuffix(".weight") {
+                    candidates[e.name] = (e.matrixRows, e.matrixColumns)
+                }
             }
         }
         weights = w
+        int16Candidates = candidates
         qweights = q
         self.owned = owned
         switch config.encoder {
@@ -103,6 +120,19 @@ public final class Model: @unchecked Sendable {
         }
         promptEncoder = PromptEncoder(c: config.prompt, m: self)
         maskDecoder = MaskDecoder(c: config.decoder, m: self)
+    }
+
+    /// The int16 form of `name`, packed on first request; only while `init` resolves the layers.
+    func int16Form(_ name: String) -> S16Weight? {
+        if let s = s16weights[name] { return s }
+        guard let (n, k) = int16Candidates[name], let p = weights[name] else { return nil }
+        let data = UnsafeMutablePointer<Int16>.allocate(capacity: PanelLayout.paddedN(n) * ((k + 1) & ~1))
+        let scales = UnsafeMutablePointer<Float>.allocate(capacity: PanelLayout.paddedN(n))
+        owned.append(UnsafeMutableRawPointer(data))
+        owned.append(UnsafeMutableRawPointer(scales))
+        let s = S16Weight.pack(p, n: n, k: k, data: data, scales: scales)
+        s16weights[name] = s
+        return s
     }
 
     deinit {

@@ -54,7 +54,11 @@ enum Ops {
                        lda: Int? = nil, ldo: Int? = nil, gelu: Bool = false) {
         ctx.linearInputHook?(l.name, a, m, k, lda ?? k)
         guard let q = l.q else {
-            linear(ctx, a, l.w, l.b, out, m: m, n: n, k: k, lda: lda, ldo: ldo, gelu: gelu)
+            if let s = l.s, ctx.linearInputHook == nil {
+                linearS16(ctx, a, l, s, out, m: m, n: n, k: k, lda: lda ?? k, ldo: ldo ?? n, gelu: gelu)
+            } else {
+                linear(ctx, a, l.w, l.b, out, m: m, n: n, k: k, lda: lda, ldo: ldo, gelu: gelu)
+            }
             return
         }
         precondition(q.n == n && q.k == k, "int8 weight [\(q.n), \(q.k)] used as [\(n), \(k)]")
@@ -69,6 +73,32 @@ enum Ops {
         quant.rowsPer = rowsPerBlock(m: m, k: k)
         ctx.parallelBlocks(&quant, blocks: (m + quant.rowsPer - 1) / quant.rowsPer)
         qgemm(ctx, input, l, out, m: m, n: n, k: k, ldo: ldo, gelu: gelu)
+        ctx.reset(to: mark)
+    }
+
+    /// The int16 form of a kept fp16 layer: per-row symmetric int16 quantization of `a`, then the int16 GEMM with
+    /// bias and GELU fused, in row and column blocks (exact integer sums: the same values whatever the split).
+    static func linearS16(_ ctx: Arena, _ a: CPtr, _ l: Lin, _ s: S16Weight, _ out: FPtr, m: Int, n: Int, k: Int, lda: Int,
+                          ldo: Int, gelu: Bool) {
+        precondition(s.n == n && s.k == k, "int16 weight [\(s.n), \(s.k)] used as [\(n), \(k)]")
+        guard m > 0, n > 0 else { return }
+        let mark = ctx.mark()
+        let qa = UnsafeMutableRawPointer(ctx.allocBytes(m * s.kp * 2)).bindMemory(to: Int16.self, capacity: m * s.kp)
+        let scale = ctx.alloc(m)
+        var quant = ColumnTask(kind: .quantizeS16, a: a, b: nil, c: scale, bias: nil, m: m, n: 0, k: k, lda: lda, ldb: 0, ldc: 0)
+        quant.qa16 = qa
+        quant.ldq = s.kp
+        quant.rowsPer = rowsPerBlock(m: m, k: k)
+        ctx.parallelBlocks(&quant, blocks: (m + quant.rowsPer - 1) / quant.rowsPer)
+        ctx.macs &+= m * n * k
+        let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
+        var t = ColumnTask(kind: .s16gemm, a: nil, b: nil, c: out, bias: l.b, m: m, n: n, k: k, lda: s.kp, ldb: 0, ldc: ldo)
+        t.sargs = psam_s16gemm_args(a: qa, lda: s.kp, a_scale: scale, w: s.data, w_scale: s.scales, bias: l.b, c: out, ldc: ldo,
+                                    m: m, n: n, kp: s.kp, gelu: gelu ? 1 : 0)
+        t.rowsPer = m * n * k < 1 << 18 ? m : rowsPerBlock(m: m, k: k)
+        t.colBlocks = colBlocks
+        t.width = ((n + colBlocks - 1) / colBlocks + 31) & ~31
+        ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * colBlocks)
         ctx.reset(to: mark)
     }
 
@@ -476,7 +506,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, qgemm, qgemmQuantize, depthwise, layerNorm, layerNormQuantize,
+    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, qgemmQuantize, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
                   add, windowGather, windowScatterAdd }
     var kind: Kind
@@ -496,6 +526,9 @@ struct ColumnTask {
     var rowsPer = 0
     var colBlocks = 1
     var qargs = psam_qgemm_args()
+    /// `.quantizeS16` (into `qa16`, scales in `c`), `.s16gemm`.
+    var sargs = psam_s16gemm_args()
+    var qa16: UnsafeMutablePointer<Int16>?
     var qa: UnsafeMutablePointer<UInt8>?
     var qz: UnsafeMutablePointer<Int32>?
     var ldq = 0
@@ -546,6 +579,21 @@ struct ColumnTask {
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
             guard r0 < r1, let a, let qa, let qz else { return }
             psam_quantize_rows_u8(a + r0 * lda, r1 - r0, k, lda, qa + r0 * ldq, ldq, c + r0, qz + r0)
+            return
+        case .quantizeS16:
+            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
+            guard r0 < r1, let a, let qa16 else { return }
+            psam_quantize_rows_s16(a + r0 * lda, r1 - r0, k, lda, qa16 + r0 * ldq, ldq, c + r0)
+            return
+        case .s16gemm:
+            let (r0, r1, n0, n1) = rowColumnBlock(i)
+            guard r0 < r1, n0 < n1 else { return }
+            var p = sargs
+            p.a = p.a.map { $0 + r0 * p.lda }
+            p.a_scale = p.a_scale.map { $0 + r0 }
+            p.c = p.c.map { $0 + r0 * p.ldc }
+            p.m = r1 - r0
+            withUnsafePointer(to: p) { psam_s16gemm($0, n0, n1) }
             return
         case .callback:
             guard let callback, let context else { return }
@@ -700,7 +748,7 @@ struct ColumnTask {
             for j in j0..<j1 { c[j] = a[j] + b[j] }
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
-             .linearInPlace, .quantize, .qgemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
+             .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
              .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col:
             break
         }

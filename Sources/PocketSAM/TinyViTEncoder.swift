@@ -22,19 +22,19 @@ struct TinyViTEncoder {
         pe2 = m.lin(e + "patch_embed.seq.2")
         mbconvs = (0..<c.depths[0]).map { b in
             let p = e + "layers.0.blocks.\(b)."
-            return MBConv(conv1: m.lin(p + "conv1"), conv2: m.lin(p + "conv2"), conv3: m.lin(p + "conv3"))
+            return MBConv(conv1: m.lin(p + "conv1"), conv2: m.lin(p + "conv2", gemm: false), conv3: m.lin(p + "conv3"))
         }
         blocks = (0..<c.stageCount).map { st in
             st == 0 ? [] : (0..<c.depths[st]).map { b in
                 let p = e + "layers.\(st).blocks.\(b)."
                 return Block(biases: m.w(p + "attn.attention_biases"), norm: m.norm(p + "attn.norm"), qkv: m.lin(p + "attn.qkv"),
                              proj: m.lin(p + "attn.proj"), mlpNorm: m.norm(p + "mlp.norm"), fc1: m.lin(p + "mlp.fc1"),
-                             fc2: m.lin(p + "mlp.fc2"), local: m.lin(p + "local_conv"))
+                             fc2: m.lin(p + "mlp.fc2"), local: m.lin(p + "local_conv", gemm: false))
             }
         }
         merges = (0..<(c.stageCount - 1)).map { st in
             let p = e + "layers.\(st).downsample."
-            return Merge(conv1: m.lin(p + "conv1"), conv2: m.lin(p + "conv2"), conv3: m.lin(p + "conv3"))
+            return Merge(conv1: m.lin(p + "conv1"), conv2: m.lin(p + "conv2", gemm: false), conv3: m.lin(p + "conv3"))
         }
         neck0 = m.lin(e + "neck.0", bias: false)
         neck1 = m.norm(e + "neck.1")

@@ -92,6 +92,24 @@ void psam_qgemm(const psam_qgemm_args *args, size_t n0, size_t n1) {
     best_fn(args, n0, n1);
 }
 
+int psam_s16gemm_fast(void) {
+#if defined(__x86_64__)
+    return psam_best_isa() == PSAM_ISA_AVX512VNNI;
+#else
+    return 0;
+#endif
+}
+
+void psam_s16gemm(const psam_s16gemm_args *args, size_t n0, size_t n1) {
+#if defined(__x86_64__)
+    if (psam_s16gemm_fast()) {
+        psam_s16gemm__avx512vnni(args, n0, n1);
+        return;
+    }
+#endif
+    psam_s16gemm__scalar(args, n0, n1);
+}
+
 /* Peak throughput probes: `iters` rounds of 16 independent dot-product instructions on registers
  * (no memory traffic), the upper bound an int8 GEMM on this core can reach. Returns the
  * multiply-accumulates done (0 when the variant is unavailable). */

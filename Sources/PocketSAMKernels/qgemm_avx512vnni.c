@@ -33,19 +33,22 @@ static inline PSAM_AVX512 __attribute__((always_inline)) __m512 gelu16(__m512 v)
     return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
 }
 
-/* Stores f·a_scale + bias (then GELU) for MR rows of 16·NP columns starting at n. */
+/* Stores f·a_scale + bias (then GELU) for MR rows of 16·NP columns starting at n (of the int8 or the int16 GEMM:
+ * both argument structs have these fields). */
+#define STORE(p, m0, n, MR, NP, f) store((p)->c, (p)->ldc, (p)->n, (p)->a_scale, (p)->bias, (p)->gelu, m0, n, MR, NP, f)
 static inline PSAM_AVX512 __attribute__((always_inline)) void
-store(const psam_qgemm_args *p, size_t m0, size_t n, const int MR, const int NP, __m512 f[8][2]) {
+store(float *c, size_t ldc, size_t ncols, const float *a_scale, const float *bias_row, int gelu, size_t m0, size_t n,
+      const int MR, const int NP, __m512 f[8][2]) {
     for (int j = 0; j < NP; j++) {
         size_t c0 = n + 16 * (size_t)j;
-        if (c0 >= p->n) break;
-        size_t cols = p->n - c0 < 16 ? p->n - c0 : 16;
+        if (c0 >= ncols) break;
+        size_t cols = ncols - c0 < 16 ? ncols - c0 : 16;
         __mmask16 mk = (__mmask16)((1u << cols) - 1u);
-        __m512 bias = p->bias ? _mm512_maskz_loadu_ps(mk, p->bias + c0) : _mm512_setzero_ps();
+        __m512 bias = bias_row ? _mm512_maskz_loadu_ps(mk, bias_row + c0) : _mm512_setzero_ps();
         for (int r = 0; r < MR; r++) {
-            __m512 v = _mm512_fmadd_ps(f[r][j], _mm512_set1_ps(p->a_scale[m0 + r]), bias);
-            if (p->gelu) v = gelu16(v);
-            _mm512_mask_storeu_ps(p->c + (m0 + r) * p->ldc + c0, mk, v);
+            __m512 v = _mm512_fmadd_ps(f[r][j], _mm512_set1_ps(a_scale[m0 + r]), bias);
+            if (gelu) v = gelu16(v);
+            _mm512_mask_storeu_ps(c + (m0 + r) * ldc + c0, mk, v);
         }
     }
 }
@@ -111,31 +114,71 @@ tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR, const int NP) 
             }
         }
     }
-    store(p, m0, n, MR, NP, f);
+    STORE(p, m0, n, MR, NP, f);
 }
+
+/* The loop both GEMMs share: row blocks small enough that their activations stay in L1/L2 while every column
+ * tile reads them, 8-row tiles of two panels (one at the last odd panel), then the row tail. */
+#define PSAM_TILES(TILE, p, n0, n1)                                                                                    \
+    do {                                                                                                               \
+        const size_t mb = 64;                                                                                          \
+        for (size_t mb0 = 0; mb0 < (p)->m; mb0 += mb) {                                                                \
+            size_t mb1 = mb0 + mb < (p)->m ? mb0 + mb : (p)->m;                                                        \
+            for (size_t n = (n0); n < (n1); n += 32) {                                                                 \
+                int two = n + 16 < (n1);                                                                               \
+                size_t m = mb0;                                                                                        \
+                for (; m + 8 <= mb1; m += 8) two ? TILE(p, m, n, 8, 2) : TILE(p, m, n, 8, 1);                          \
+                switch (mb1 - m) {                                                                                     \
+                case 7: two ? TILE(p, m, n, 7, 2) : TILE(p, m, n, 7, 1); break;                                        \
+                case 6: two ? TILE(p, m, n, 6, 2) : TILE(p, m, n, 6, 1); break;                                        \
+                case 5: two ? TILE(p, m, n, 5, 2) : TILE(p, m, n, 5, 1); break;                                        \
+                case 4: two ? TILE(p, m, n, 4, 2) : TILE(p, m, n, 4, 1); break;                                        \
+                case 3: two ? TILE(p, m, n, 3, 2) : TILE(p, m, n, 3, 1); break;                                        \
+                case 2: two ? TILE(p, m, n, 2, 2) : TILE(p, m, n, 2, 1); break;                                        \
+                case 1: two ? TILE(p, m, n, 1, 2) : TILE(p, m, n, 1, 1); break;                                        \
+                default: break;                                                                                        \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    } while (0)
 
 PSAM_AVX512 void psam_qgemm__avx512vnni(const psam_qgemm_args *p, size_t n0, size_t n1) {
     if (n1 > p->n) n1 = p->n;
     if (n0 >= n1) return;
-    /* Row blocks small enough that their activations stay in L1/L2 while every column tile reads them. */
-    const size_t mb = 64;
-    for (size_t mb0 = 0; mb0 < p->m; mb0 += mb) {
-        size_t mb1 = mb0 + mb < p->m ? mb0 + mb : p->m;
-        for (size_t n = n0; n < n1; n += 32) {
-            int two = n + 16 < n1;
-            size_t m = mb0;
-            for (; m + 8 <= mb1; m += 8) two ? tile(p, m, n, 8, 2) : tile(p, m, n, 8, 1);
-            switch (mb1 - m) {
-            case 7: two ? tile(p, m, n, 7, 2) : tile(p, m, n, 7, 1); break;
-            case 6: two ? tile(p, m, n, 6, 2) : tile(p, m, n, 6, 1); break;
-            case 5: two ? tile(p, m, n, 5, 2) : tile(p, m, n, 5, 1); break;
-            case 4: two ? tile(p, m, n, 4, 2) : tile(p, m, n, 4, 1); break;
-            case 3: two ? tile(p, m, n, 3, 2) : tile(p, m, n, 3, 1); break;
-            case 2: two ? tile(p, m, n, 2, 2) : tile(p, m, n, 2, 1); break;
-            case 1: two ? tile(p, m, n, 1, 2) : tile(p, m, n, 1, 1); break;
-            default: break;
-            }
+    PSAM_TILES(tile, p, n0, n1);
+}
+
+/* int16 GEMM: the same tiles, vpdpwssd on int16 pairs (4 bytes of a row against 64-byte weight blocks, as above),
+ * symmetric activations (no zero point), one scale per channel. */
+static inline PSAM_AVX512 __attribute__((always_inline)) void
+tile16(const psam_s16gemm_args *p, size_t m0, size_t n, const int MR, const int NP) {
+    const size_t kq = p->kp / 2;
+    const int16_t *b = p->w + (n / 16) * kq * 32, *a = p->a + m0 * p->lda;
+    __m512i acc[8][2];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NP; j++) acc[r][j] = _mm512_setzero_si512();
+    for (size_t q = 0; q < kq; q++) {
+        __m512i w0 = _mm512_loadu_si512((const void *)(b + q * 32));
+        __m512i w1 = NP > 1 ? _mm512_loadu_si512((const void *)(b + kq * 32 + q * 32)) : w0;
+        for (int r = 0; r < MR; r++) {
+            int32_t pair;
+            memcpy(&pair, a + r * p->lda + q * 2, 4);
+            __m512i av = _mm512_set1_epi32(pair);
+            acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, w0);
+            if (NP > 1) acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, w1);
         }
     }
+    __m512 f[8][2];
+    for (int j = 0; j < NP; j++) {
+        __m512 ws = _mm512_loadu_ps(p->w_scale + n + 16 * j);
+        for (int r = 0; r < MR; r++) f[r][j] = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][j]), ws);
+    }
+    STORE(p, m0, n, MR, NP, f);
+}
+
+PSAM_AVX512 void psam_s16gemm__avx512vnni(const psam_s16gemm_args *p, size_t n0, size_t n1) {
+    if (n1 > p->n) n1 = p->n;
+    if (n0 >= n1) return;
+    PSAM_TILES(tile16, p, n0, n1);
 }
 #endif

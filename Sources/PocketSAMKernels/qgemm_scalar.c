@@ -24,3 +24,20 @@ void psam_qgemm__scalar(const psam_qgemm_args *p, size_t n0, size_t n1) {
         if (p->gelu && n1 > n0) psam_gelu_rows(c + n0, n1 - n0);
     }
 }
+
+/* Portable reference int16 GEMM on panels16x2 (pocketsam_kernels.h): the exact int32 sum, then the fmaf chain. */
+void psam_s16gemm__scalar(const psam_s16gemm_args *p, size_t n0, size_t n1) {
+    const size_t kq = p->kp / 2;
+    if (n1 > p->n) n1 = p->n;
+    for (size_t m = 0; m < p->m; m++) {
+        const int16_t *a = p->a + m * p->lda;
+        float *c = p->c + m * p->ldc;
+        for (size_t n = n0; n < n1; n++) {
+            const int16_t *col = p->w + (n / 16) * kq * 32 + (n % 16) * 2;
+            int32_t acc = 0;
+            for (size_t q = 0; q < kq; q++) acc += (int32_t)a[2 * q] * col[q * 32] + (int32_t)a[2 * q + 1] * col[q * 32 + 1];
+            c[n] = fmaf(fmaf((float)acc, p->w_scale[n], 0.0f), p->a_scale[m], p->bias ? p->bias[n] : 0.0f);
+        }
+        if (p->gelu && n1 > n0) psam_gelu_rows(c + n0, n1 - n0);
+    }
+}

@@ -239,6 +239,82 @@ void psam_quantize_rows_u8(const float *x, size_t m, size_t k, size_t ldx, uint8
     quantize_generic(x, m, k, ldx, q, ldq, scale, zero);
 }
 
+/* Symmetric int16 rows (pocketsam_kernels.h): the scale from max|x|, then x·inv + (AMAX + 0.5) clamped and
+ * truncated, as the u8 quantizer does with its zero point. Exact max, mul and add at any width, so the AVX-512
+ * body gives the generic body's bits. */
+static inline int quantize_s16_scale(float amax, float *scale, float *inv) {
+    float s = amax / (float)PSAM_S16_AMAX;
+    if (!(s > 0.0f) || !isfinite(s)) return 0;
+    *scale = s;
+    *inv = 1.0f / s;
+    return 1;
+}
+
+static void quantize_s16_generic(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale) {
+    const float add = (float)PSAM_S16_AMAX + 0.5f, top = 2.0f * (float)PSAM_S16_AMAX + 0.5f;
+    for (size_t i = 0; i < m; i++) {
+        const float *r = x + i * ldx;
+        int16_t *o = q + i * ldq;
+        float amax = 0.0f, inv = 0.0f;
+        for (size_t j = 0; j < k; j++) {
+            float a = fabsf(r[j]);
+            amax = a > amax ? a : amax;
+        }
+        if (!quantize_s16_scale(amax, scale + i, &inv)) {
+            scale[i] = 1.0f;
+            for (size_t j = 0; j < ldq; j++) o[j] = 0;
+            continue;
+        }
+        for (size_t j = 0; j < k; j++) {
+            float t = r[j] * inv + add;
+            t = t < 0.0f ? 0.0f : (t > top ? top : t);
+            o[j] = (int16_t)((int32_t)t - PSAM_S16_AMAX);
+        }
+        for (size_t j = k; j < ldq; j++) o[j] = 0;
+    }
+}
+
+#if defined(__x86_64__)
+PSAM_AVX512F static void quantize_s16_avx512(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq,
+                                             float *scale) {
+    const __m512 vadd = _mm512_set1_ps((float)PSAM_S16_AMAX + 0.5f), vtop = _mm512_set1_ps(2.0f * (float)PSAM_S16_AMAX + 0.5f);
+    const __m512i voff = _mm512_set1_epi32(PSAM_S16_AMAX);
+    for (size_t i = 0; i < m; i++) {
+        const float *r = x + i * ldx;
+        int16_t *o = q + i * ldq;
+        __m512 am = _mm512_setzero_ps();
+        for (size_t j = 0; j < k; j += 16) {
+            __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+            am = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(mk, r + j)), am); /* a NaN lane keeps am, as the generic loop */
+        }
+        float inv = 0.0f;
+        if (!quantize_s16_scale(_mm512_reduce_max_ps(am), scale + i, &inv)) {
+            quantize_s16_generic(r, 1, k, ldx, o, ldq, scale + i);
+            continue;
+        }
+        const __m512 vinv = _mm512_set1_ps(inv);
+        for (size_t j = 0; j < k; j += 16) {
+            __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+            __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, r + j), vinv), vadd);
+            t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), vtop);
+            __m512i v = _mm512_sub_epi32(_mm512_cvttps_epi32(t), voff);
+            _mm256_mask_storeu_epi16(o + j, mk, _mm512_cvtepi32_epi16(v));
+        }
+        for (size_t j = k; j < ldq; j++) o[j] = 0;
+    }
+}
+#endif
+
+void psam_quantize_rows_s16(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale) {
+#if defined(__x86_64__)
+    if (has_avx512()) {
+        quantize_s16_avx512(x, m, k, ldx, q, ldq, scale);
+        return;
+    }
+#endif
+    quantize_s16_generic(x, m, k, ldx, q, ldq, scale);
+}
+
 static inline float erf_approx(float v) {
     float x = v < -4.0f ? -4.0f : (v > 4.0f ? 4.0f : v);
     float x2 = x * x;

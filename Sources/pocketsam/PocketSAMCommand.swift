@@ -275,7 +275,7 @@ struct Bench: ParsableCommand {
             let m = models[i]
             let e = median(enc[i]), d = median(dec[i])
             let gmacs = Double(macs[i]) / e / 1e9
-            print("model: \(model[i]) (\(m.config.variant.rawValue), \(m.file.storage.count) bytes, \(m.int8Layers) int8 layers)")
+            print("model: \(model[i]) (\(m.config.variant.rawValue), \(m.file.storage.count) bytes, \(m.int8Layers) int8 layers, \(m.int16Layers) int16 layers)")
             var line = "  encoder: median \(format3(e * 1000)) ms over \(runs) runs (min \(format3(enc[i].min()! * 1000)) ms), \(format3(Double(macs[i]) / 1e9)) GMAC, \(format3(gmacs)) GMAC/s"
             if let peak, m.int8Layers > 0 { line += " (\(format3(100 * gmacs * 1e9 / peak))% of the int8 peak)" }
             if i > 0 { line += "; \(format3(e / median(enc[0])))x the first model's time" }

@@ -91,6 +91,130 @@ static int same(const float *x, const float *y, size_t m, size_t n, size_t ld) {
 
 #define CHECK(cond, ...) do { if (cond) passed++; else { failed++; fprintf(stderr, "FAILED: " __VA_ARGS__); fputc('\n', stderr); } } while (0)
 
+/* The int16 GEMM (panels16x2, symmetric rows): weights within psam_s16_weight_limit(kp), activations within
+ * PSAM_S16_AMAX; `extreme` puts every product at the bound with one sign, the largest sum the contract allows. */
+typedef struct {
+    size_t m, n, k, kp, np, lda;
+    int16_t *w, *packed, *a;
+    float *a_scale, *w_scale, *bias;
+} problem16;
+
+static problem16 make16(size_t m, size_t n, size_t k, int extreme) {
+    problem16 p;
+    p.m = m; p.n = n; p.k = k; p.kp = psam_round_up(k, 2); p.np = psam_round_up(n, 16);
+    p.lda = p.kp + 2 * (next() % 3);
+    p.w = calloc(n * k + 1, 2); p.packed = calloc(p.np * p.kp + 1, 2); p.a = calloc(m * p.lda + 1, 2);
+    p.a_scale = calloc(m, 4); p.w_scale = calloc(p.np, 4); p.bias = calloc(n, 4);
+    int32_t lim = psam_s16_weight_limit(p.kp);
+    int sign = next() & 1 ? 1 : -1;
+    for (size_t i = 0; i < n * k; i++)
+        p.w[i] = (int16_t)(extreme ? sign * lim : (int32_t)(next() % (uint32_t)(2 * lim + 1)) - lim);
+    for (size_t r = 0; r < m; r++) {
+        for (size_t j = 0; j < k; j++)
+            p.a[r * p.lda + j] = (int16_t)(extreme ? PSAM_S16_AMAX : (int32_t)(next() % (2 * PSAM_S16_AMAX + 1)) - PSAM_S16_AMAX);
+        p.a_scale[r] = (float)(next() % 1000 + 1) / 997.0f;
+    }
+    for (size_t c = 0; c < n; c++) {
+        p.bias[c] = ((float)(next() % 2001) - 1000.0f) / 313.0f;
+        p.w_scale[c] = (float)(next() % 1000 + 1) / 1e8f;
+        for (size_t j = 0; j < k; j++) p.packed[psam_panel16_offset(c, j, p.kp)] = p.w[c * k + j];
+    }
+    return p;
+}
+
+static psam_s16gemm_args args16(const problem16 *p, float *c, int with_bias, int gelu) {
+    psam_s16gemm_args a = {p->a, p->lda, p->a_scale, p->packed, p->w_scale, with_bias ? p->bias : NULL, c, p->n + 3,
+                           p->m, p->n, p->kp, gelu};
+    return a;
+}
+
+static void check_s16(void) {
+    static const size_t ms[] = {1, 2, 5, 7, 8, 9, 17, 64, 65, 130};
+    static const size_t ns[] = {1, 15, 16, 17, 32, 33, 47, 64, 100};
+    static const size_t ks[] = {1, 2, 3, 5, 27, 32, 63, 64, 160, 321, 640};
+#if defined(__x86_64__)
+    int vnni = psam_qgemm_kernel(PSAM_ISA_AVX512VNNI) != NULL;
+#endif
+    size_t shapes = 0;
+    for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+                size_t m = ms[mi], n = ns[ni], k = ks[ki];
+                int extreme = (mi + ni + ki) % 5 == 0, with_bias = (ni + ki) % 2 == 0;
+                problem16 p = make16(m, n, k, extreme);
+                size_t ld = n + 3, sz = m * ld;
+                float *ref = calloc(sz, 4), *sc = calloc(sz, 4), *out = calloc(sz, 4);
+                /* The definition on unpacked weights: the sum in int64 (it must fit int32), then the fmaf chain. */
+                int fits = 1;
+                for (size_t r = 0; r < m; r++)
+                    for (size_t c = 0; c < n; c++) {
+                        int64_t acc = 0;
+                        for (size_t j = 0; j < k; j++) acc += (int64_t)p.a[r * p.lda + j] * p.w[c * k + j];
+                        fits &= acc >= INT32_MIN && acc <= INT32_MAX;
+                        ref[r * ld + c] = fmaf(fmaf((float)acc, p.w_scale[c], 0.0f), p.a_scale[r], with_bias ? p.bias[c] : 0.0f);
+                    }
+                CHECK(fits, "s16 sums past int32 within the documented bounds (k=%zu)", k);
+                psam_s16gemm_args a = args16(&p, sc, with_bias, 0);
+                psam_s16gemm__scalar(&a, 0, n);
+                CHECK(same(ref, sc, m, n, ld), "s16 scalar vs triple loop m=%zu n=%zu k=%zu extreme=%d", m, n, k, extreme);
+#if defined(__x86_64__)
+                if (vnni) {
+                    a = args16(&p, out, with_bias, 0);
+                    if (n > 16 && (m + n) % 2) {
+                        psam_s16gemm__avx512vnni(&a, 0, 16);
+                        psam_s16gemm__avx512vnni(&a, 16, n);
+                    } else {
+                        psam_s16gemm__avx512vnni(&a, 0, n);
+                    }
+                    CHECK(same(sc, out, m, n, ld), "s16 avx512vnni vs scalar m=%zu n=%zu k=%zu extreme=%d", m, n, k, extreme);
+                    int clean = 1;
+                    for (size_t r = 0; r < m; r++)
+                        for (size_t j = n; j < ld; j++) clean &= out[r * ld + j] == 0.0f;
+                    CHECK(clean, "s16 avx512vnni wrote past column n (m=%zu n=%zu k=%zu)", m, n, k);
+                }
+#endif
+                if (m <= 9) {
+                    memcpy(ref, sc, sz * 4);
+                    for (size_t r = 0; r < m; r++) psam_gelu_rows(ref + r * ld, n);
+                    memset(out, 0, sz * 4);
+                    a = args16(&p, out, with_bias, 1);
+                    psam_s16gemm(&a, 0, n);
+                    CHECK(same(ref, out, m, n, ld), "s16 dispatched fused GELU m=%zu n=%zu k=%zu", m, n, k);
+                }
+                free(ref); free(sc); free(out);
+                free(p.w); free(p.packed); free(p.a); free(p.a_scale); free(p.w_scale); free(p.bias);
+                shapes++;
+            }
+    /* Quantization to int16 against its definition, computed here; round trip within half a step. */
+    for (int t = 0; t < 300; t++) {
+        size_t m = 1 + next() % 5, k = 1 + next() % 300, ldq = psam_round_up(k, 2) + 2;
+        float *x = malloc(m * k * 4), sc[5];
+        int16_t *q = malloc(m * ldq * 2);
+        memset(q, 0xAB, m * ldq * 2);
+        float mag = (float)(next() % 100 + 1) / (t % 3 ? 10.0f : 0.01f);
+        for (size_t i = 0; i < m * k; i++) x[i] = t % 17 == 0 ? 0.0f : ((float)(next() % 20001) / 10000.0f - (t % 2 ? 1.0f : 0.2f)) * mag;
+        psam_quantize_rows_s16(x, m, k, k, q, ldq, sc);
+        int ok = 1;
+        for (size_t r = 0; r < m; r++) {
+            float amax = 0.0f;
+            for (size_t j = 0; j < k; j++) amax = fabsf(x[r * k + j]) > amax ? fabsf(x[r * k + j]) : amax;
+            float s = amax > 0.0f ? amax / (float)PSAM_S16_AMAX : 1.0f, inv = 1.0f / s;
+            ok &= sc[r] == s;
+            for (size_t j = 0; j < k; j++) {
+                float v = x[r * k + j], u = amax > 0.0f ? v * inv + ((float)PSAM_S16_AMAX + 0.5f) : (float)PSAM_S16_AMAX;
+                u = u < 0.0f ? 0.0f : (u > 2.0f * PSAM_S16_AMAX + 0.5f ? 2.0f * PSAM_S16_AMAX + 0.5f : u);
+                int32_t e = (int32_t)u - PSAM_S16_AMAX;
+                ok &= q[r * ldq + j] == e && e >= -PSAM_S16_AMAX && e <= PSAM_S16_AMAX;
+                ok &= fabsf(sc[r] * (float)q[r * ldq + j] - v) <= sc[r] * 0.5001f + 1e-6f * fabsf(v);
+            }
+            for (size_t j = k; j < ldq; j++) ok &= q[r * ldq + j] == 0;
+        }
+        CHECK(ok, "quantize_rows_s16 case %d (m=%zu k=%zu)", t, m, k);
+        free(x); free(q);
+    }
+    printf("%zu s16 shapes\n", shapes);
+}
+
 int main(void) {
     static const size_t ms[] = {1, 2, 3, 5, 7, 8, 9, 13, 17, 64, 65, 130};
     static const size_t ns[] = {1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100};
@@ -176,6 +300,7 @@ int main(void) {
         CHECK(ok, "quantize_rows case %d (m=%zu k=%zu)", t, m, k);
         free(x); free(q);
     }
+    check_s16();
     printf("%zu shapes\n%d passed, %d failed\n", shapes, passed, failed);
     return failed ? 1 : 0;
 }

@@ -2,6 +2,7 @@ import Foundation
 import PocketSAM
 import PocketSAMFormat
 import PocketSAMIO
+import PocketSAMKernels
 import PocketSAMQuantize
 import XCTest
 
@@ -20,13 +21,14 @@ import XCTest
 /// calibration run (its images, or the last bits of the fp32 kernels it runs on) into different weights.
 /// Measured with the default conversion (GPTQ with refitted scales on `calibrationImages`, SmoothQuant α 0.25
 /// on the MLP inputs, `Converter.defaultKeepFP16` layers fp16), OpenBLAS SkylakeX: mean 0.9848, worst 0.9565
-/// (astronaut box). The worst case is a draw: the same conversion calibrated on 3, 2 or 8 images or on 4 other
+/// (astronaut box) with an earlier kernel set; 0.9868 and 0.9607 (rocket box_point) with the AVX-512 bf16 attention
+/// and the int16 form of the fp16 layers. The worst case is a draw: the same conversion calibrated on 3, 2 or 8 images or on 4 other
 /// scikit-image images gives 0.9530, 0.9505, 0.9255 and 0.9511; without the scale refit the five draws give
 /// 0.9451, 0.9564, 0.9441, 0.9215, 0.9489. An exact encoder with the int8 decoder gives 0.980. So the issue's
 /// 0.95 per case is met by the default file, not robustly. The logit correlations stay ≥ 0.999.
 ///
 /// Embedding cosine: the issue's 0.999, asserted as is. Measured 0.99912 (worst of the 8 images, cell) with the
-/// default conversion, 0.99875 without the fp16 layers. The other calibration sets above give 0.99860–0.99896,
+/// default conversion (0.99919 with the bf16 attention and int16 layers of an AVX-512 VNNI + BF16 CPU), 0.99875 without the fp16 layers. The other calibration sets above give 0.99860–0.99896,
 /// so a change of calibration images (not of this test's inputs) can move it under the bar.
 final class Int8AccuracyTests: XCTestCase {
     /// Calibration images (scikit-image's, none of them among the test images; scripts/fetch-assets.sh).
@@ -133,6 +135,49 @@ final class Int8AccuracyTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(mean, 0.975, "mean final-mask IoU \(mean) (see the class comment)")
         table.append("mean mask IoU \(String(format: "%.4f", mean)) over \(maskIoUs.count) masks, worst \(String(format: "%.4f", maskIoUs.min() ?? 0)); worst embedding cosine \(String(format: "%.5f", worstCosine))")
         print("LiteMedSAM int8 vs PyTorch fp32:\n" + table.joined(separator: "\n"))
+    }
+
+    /// The int16 GEMM (`Model.int16Layers`: an int8 file's fp16 weight matrices, packed to int16 at load, run with
+    /// activations quantized per row to 12 bits) against the same layers in fp32 (`int16: false`). Compared on a
+    /// conversion that keeps every image-encoder matrix fp16, so the int16 error is not hidden under int8's: with
+    /// int8 layers downstream, any change upstream re-draws their activation rounding, and the default file's
+    /// embedding moves by 1 − cosine ≈ 7e-4 whichever of the two forms runs. Bounds: 1 − cosine ≤ 1e-4 and logit
+    /// correlation ≥ 1 − 2e-4, measured 2.2e-5 and 4.9e-5 over the 53 layers. The numeric reason: a 12-bit
+    /// activation step is 1/2047 of a row's largest value, and TinyViT rows peak at 10–30× their RMS (the MLP
+    /// outputs), so each layer's relative error is ~1e-3 (1 − cosine ~1e-6 per layer, tens of layers); the weights
+    /// of the long dot products (k = 1280) keep only ~10 bits under the int32 bound. For scale: int8 layers give
+    /// ~1e-3 per layer, and the default file's 9 int16 layers should move its embedding by about 9/53 of that
+    /// figure (not measurable under its int8 layers' noise).
+    func testInt16FormOfTheFP16Layers() throws {
+        let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))
+        var o = ConversionOptions()
+        o.keepFP16 = ["image_encoder.*"]
+        let file = try PSAMFile(storage: ByteStorage(copying: try Converter.convert(ckpt, options: o).writer.serialize()))
+        let model = try Model(file: file), plain = try Model(file: file, int16: false)
+        XCTAssertEqual(plain.int16Layers, 0)
+        guard psam_s16gemm_fast() != 0 else {
+            XCTAssertEqual(model.int16Layers, 0, "the int16 form is only built where it is fast")
+            throw XCTSkip("no AVX-512 VNNI: the int16 GEMM is not used on this CPU (\(Model.kernelName))")
+        }
+        XCTAssertGreaterThan(model.int16Layers, 40, "the encoder's GEMMs are not on the int16 kernel")
+        let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/cell.png"))
+        var out: [(emb: [Float], low: [Float])] = []
+        for m in [plain, model] {
+            let s = Session(model: m, threads: 2)
+            try img.pixels.withUnsafeBufferPointer {
+                try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+            }
+            out.append((try s.imageEmbedding(), try s.predict(box: BoxPrompt(x0: 355, y0: 300, x1: 500, y1: 448)).lowResLogits))
+        }
+        XCTAssertNotEqual(out[0].emb, out[1].emb, "the int16 layers did not run")
+        let cos = Self.cosine(out[0].emb, out[1].emb), corr = Self.pearson(out[0].low, out[1].low)
+        print("int16 vs fp32 form of \(model.int16Layers) fp16 layers: embedding cosine \(cos), low-res logit correlation \(corr)")
+        XCTAssertGreaterThanOrEqual(cos, 1 - 1e-4)
+        XCTAssertGreaterThanOrEqual(corr, 1 - 2e-4)
+        // The default file: its fp16 layers are on the int16 kernel here.
+        let int8 = try Self.int8Model()
+        XCTAssertEqual(int8.int16Layers, int8.file.tensors.filter { $0.dtype == .f16 && $0.name.hasSuffix(".weight") }.count)
+        XCTAssertGreaterThan(int8.int16Layers, 0)
     }
 
     /// The int8 path gives the same bits for 1 and 2 threads (integer GEMMs, splits fixed or exact).

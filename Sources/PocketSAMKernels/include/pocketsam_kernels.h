@@ -68,6 +68,47 @@ uint64_t psam_isa_peak_probe(psam_isa isa, uint64_t iters);
 /* Runs the variant psam_best_isa() names. */
 void psam_qgemm(const psam_qgemm_args *args, size_t n0, size_t n1);
 
+/* int16 GEMM, for the layers an int8 model keeps in fp16 (the most sensitive ones): on AVX-512 VNNI,
+ * vpdpwssd multiplies int16 pairs at twice the rate of fp32 fused multiply-adds. Weights ("panels16x2"):
+ * W[N][K] int16 as ceil(N/16) panels of 16 output channels, a panel holding Kp/2 blocks (Kp = K rounded up
+ * to 2) of 64 bytes, block q holding W[n][2q], W[n][2q+1] for the panel's 16 channels in order; padding
+ * zero. Activations: symmetric per row, |a| <= PSAM_S16_AMAX (psam_quantize_rows_s16). With every
+ * |W| <= psam_s16_weight_limit(kp), no partial sum leaves int32, so the sums are exact whatever the order:
+ * c[m][n] = fmaf(fmaf((float)Σ_k a[m][k]·W[n][k], w_scale[n], 0), a_scale[m], bias[n]), then GELU if
+ * `gelu` (psam_gelu_rows), in every variant bit for bit. */
+#define PSAM_S16_AMAX 2047
+static inline size_t psam_panel16_offset(size_t n, size_t k, size_t kp) {
+    return ((n / 16) * (kp / 2) + k / 2) * 32 + (n % 16) * 2 + k % 2;
+}
+/* The largest |W| for which kp products of PSAM_S16_AMAX · |W| sum within int32 (at most 32767). */
+static inline int32_t psam_s16_weight_limit(size_t kp) {
+    size_t l = (size_t)2147483647 / ((kp ? kp : 1) * (size_t)PSAM_S16_AMAX);
+    return (int32_t)(l > 32767 ? 32767 : l);
+}
+typedef struct psam_s16gemm_args {
+    const int16_t *a;      /* [m][lda]; elements k >= K of a row are zero */
+    size_t lda;            /* elements per row, >= kp */
+    const float *a_scale;  /* [m] */
+    const int16_t *w;      /* packed panels16x2 */
+    const float *w_scale;  /* [np]: np = n rounded up to 16, zero past n */
+    const float *bias;     /* [n] or NULL */
+    float *c;              /* [m][ldc] */
+    size_t ldc;
+    size_t m, n, kp;       /* kp: K rounded up to 2 */
+    int gelu;
+} psam_s16gemm_args;
+void psam_s16gemm__scalar(const psam_s16gemm_args *args, size_t n0, size_t n1);
+void psam_s16gemm__avx512vnni(const psam_s16gemm_args *args, size_t n0, size_t n1);
+/* Whether psam_s16gemm runs a vector kernel (AVX-512 VNNI, when psam_best_isa() is it): only there is it faster
+ * than fp32, so elsewhere the runtime keeps those layers in fp32. */
+int psam_s16gemm_fast(void);
+/* Columns [n0, n1) (n0 a multiple of 16) of every row, on the AVX-512 VNNI kernel, else the scalar one. */
+void psam_s16gemm(const psam_s16gemm_args *args, size_t n0, size_t n1);
+/* Symmetric per-row int16 quantization: scale = max|x| / PSAM_S16_AMAX, q = trunc(clamp(x·(1/scale) +
+ * (AMAX + 0.5), 0, 2·AMAX + 0.5)) − AMAX (round half up, in [−AMAX, AMAX]); an all-zero row gets scale 1 and
+ * zeros. Elements [k, ldq) of each q row are set to zero. */
+void psam_quantize_rows_s16(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale);
+
 /* Dynamic asymmetric per-row quantization: for each row of x[m][ldx] (k values), lo = min(0, min x),
  * hi = max(0, max x), scale = (hi − lo)/255, zero = round(−lo/scale), q = clamp(round(x/scale) + zero, 0, 255).
  * An all-zero row gets scale 1, zero 0. Bytes [k, ldq) of each q row are set to zero. */
