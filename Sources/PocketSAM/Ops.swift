@@ -374,31 +374,38 @@ enum Ops {
     /// contiguous channels; output rows are split across the session's threads (each output is
     /// computed the same way whatever the split). With `quantizedInto`, each output pixel is quantized
     /// at once into those rows for the int8 GEMM that follows, and never stored as floats (`out` unused).
+    /// `rows`: the output rows to compute (all by default); `out` or `quantizedInto` holds those rows only (its
+    /// row 0 is `rows.lowerBound`). Each output value is the same whatever the range.
     @discardableResult
     static func depthwiseConv(_ x: CPtr, h: Int, w: Int, c: Int, weight: CPtr, bias: CPtr?, k: Int, stride: Int,
                               pad: Int, out: FPtr?, quantizedInto: QuantizedRows? = nil, arena: Arena,
-                              gelu: Bool = false) -> (h: Int, w: Int) {
+                              gelu: Bool = false, rows: Range<Int>? = nil) -> (h: Int, w: Int) {
         let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
+        let rows = rows ?? 0..<ho
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= ho, "depthwiseConv rows \(rows) of \(ho)")
+        let first = rows.lowerBound, count = rows.count
         let mark = arena.mark()
         let wt = arena.alloc(k * k * c)
         for j in 0..<c { for t in 0..<(k * k) { wt[t * c + j] = weight[j * k * k + t] } }
-        let blocks = ho * wo * c * k * k < 1 << 16 ? 1 : min(ho, 16)
-        // Quantized output: `c` is one scratch row of C floats per block.
-        let dst = quantizedInto == nil ? out : arena.alloc(blocks * c)
+        let blocks = count * wo * c * k * k < 1 << 16 ? 1 : min(count, 16)
+        // Quantized output: `c` is one scratch row of C floats per block. The kernels index output rows from the
+        // top of the image, so the destinations are shifted back by `first` rows (never written there).
+        let dst = quantizedInto == nil ? out.map { $0 - first * wo * c } : arena.alloc(blocks * c)
         guard let dst else { preconditionFailure("depthwiseConv needs out or quantizedInto") }
-        var t = ColumnTask(kind: .depthwise, a: x, b: wt, c: dst, bias: bias, m: ho, n: c, k: k, lda: h, ldb: w, ldc: wo)
+        var t = ColumnTask(kind: .depthwise, a: x, b: wt, c: dst, bias: bias, m: count, n: c, k: k, lda: h, ldb: w, ldc: wo)
         t.stride = stride
         t.pad = pad
         t.gelu = gelu
+        t.firstRow = first
         if let q = quantizedInto {
-            t.qa = q.q
-            t.qz = q.zero
+            t.qa = q.q - first * wo * q.kp
+            t.qz = q.zero - first * wo
             t.ldq = q.kp
-            t.scratch = q.scale
+            t.scratch = q.scale - first * wo
         }
-        arena.macs &+= ho * wo * c * k * k
-        t.rowsPer = (ho + blocks - 1) / blocks
-        arena.parallelBlocks(&t, blocks: (ho + t.rowsPer - 1) / t.rowsPer)
+        arena.macs &+= count * wo * c * k * k
+        t.rowsPer = (count + blocks - 1) / blocks
+        arena.parallelBlocks(&t, blocks: (count + t.rowsPer - 1) / t.rowsPer)
         arena.reset(to: mark)
         return (ho, wo)
     }
@@ -526,6 +533,8 @@ struct ColumnTask {
     var rowsPer = 0
     var colBlocks = 1
     var qargs = psam_qgemm_args()
+    /// `.depthwise`: the first output row (blocks cover rows `firstRow ..< firstRow + m`).
+    var firstRow = 0
     /// `.quantizeS16` (into `qa16`, scales in `c`), `.s16gemm`.
     var sargs = psam_s16gemm_args()
     var qa16: UnsafeMutablePointer<Int16>?
@@ -685,7 +694,7 @@ struct ColumnTask {
             psam_window_attention_bf16(a + i * m * lda, lda, m, n, k, alpha, b, c + i * m * ldc, ldc, scratch + i * ldq)
             return
         case .depthwise:
-            let y0 = i * rowsPer, y1 = min(m, y0 + rowsPer)
+            let y0 = firstRow + i * rowsPer, y1 = firstRow + min(m, (i + 1) * rowsPer)
             guard y0 < y1, let a, let b else { return }
             if let qa, let qz, let scratch {
                 // Quantized output; `c` holds one scratch row of n floats per block (at most 16 blocks).

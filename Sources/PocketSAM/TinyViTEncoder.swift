@@ -71,30 +71,10 @@ struct TinyViTEncoder {
             if st < c.stageCount - 1 {
                 let mg = merges[st]
                 let o = c.embedDims[st + 1], stride = c.mergeStrides[st]
-                let mark = arena.mark()
-                let a = arena.alloc(h * h * o)
-                Ops.linear(arena, cur, mg.conv1, a, m: h * h, n: o, k: d, gelu: true)
                 let ho = (h + 2 - 3) / stride + 1
-                let out: UnsafeMutablePointer<Float>
-                if let q = mg.conv3.q {
-                    // int8: the depthwise conv writes the conv3 GEMM's quantized input directly.
-                    let qin = Ops.QuantizedRows(arena, m: ho * ho, kp: q.kp)
-                    Ops.depthwiseConv(a, h: h, w: h, c: o, weight: mg.conv2.w, bias: mg.conv2.b, k: 3, stride: stride,
-                                      pad: 1, out: nil, quantizedInto: qin, arena: arena, gelu: true)
-                    out = arena.alloc(ho * ho * o)
-                    Ops.qgemm(arena, qin, mg.conv3, out, m: ho * ho, n: o, k: o)
-                } else {
-                    let bb = arena.alloc(ho * ho * o)
-                    Ops.depthwiseConv(a, h: h, w: h, c: o, weight: mg.conv2.w, bias: mg.conv2.b, k: 3,
-                                      stride: stride, pad: 1, out: bb, arena: arena, gelu: true)
-                    out = arena.alloc(ho * ho * o)
-                    Ops.linear(arena, bb, mg.conv3, out, m: ho * ho, n: o, k: o)
-                }
-                // Keep only `out`: move it down to where `a` began.
-                arena.reset(to: mark)
-                let moved = arena.alloc(ho * ho * o)
-                moved.update(from: out, count: ho * ho * o)
-                cur = moved
+                let out = arena.alloc(ho * ho * o)
+                expandProject(cur, h: h, cin: d, hid: o, cout: o, stride: stride, mg.conv1, mg.conv2, mg.conv3, out: out, arena)
+                cur = out
                 h = ho
                 arena.tap?("layers.\(st).downsample", cur, [h, h, o])
             }
@@ -114,25 +94,54 @@ struct TinyViTEncoder {
 
     /// MBConv: 1×1 → GELU → depthwise 3×3 → GELU → 1×1, + shortcut, GELU. In place on `x`.
     func mbconv(_ x: UnsafeMutablePointer<Float>, h: Int, d: Int, _ wt: MBConv, _ arena: Arena) {
-        let hid = c.mbconvHiddenDim, n = h * h
+        let n = h * h
         let mark = arena.mark()
-        let a = arena.alloc(n * hid)
-        Ops.linear(arena, x, wt.conv1, a, m: n, n: hid, k: d, gelu: true)
         let o = arena.alloc(n * d)
-        if let q = wt.conv3.q {
-            // int8: the depthwise conv writes the conv3 GEMM's quantized input directly.
-            let qin = Ops.QuantizedRows(arena, m: n, kp: q.kp)
-            Ops.depthwiseConv(a, h: h, w: h, c: hid, weight: wt.conv2.w, bias: wt.conv2.b, k: 3, stride: 1, pad: 1,
-                              out: nil, quantizedInto: qin, arena: arena, gelu: true)
-            Ops.qgemm(arena, qin, wt.conv3, o, m: n, n: d, k: hid)
-        } else {
-            let b = arena.alloc(n * hid)
-            Ops.depthwiseConv(a, h: h, w: h, c: hid, weight: wt.conv2.w, bias: wt.conv2.b, k: 3,
-                              stride: 1, pad: 1, out: b, arena: arena, gelu: true)
-            Ops.linear(arena, b, wt.conv3, o, m: n, n: d, k: hid)
-        }
+        expandProject(x, h: h, cin: d, hid: c.mbconvHiddenDim, cout: d, stride: 1, wt.conv1, wt.conv2, wt.conv3, out: o, arena)
         Ops.add(arena, x, o, into: x, n * d, gelu: true)
         arena.reset(to: mark)
+    }
+
+    /// 1×1 conv `conv1` (GELU) → depthwise 3×3 `conv2` (stride, pad 1, GELU) → 1×1 conv `conv3`, from `x[h, h, cin]`
+    /// into `out[ho, ho, cout]`. conv1's output is wide (at stage 0, `hid` channels at full resolution: 64 MB for
+    /// LiteMedSAM's 256 × 256 × 256), so it is made for a band of output rows at a time (with the input rows the 3×3
+    /// taps need, one-row halos computed twice) and used while it is in cache. Every value is the one the whole
+    /// image at once gives: GEMM rows and depthwise pixels do not depend on the rows around them (per-row
+    /// quantization, exact integer sums, the same taps in the same order), and bands are fixed by the shape.
+    func expandProject(_ x: UnsafePointer<Float>, h: Int, cin: Int, hid: Int, cout: Int, stride: Int, _ conv1: Lin, _ conv2: Lin,
+                       _ conv3: Lin, out: UnsafeMutablePointer<Float>, _ arena: Arena) {
+        let ho = (h + 2 - 3) / stride + 1
+        let macs = arena.macs
+        // Output rows per band: conv1's band about 8 MB, at least 4 rows (LiteMedSAM's and MobileSAM's stage 0: 32 of
+        // 256 rows, 6% of conv1 recomputed for the halos). Measured on Zen 4 (32 MB L3): 2, 8 and 64 MB bands and no
+        // banding run the encoder equally fast within noise; the 2 MB bands' 25% recomputation did not pay.
+        // Calibration sees every input row once: no bands under its hook.
+        let band = arena.linearInputHook != nil ? ho : min(ho, max(4, (8 << 20) / (stride * h * hid * 4)))
+        let mark = arena.mark()
+        let a = arena.alloc(min(h, stride * band + 2) * h * hid)
+        // int8 conv3: the depthwise conv writes its quantized input directly; else fp32 rows for Ops.linear.
+        let q = conv3.q.map { Ops.QuantizedRows(arena, m: band * ho, kp: $0.kp) }
+        let f = q == nil ? arena.alloc(band * ho * hid) : nil
+        var oy0 = 0
+        while oy0 < ho {
+            let oy1 = min(ho, oy0 + band)
+            // The band's input rows [ya, yb): from the row above its first output row's taps (a multiple of the
+            // stride, so the sub-image's output grid is the image's) to its last output row's last tap.
+            let skip = oy0 > 0 ? 1 : 0
+            let ya = stride * (oy0 - skip), yb = min(h, stride * (oy1 - 1) + 2)
+            Ops.linear(arena, x + ya * h * cin, conv1, a, m: (yb - ya) * h, n: hid, k: cin, gelu: true)
+            Ops.depthwiseConv(a, h: yb - ya, w: h, c: hid, weight: conv2.w, bias: conv2.b, k: 3, stride: stride, pad: 1,
+                              out: f, quantizedInto: q, arena: arena, gelu: true, rows: skip..<(skip + oy1 - oy0))
+            if let q {
+                Ops.qgemm(arena, q, conv3, out + oy0 * ho * cout, m: (oy1 - oy0) * ho, n: cout, k: hid)
+            } else if let f {
+                Ops.linear(arena, f, conv3, out + oy0 * ho * cout, m: (oy1 - oy0) * ho, n: cout, k: hid)
+            }
+            oy0 = oy1
+        }
+        arena.reset(to: mark)
+        // The model's MACs, not the halos' recomputation.
+        arena.macs = macs &+ h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
     }
 
     /// TinyViT block: windowed attention (+ residual), depthwise local conv, MLP (+ residual). In place.

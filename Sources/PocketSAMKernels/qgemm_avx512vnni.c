@@ -148,6 +148,14 @@ PSAM_AVX512 void psam_qgemm__avx512vnni(const psam_qgemm_args *p, size_t n0, siz
     PSAM_TILES(tile, p, n0, n1);
 }
 
+/* acc + the pairwise int16 products of a and b. In asm because clang's generic tuning rewrites the intrinsic into
+ * vpmaddwd + vpaddd (two instructions for one): on Zen 4, one thread, m 4096 × n 320 × k 320 took 5.0 ms that way
+ * and 3.8 ms with vpdpwssd; the stage-0 MBConv's m 65536 × n 256 × k 64 with GELU 20.0 and 17.2 ms. */
+static inline PSAM_AVX512 __attribute__((always_inline)) __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
 /* int16 GEMM: the same tiles, vpdpwssd on int16 pairs (4 bytes of a row against 64-byte weight blocks, as above),
  * symmetric activations (no zero point), one scale per channel. */
 static inline PSAM_AVX512 __attribute__((always_inline)) void
@@ -164,8 +172,8 @@ tile16(const psam_s16gemm_args *p, size_t m0, size_t n, const int MR, const int 
             int32_t pair;
             memcpy(&pair, a + r * p->lda + q * 2, 4);
             __m512i av = _mm512_set1_epi32(pair);
-            acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], av, w0);
-            if (NP > 1) acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], av, w1);
+            acc[r][0] = dpwssd(acc[r][0], av, w0);
+            if (NP > 1) acc[r][1] = dpwssd(acc[r][1], av, w1);
         }
     }
     __m512 f[8][2];
