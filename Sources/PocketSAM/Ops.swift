@@ -94,13 +94,18 @@ enum Ops {
         let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
         var t = ColumnTask(kind: .s16gemm, a: nil, b: nil, c: out, bias: l.b, m: m, n: n, k: k, lda: s.kp, ldb: 0, ldc: ldo)
         t.sargs = psam_s16gemm_args(a: qa, lda: s.kp, a_scale: scale, w: s.data, w_scale: s.scales, bias: l.b, c: out, ldc: ldo,
-                                    m: m, n: n, kp: s.kp, gelu: gelu ? 1 : 0)
+                                    m: m, n: n, kp: s.kp, gelu: gelu ? intGELU : 0)
         t.rowsPer = m * n * k < 1 << 18 ? m : rowsPerBlock(m: m, k: k)
         t.colBlocks = colBlocks
         t.width = ((n + colBlocks - 1) / colBlocks + 31) & ~31
         ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * colBlocks)
         ctx.reset(to: mark)
     }
+
+    /// The GELU of the int8 and int16 layers (fused into their GEMMs, and the depthwise convolutions whose output is
+    /// quantized): the piecewise-cubic one (`psam_gelu_lut_rows`, within 1.7e-6·max(1, |x|) of exact, about twice as
+    /// fast) where it is vectorised, else the exact one of the fp32 path.
+    static let intGELU: Int32 = psam_gelu_lut_fast() != 0 ? PSAM_GELU_LUT : PSAM_GELU_EXACT
 
     /// Row blocks for int8 work: a multiple of 8 rows (the widest kernel tile), fixed by the shape.
     static func rowsPerBlock(m: Int, k: Int) -> Int {
@@ -133,7 +138,7 @@ enum Ops {
         let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
         var t = ColumnTask(kind: .qgemm, a: nil, b: nil, c: out, bias: l.b, m: m, n: n, k: k, lda: q.kp, ldb: 0, ldc: ldo)
         t.qargs = psam_qgemm_args(a: input.q, lda: q.kp, a_scale: input.scale, a_zero: input.zero, w: q.data, w_scale: q.scales,
-                                  w_sum: q.sums, bias: l.b, c: out, ldc: ldo, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? 1 : 0)
+                                  w_sum: q.sums, bias: l.b, c: out, ldc: ldo, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? intGELU : 0)
         t.rowsPer = m * n * k < 1 << 18 ? m : rowsPerBlock(m: m, k: k)
         t.colBlocks = colBlocks
         t.width = ((n + colBlocks - 1) / colBlocks + 31) & ~31
@@ -155,7 +160,7 @@ enum Ops {
         let blocks = (m + t.rowsPer - 1) / t.rowsPer
         t.c = ctx.alloc(blocks * quantizeChunk * n)
         t.qargs = psam_qgemm_args(a: input.q, lda: q.kp, a_scale: input.scale, a_zero: input.zero, w: q.data, w_scale: q.scales,
-                                  w_sum: q.sums, bias: l.b, c: t.c, ldc: n, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? 1 : 0)
+                                  w_sum: q.sums, bias: l.b, c: t.c, ldc: n, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? intGELU : 0)
         t.qa = next.q
         t.qz = next.zero
         t.ldq = next.kp
@@ -698,7 +703,7 @@ struct ColumnTask {
             guard y0 < y1, let a, let b else { return }
             if let qa, let qz, let scratch {
                 // Quantized output; `c` holds one scratch row of n floats per block (at most 16 blocks).
-                psam_depthwise_rows_u8(a, lda, ldb, n, b, bias, k, stride, pad, ldc, y0, y1, gelu ? 1 : 0, c + i * n,
+                psam_depthwise_rows_u8(a, lda, ldb, n, b, bias, k, stride, pad, ldc, y0, y1, gelu ? Ops.intGELU : 0, c + i * n,
                                        qa, ldq, scratch, qz)
             } else {
                 psam_depthwise_rows(a, lda, ldb, n, b, bias, k, stride, pad, c, ldc, y0, y1, gelu ? 1 : 0)

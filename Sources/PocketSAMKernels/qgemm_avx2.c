@@ -75,7 +75,7 @@ PSAM_AVX2 void psam_qgemm__avx2(const psam_qgemm_args *p, size_t n0, size_t n1) 
             if (m < mb1) tile(p, m, n, 1);
             if (p->gelu) {
                 size_t c1 = n + 16 < n1 ? n + 16 : n1;
-                for (size_t r = mb0; r < mb1; r++) psam_gelu_rows(p->c + r * p->ldc + n, c1 - n);
+                for (size_t r = mb0; r < mb1; r++) psam_gelu_mode_rows(p->c + r * p->ldc + n, c1 - n, p->gelu);
             }
         }
     }

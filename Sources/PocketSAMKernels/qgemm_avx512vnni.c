@@ -1,6 +1,7 @@
 /* int8 GEMM for AVX-512 VNNI: tiles of up to 8 rows × 32 columns (two packed panels), 16 int32
  * accumulators updated by vpdpbusd (u8 activations × s8 weights, 4 products per lane). */
 #include "pocketsam_kernels.h"
+#include "gelu_lut.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>
@@ -35,10 +36,17 @@ static inline PSAM_AVX512 __attribute__((always_inline)) __m512 gelu16(__m512 v)
 
 /* Stores f·a_scale + bias (then GELU) for MR rows of 16·NP columns starting at n (of the int8 or the int16 GEMM:
  * both argument structs have these fields). */
+/* GELU by mode (PSAM_GELU_EXACT, PSAM_GELU_LUT with the table in tb, else none). */
+static inline PSAM_AVX512 __attribute__((always_inline)) __m512 gelu_mode16(__m512 v, int gelu, const __m512 tb[8]) {
+    return gelu == PSAM_GELU_LUT ? psam_gelu_lut512(v, tb) : gelu ? gelu16(v) : v;
+}
+
 #define STORE(p, m0, n, MR, NP, f) store((p)->c, (p)->ldc, (p)->n, (p)->a_scale, (p)->bias, (p)->gelu, m0, n, MR, NP, f)
 static inline PSAM_AVX512 __attribute__((always_inline)) void
 store(float *c, size_t ldc, size_t ncols, const float *a_scale, const float *bias_row, int gelu, size_t m0, size_t n,
       const int MR, const int NP, __m512 f[8][2]) {
+    __m512 tb[8];
+    if (gelu == PSAM_GELU_LUT) psam_gelu_lut512_table(tb);
     for (int j = 0; j < NP; j++) {
         size_t c0 = n + 16 * (size_t)j;
         if (c0 >= ncols) break;
@@ -47,7 +55,7 @@ store(float *c, size_t ldc, size_t ncols, const float *a_scale, const float *bia
         __m512 bias = bias_row ? _mm512_maskz_loadu_ps(mk, bias_row + c0) : _mm512_setzero_ps();
         for (int r = 0; r < MR; r++) {
             __m512 v = _mm512_fmadd_ps(f[r][j], _mm512_set1_ps(a_scale[m0 + r]), bias);
-            if (gelu) v = gelu16(v);
+            v = gelu_mode16(v, gelu, tb);
             _mm512_mask_storeu_ps(c + (m0 + r) * ldc + c0, mk, v);
         }
     }
@@ -81,6 +89,8 @@ tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR, const int NP) 
         for (int r = 0; r < MR; r++)
             for (int j = 0; j < NP; j++) acc[r][j] = _mm512_setzero_si512();
         dot_quads(acc, p->a + m0 * p->lda, p->lda, panel, kq * 64, kq, MR, NP);
+        __m512 tb[8];
+        if (p->gelu == PSAM_GELU_LUT) psam_gelu_lut512_table(tb);
         for (int j = 0; j < NP; j++) {
             size_t c0 = n + 16 * (size_t)j;
             if (c0 >= p->n) break;
@@ -92,7 +102,7 @@ tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR, const int NP) 
             for (int r = 0; r < MR; r++) {
                 __m512i t = _mm512_sub_epi32(acc[r][j], _mm512_mullo_epi32(_mm512_set1_epi32(p->a_zero[m0 + r]), cs));
                 __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t), ws), _mm512_set1_ps(p->a_scale[m0 + r]), bias);
-                if (p->gelu) v = gelu16(v);
+                v = gelu_mode16(v, p->gelu, tb);
                 _mm512_mask_storeu_ps(p->c + (m0 + r) * p->ldc + c0, mk, v);
             }
         }

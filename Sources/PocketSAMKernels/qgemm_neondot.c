@@ -72,7 +72,7 @@ PSAM_NEONDOT void psam_qgemm__neondot(const psam_qgemm_args *p, size_t n0, size_
             }
             if (p->gelu) {
                 size_t c1 = n + 16 < n1 ? n + 16 : n1;
-                for (size_t r = mb0; r < mb1; r++) psam_gelu_rows(p->c + r * p->ldc + n, c1 - n);
+                for (size_t r = mb0; r < mb1; r++) psam_gelu_mode_rows(p->c + r * p->ldc + n, c1 - n, p->gelu);
             }
         }
     }

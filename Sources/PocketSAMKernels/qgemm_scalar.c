@@ -21,7 +21,7 @@ void psam_qgemm__scalar(const psam_qgemm_args *p, size_t n0, size_t n1) {
             }
             c[n] = fmaf(f, p->a_scale[m], p->bias ? p->bias[n] : 0.0f);
         }
-        if (p->gelu && n1 > n0) psam_gelu_rows(c + n0, n1 - n0);
+        if (p->gelu && n1 > n0) psam_gelu_mode_rows(c + n0, n1 - n0, p->gelu);
     }
 }
 
@@ -38,6 +38,6 @@ void psam_s16gemm__scalar(const psam_s16gemm_args *p, size_t n0, size_t n1) {
             for (size_t q = 0; q < kq; q++) acc += (int32_t)a[2 * q] * col[q * 32] + (int32_t)a[2 * q + 1] * col[q * 32 + 1];
             c[n] = fmaf(fmaf((float)acc, p->w_scale[n], 0.0f), p->a_scale[m], p->bias ? p->bias[n] : 0.0f);
         }
-        if (p->gelu && n1 > n0) psam_gelu_rows(c + n0, n1 - n0);
+        if (p->gelu && n1 > n0) psam_gelu_mode_rows(c + n0, n1 - n0, p->gelu);
     }
 }

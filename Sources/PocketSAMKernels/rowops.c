@@ -4,10 +4,12 @@
  * is off and their x86 versions are compiled without FMA (min/max, mul, add, div and truncating conversion
  * round the same at any vector width). The others (layer norm, softmax, attention, depthwise) use FMA and
  * sum in a different order, and softmax's x86 exp is a polynomial (below); they agree with the generic
- * body to rounding, not bit for bit. Tests/KernelTests/rowops_test.c checks both. */
+ * body to rounding, not bit for bit. The int8 path's GELU (gelu_lut.h) uses explicit fused multiply-adds in every
+ * form, so it too is bit-identical. Tests/KernelTests/rowops_test.c checks both. */
 #include "pocketsam_kernels.h"
 #include <math.h>
 #include <string.h>
+#include "gelu_lut.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include "gelu_fast512.h"
@@ -359,6 +361,44 @@ void psam_gelu_rows(float *x, size_t n) {
     gelu_generic(x, n);
 }
 
+/* The int8 path's GELU (gelu_lut.h). */
+static void gelu_lut_generic(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = psam_gelu_lut1(x[i]);
+}
+#if defined(__x86_64__)
+PSAM_AVX512FMA static void gelu_lut_avx512(float *x, size_t n) {
+    __m512 tb[8];
+    psam_gelu_lut512_table(tb);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 mk = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(x + i, mk, psam_gelu_lut512(_mm512_maskz_loadu_ps(mk, x + i), tb));
+    }
+}
+#endif
+
+int psam_gelu_lut_fast(void) {
+#if defined(__x86_64__)
+    return has_avx512();
+#else
+    return 0;
+#endif
+}
+
+void psam_gelu_lut_rows(float *x, size_t n) {
+#if defined(__x86_64__)
+    if (has_avx512()) {
+        gelu_lut_avx512(x, n);
+        return;
+    }
+#endif
+    gelu_lut_generic(x, n);
+}
+
+void psam_gelu_mode_rows(float *x, size_t n, int mode) {
+    if (mode == PSAM_GELU_LUT) psam_gelu_lut_rows(x, n);
+    else if (mode) psam_gelu_rows(x, n);
+}
+
 /* GELU for the mask decoder's upscaling (not the encoder's quantized path, which needs gelu's bit-exact
  * results at every width): the same rational erf with fused multiply-adds and the division as a reciprocal
  * estimate refined by one Newton step; within a few 1e-7 of psam_gelu_rows. */
@@ -513,7 +553,8 @@ PSAM_AVX512FMA static void depthwise_avx512(const float *x, size_t h, size_t w, 
             else dw_pixel_avx512(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o[0]);
             for (size_t i = 0; i < np; i++) {
                 const size_t p = oy * wo + ox + i;
-                if (gelu) gelu_avx512(o[i], c);
+                if (gelu == PSAM_GELU_LUT) gelu_lut_avx512(o[i], c);
+                else if (gelu) gelu_avx512(o[i], c);
                 if (q) quantize_avx512(o[i], 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
             }
             ox += np;
@@ -558,7 +599,8 @@ PSAM_AVX2FMA static void depthwise_avx2(const float *x, size_t h, size_t w, size
             for (; j + 32 <= c; j += 32) dw_block_avx2(x, h, w, c, wt, bias, k, stride, pad, oy, ox, j, 4, 0, o);
             for (; j + 8 <= c; j += 8) dw_block_avx2(x, h, w, c, wt, bias, k, stride, pad, oy, ox, j, 1, 0, o);
             if (j < c) dw_block_avx2(x, h, w, c, wt, bias, k, stride, pad, oy, ox, j, 1, 1, o);
-            if (gelu) gelu_avx2(o, c);
+            if (gelu == PSAM_GELU_LUT) gelu_lut_generic(o, c);
+            else if (gelu) gelu_avx2(o, c);
             if (q) quantize_avx2(o, 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
         }
 }
@@ -572,7 +614,8 @@ static void depthwise_generic(const float *x, size_t h, size_t w, size_t c, cons
             size_t p = oy * wo + ox;
             float *o = q ? out : out + p * c;
             dw_pixel_generic(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o);
-            if (gelu) gelu_generic(o, c);
+            if (gelu == PSAM_GELU_LUT) gelu_lut_generic(o, c);
+            else if (gelu) gelu_generic(o, c);
             if (q) quantize_generic(o, 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
         }
 }

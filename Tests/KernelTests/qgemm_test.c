@@ -174,12 +174,14 @@ static void check_s16(void) {
                 }
 #endif
                 if (m <= 9) {
-                    memcpy(ref, sc, sz * 4);
-                    for (size_t r = 0; r < m; r++) psam_gelu_rows(ref + r * ld, n);
-                    memset(out, 0, sz * 4);
-                    a = args16(&p, out, with_bias, 1);
-                    psam_s16gemm(&a, 0, n);
-                    CHECK(same(ref, out, m, n, ld), "s16 dispatched fused GELU m=%zu n=%zu k=%zu", m, n, k);
+                    for (int mode = PSAM_GELU_EXACT; mode <= PSAM_GELU_LUT; mode++) {
+                        memcpy(ref, sc, sz * 4);
+                        for (size_t r = 0; r < m; r++) psam_gelu_mode_rows(ref + r * ld, n, mode);
+                        memset(out, 0, sz * 4);
+                        a = args16(&p, out, with_bias, mode);
+                        psam_s16gemm(&a, 0, n);
+                        CHECK(same(ref, out, m, n, ld), "s16 dispatched fused GELU mode %d m=%zu n=%zu k=%zu", mode, m, n, k);
+                    }
                 }
                 free(ref); free(sc); free(out);
                 free(p.w); free(p.packed); free(p.a); free(p.a_scale); free(p.w_scale); free(p.bias);
@@ -265,15 +267,18 @@ int main(void) {
                             for (size_t j = n; j < ld; j++) clean &= out[r * ld + j] == 0.0f;
                         CHECK(clean, "%s wrote past column n (m=%zu n=%zu k=%zu)", psam_isa_name((psam_isa)i), m, n, k);
                     }
-                    /* Fused GELU equals GELU applied afterwards. */
+                    /* Fused GELU (either mode) equals that GELU applied afterwards. */
                     if (m <= 9) {
                         for (int i = 0; i < PSAM_ISA_COUNT; i++) {
                             if (!fns[i]) continue;
-                            a = args(&p, out, with_bias, 1);
-                            fns[i](&a, 0, n);
-                            memcpy(ref, sc, sz * 4);
-                            for (size_t r = 0; r < m; r++) psam_gelu_rows(ref + r * ld, n);
-                            CHECK(same(ref, out, m, n, ld), "%s fused GELU m=%zu n=%zu k=%zu", psam_isa_name((psam_isa)i), m, n, k);
+                            for (int mode = PSAM_GELU_EXACT; mode <= PSAM_GELU_LUT; mode++) {
+                                a = args(&p, out, with_bias, mode);
+                                fns[i](&a, 0, n);
+                                memcpy(ref, sc, sz * 4);
+                                for (size_t r = 0; r < m; r++) psam_gelu_mode_rows(ref + r * ld, n, mode);
+                                CHECK(same(ref, out, m, n, ld), "%s fused GELU mode %d m=%zu n=%zu k=%zu",
+                                      psam_isa_name((psam_isa)i), mode, m, n, k);
+                            }
                         }
                     }
                     free(ref); free(sc); free(out);

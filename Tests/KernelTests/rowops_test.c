@@ -622,6 +622,43 @@ int main(void) {
         }
         free(x); free(ref); free(got);
     }
+    /* The int8 path's piecewise-cubic GELU: every width gives the generic loop's bits (special values included),
+     * nothing written past n, and within 1.7e-6·max(1, |x|) of the exact GELU (gelu_generic, itself ~1e-7 from
+     * x·Φ(x); Tests/Reference/gelu_lut_table.py measures 1.63e-6 against x·Φ(x) in float64). */
+    {
+        size_t n = 100003;
+        float *x = falloc(n + 16), *ref = falloc(n + 16), *got = falloc(n + 16);
+        fill(x, n, -9.0f, 9.0f);
+        const float special[] = {0.0f, -0.0f, 1e-30f, -5.0f, 5.0f, -5.0001f, 4.9999f, -4.9999f, 5.0001f, -40.0f, 40.0f,
+                                 1e30f, -1e30f, INFINITY, -INFINITY, NAN, 3.2f, -1.875f, 0.3125f};
+        memcpy(x, special, sizeof special);
+        memcpy(ref, x, n * 4);
+        gelu_lut_generic(ref, n);
+        for (size_t w = 0; w <= 300; w++) {
+            memcpy(got, x, (w + 16) * 4);
+            psam_gelu_lut_rows(got, w);
+            int ok = memcmp(got, ref, w * 4) == 0;
+            for (size_t i = w; i < w + 16; i++) ok &= memcmp(&got[i], &x[i], 4) == 0;
+            CHECK(ok, "gelu_lut dispatched vs generic (or past n) at n=%zu", w);
+        }
+        memcpy(got, x, n * 4);
+        psam_gelu_lut_rows(got, n);
+        CHECK(memcmp(got, ref, n * 4) == 0, "gelu_lut dispatched vs generic n=%zu", n);
+        CHECK(isnan(ref[15]) && ref[13] == INFINITY && ref[14] == 0.0f && ref[12] == 0.0f && fabsf(ref[11] - 1e30f) <= 1e24f,
+              "gelu_lut special values: nan %g inf %g -inf %g -1e30 %g 1e30 %g", ref[15], ref[13], ref[14], ref[12], ref[11]);
+        float *exact = falloc(n);
+        memcpy(exact, x, n * 4);
+        gelu_generic(exact, n);
+        double worst = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            if (isnan(x[i]) || isinf(x[i])) continue;
+            double d = fabs((double)exact[i] - ref[i]) / fmax(1.0, fabs(x[i]));
+            if (!(d == d)) d = INFINITY;
+            worst = d > worst ? d : worst;
+        }
+        CHECK(worst <= 1.7e-6, "gelu_lut vs exact GELU: worst %g", worst);
+        free(x); free(ref); free(got); free(exact);
+    }
     for (size_t s = 0; s < nsizes; s++)
         for (int g = 0; g < 4; g++) test_bias_gelu(1 + next() % 4, sizes[s], g & 1, g >> 1);
     for (size_t c = 1; c <= 300; c++) {
@@ -703,6 +740,12 @@ int main(void) {
         test_depthwise(h, w, c, k, stride, bias, gelu);
     }
     test_depthwise(8, 8, 256, 7, 1, 1, 0);
+    /* The int8 path's GELU mode (PSAM_GELU_LUT) through every variant, fp32 and quantized output. */
+    for (size_t c = 1; c <= 70; c += 3) {
+        test_depthwise(6, 9, c, 3, 1, 1, PSAM_GELU_LUT);
+        test_depthwise(7, 6, c, 3, 2, 0, PSAM_GELU_LUT);
+    }
+    test_depthwise(12, 40, 256, 3, 1, 1, PSAM_GELU_LUT);
     /* Wide enough for the AVX-512 body's groups of 4 interior pixels (and their borders), MBConv's 256 channels,
      * stride 2, and more channels than its stack rows hold for the quantized output (one pixel at a time). */
     test_depthwise(12, 17, 64, 3, 1, 1, 1);

@@ -37,7 +37,7 @@ typedef struct psam_qgemm_args {
     size_t ldc;
     size_t m, n, kp;       /* kp: K rounded up to a multiple of 4 */
     size_t group;          /* K elements per scale group: kp for one scale per channel, else a multiple of 4 dividing kp */
-    int gelu;              /* apply GELU (psam_gelu_rows) to the output */
+    int gelu;              /* GELU on the output: 0 none, PSAM_GELU_EXACT or PSAM_GELU_LUT (psam_gelu_mode_rows) */
 } psam_qgemm_args;
 
 /* Computes output columns [n0, n1) of every row; n0 a multiple of 16 (a panel start). */
@@ -75,7 +75,7 @@ void psam_qgemm(const psam_qgemm_args *args, size_t n0, size_t n1);
  * zero. Activations: symmetric per row, |a| <= PSAM_S16_AMAX (psam_quantize_rows_s16). With every
  * |W| <= psam_s16_weight_limit(kp), no partial sum leaves int32, so the sums are exact whatever the order:
  * c[m][n] = fmaf(fmaf((float)Σ_k a[m][k]·W[n][k], w_scale[n], 0), a_scale[m], bias[n]), then GELU if
- * `gelu` (psam_gelu_rows), in every variant bit for bit. */
+ * GELU by `gelu`'s mode (psam_gelu_mode_rows), in every variant bit for bit. */
 #define PSAM_S16_AMAX 2047
 static inline size_t psam_panel16_offset(size_t n, size_t k, size_t kp) {
     return ((n / 16) * (kp / 2) + k / 2) * 32 + (n % 16) * 2 + k % 2;
@@ -95,7 +95,7 @@ typedef struct psam_s16gemm_args {
     float *c;              /* [m][ldc] */
     size_t ldc;
     size_t m, n, kp;       /* kp: K rounded up to 2 */
-    int gelu;
+    int gelu;              /* as psam_qgemm_args.gelu */
 } psam_s16gemm_args;
 void psam_s16gemm__scalar(const psam_s16gemm_args *args, size_t n0, size_t n1);
 void psam_s16gemm__avx512vnni(const psam_s16gemm_args *args, size_t n0, size_t n1);
@@ -117,12 +117,23 @@ void psam_quantize_rows_u8(const float *x, size_t m, size_t k, size_t ldx, uint8
 
 /* GELU x·Φ(x) in place on n floats (erf by the rational fit of Ops.erfApprox, about 2 ulp). */
 void psam_gelu_rows(float *x, size_t n);
+/* `gelu` modes of the int8 and int16 GEMMs and the depthwise convolution: 0 none, PSAM_GELU_EXACT psam_gelu_rows,
+ * PSAM_GELU_LUT psam_gelu_lut_rows. */
+#define PSAM_GELU_EXACT 1
+#define PSAM_GELU_LUT 2
+/* The int8 path's GELU in place on n floats: a piecewise cubic Φ, within 1.7e-6·max(1, |x|) of x·Φ(x) (gelu_lut.h);
+ * the same bits on every CPU, about twice psam_gelu_rows's speed where psam_gelu_lut_fast() (AVX-512). */
+void psam_gelu_lut_rows(float *x, size_t n);
+int psam_gelu_lut_fast(void);
+/* psam_gelu_rows or psam_gelu_lut_rows by mode (0: nothing). */
+void psam_gelu_mode_rows(float *x, size_t n, int mode);
 /* GELU for the mask decoder's upscaling: psam_gelu_rows's erf with fused multiply-adds and a refined
  * reciprocal where AVX-512 is available (within a few 1e-7 of it; psam_gelu_rows elsewhere). */
 void psam_gelu_fast_rows(float *x, size_t n);
 
 /* Depthwise k×k convolution, channels-last: x[h][w][c], weight laid out [k·k][c] (tap-major), bias[c]
- * or NULL, zero padding `pad`, stride `stride`; writes rows [y0, y1) of out[ho][wo][c]; GELU if `gelu`. */
+ * or NULL, zero padding `pad`, stride `stride`; writes rows [y0, y1) of out[ho][wo][c]; GELU by mode `gelu`
+ * (psam_gelu_mode_rows). */
 void psam_depthwise_rows(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias,
                          size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu);
 
