@@ -24,10 +24,8 @@ final class CheckpointTests: XCTestCase {
         do {
             _ = try Checkpoint(path: path)
             return nil
-        } catch let e as CheckpointError {
-            return e
         } catch {
-            return nil
+            return error  // typed throws: a CheckpointError
         }
     }
 

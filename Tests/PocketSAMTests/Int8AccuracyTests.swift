@@ -39,7 +39,7 @@ final class Int8AccuracyTests: XCTestCase {
     /// The int8 model as `make demo` makes it: GPTQ rounding calibrated on `calibrationImages`, the
     /// default fp32-activation layers, everything else on the int8 kernels.
     static func int8Model() throws -> Model { try built.get() }
-    nonisolated(unsafe) static let built: Result<Model, Error> = Result { try makeInt8Model() }
+    static let built: Result<Model, Error> = Result { try makeInt8Model() }
 
     static func makeInt8Model() throws -> Model {
         // PSAM_INT8_MODEL=file.psam judges that file instead (e.g. one converted with other options by
