@@ -90,15 +90,10 @@ enum Ops {
         quant.ldq = s.kp
         quant.rowsPer = rowsPerBlock(m: m, k: k)
         ctx.parallelBlocks(&quant, blocks: (m + quant.rowsPer - 1) / quant.rowsPer)
-        ctx.macs &+= m * n * k
-        let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
         var t = ColumnTask(kind: .s16gemm, a: nil, b: nil, c: out, bias: l.b, m: m, n: n, k: k, lda: s.kp, ldb: 0, ldc: ldo)
         t.sargs = psam_s16gemm_args(a: qa, lda: s.kp, a_scale: scale, w: s.data, w_scale: s.scales, bias: l.b, c: out, ldc: ldo,
                                     m: m, n: n, kp: s.kp, gelu: gelu ? intGELU : 0)
-        t.rowsPer = m * n * k < 1 << 18 ? m : rowsPerBlock(m: m, k: k)
-        t.colBlocks = colBlocks
-        t.width = ((n + colBlocks - 1) / colBlocks + 31) & ~31
-        ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * colBlocks)
+        runGEMMBlocks(ctx, &t)
         ctx.reset(to: mark)
     }
 
@@ -134,11 +129,18 @@ enum Ops {
                       gelu: Bool = false) {
         guard let q = l.q, m > 0, n > 0 else { return }
         let ldo = ldo ?? n
-        ctx.macs &+= m * n * k
-        let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
         var t = ColumnTask(kind: .qgemm, a: nil, b: nil, c: out, bias: l.b, m: m, n: n, k: k, lda: q.kp, ldb: 0, ldc: ldo)
         t.qargs = psam_qgemm_args(a: input.q, lda: q.kp, a_scale: input.scale, a_zero: input.zero, w: q.data, w_scale: q.scales,
                                   w_sum: q.sums, bias: l.b, c: out, ldc: ldo, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? intGELU : 0)
+        runGEMMBlocks(ctx, &t)
+    }
+
+    /// Runs an integer GEMM task (`.qgemm`, `.s16gemm`; shape in `t.m`, `t.n`, `t.k`) in row × column blocks fixed by
+    /// the shape (small products in one block), and counts its multiply-accumulates.
+    static func runGEMMBlocks(_ ctx: Arena, _ t: inout ColumnTask) {
+        let m = t.m, n = t.n, k = t.k
+        ctx.macs &+= m * n * k
+        let colBlocks = m * n * k < 1 << 18 ? 1 : max(1, min(8, n / 64))
         t.rowsPer = m * n * k < 1 << 18 ? m : rowsPerBlock(m: m, k: k)
         t.colBlocks = colBlocks
         t.width = ((n + colBlocks - 1) / colBlocks + 31) & ~31

@@ -34,13 +34,13 @@ static inline PSAM_AVX512 __attribute__((always_inline)) __m512 gelu16(__m512 v)
     return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
 }
 
-/* Stores f·a_scale + bias (then GELU) for MR rows of 16·NP columns starting at n (of the int8 or the int16 GEMM:
- * both argument structs have these fields). */
 /* GELU by mode (PSAM_GELU_EXACT, PSAM_GELU_LUT with the table in tb, else none). */
 static inline PSAM_AVX512 __attribute__((always_inline)) __m512 gelu_mode16(__m512 v, int gelu, const __m512 tb[8]) {
     return gelu == PSAM_GELU_LUT ? psam_gelu_lut512(v, tb) : gelu ? gelu16(v) : v;
 }
 
+/* Stores f·a_scale + bias (then GELU) for MR rows of 16·NP columns starting at n, for the int8 or the int16 GEMM
+ * (STORE takes those fields from either argument struct). */
 #define STORE(p, m0, n, MR, NP, f) store((p)->c, (p)->ldc, (p)->n, (p)->a_scale, (p)->bias, (p)->gelu, m0, n, MR, NP, f)
 static inline PSAM_AVX512 __attribute__((always_inline)) void
 store(float *c, size_t ldc, size_t ncols, const float *a_scale, const float *bias_row, int gelu, size_t m0, size_t n,
