@@ -307,11 +307,11 @@ enum Ops {
 
     /// `o = a + b` elementwise.
     static func sumInto(_ o: FPtr, _ a: CPtr, _ b: CPtr, _ n: Int) {
-        for i in 0..<n { o[i] = a[i] + b[i] }
+        psam_add_rows(o, a, b, n)
     }
 
     static func add(_ x: FPtr, _ y: CPtr, _ n: Int) {
-        for i in 0..<n { x[i] += y[i] }
+        psam_add_rows(x, x, y, n)
     }
 
     /// `out[i] = x[i] + y[i]`, then GELU with `gelu`, for i < n (`out` may be `x`), in column blocks on the session's
@@ -522,7 +522,7 @@ enum Ops {
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, qgemmQuantize, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
-                  add, windowGather, windowScatterAdd }
+                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -589,7 +589,8 @@ struct ColumnTask {
         return (r0, min(m, r0 + rowsPer), n0, min(n, n0 + width))
     }
 
-    func run(block i: Int) {
+    /// Block `i`, on the thread with slot `slot` (0 ..< the pool's size; see `ThreadPool`).
+    func run(block i: Int, slot: Int = 0) {
         switch kind {
         case .quantize:
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
@@ -614,6 +615,12 @@ struct ColumnTask {
         case .callback:
             guard let callback, let context else { return }
             callback(context, i)
+            return
+        case .windowBlock:
+            context?.assumingMemoryBound(to: WindowAttentionJob.self).pointee.run(block: i, slot: slot)
+            return
+        case .mlpBlock:
+            context?.assumingMemoryBound(to: MLPJob.self).pointee.run(block: i, slot: slot)
             return
         case .windowGather, .windowScatterAdd:
             // Row i of windows; m = h, n = d, k = win, lda = windows per row. Gather: a = x, c = tok; scatter: a = tok, c = x.
@@ -761,11 +768,11 @@ struct ColumnTask {
             psam_gelu_rows(c + j0, j1 - j0)
         case .add:
             guard let a, let b else { return }
-            for j in j0..<j1 { c[j] = a[j] + b[j] }
+            psam_add_rows(c + j0, a + j0, b + j0, j1 - j0)
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
              .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
-             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col:
+             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock:
             break
         }
     }

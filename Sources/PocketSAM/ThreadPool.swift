@@ -3,7 +3,8 @@ import Glibc
 #endif
 
 /// A persistent pool of worker threads owned by one session. `run(_:_:)` hands out `count` block
-/// indexes of a `ColumnTask`; the calling thread works too. Nothing is allocated per call: the job is
+/// indexes of a `ColumnTask`; the calling thread works too (slot 0; worker threads have slots 1 ..< size,
+/// so a task can give each thread its own scratch). Nothing is allocated per call: the job is
 /// a pointer to the caller's task description (no closure), valid for the duration of `run`, and
 /// synchronisation is one mutex and two condition variables made at creation.
 final class ThreadPool: @unchecked Sendable {
@@ -19,6 +20,7 @@ final class ThreadPool: @unchecked Sendable {
     private var total = 0
     private var finished = 0
     private var stopping = false
+    private var slotsTaken = 0
 
     /// `size` threads in all, the caller included (so `size - 1` workers).
     init(size: Int) {
@@ -56,7 +58,7 @@ final class ThreadPool: @unchecked Sendable {
     /// are done and no worker is still looking at the task.
     func run(_ count: Int, _ task: UnsafePointer<ColumnTask>) {
         if workers.isEmpty || count <= 1 {
-            for i in 0..<count { task.pointee.run(block: i) }
+            for i in 0..<count { task.pointee.run(block: i, slot: 0) }
             return
         }
         pthread_mutex_lock(mutex)
@@ -68,7 +70,7 @@ final class ThreadPool: @unchecked Sendable {
         let gen = generation
         pthread_cond_broadcast(wake)
         pthread_mutex_unlock(mutex)
-        drain(task, gen)
+        drain(task, gen, slot: 0)
         pthread_mutex_lock(mutex)
         while finished < total || active > 0 { pthread_cond_wait(done, mutex) }
         job = nil
@@ -78,7 +80,7 @@ final class ThreadPool: @unchecked Sendable {
     private var active = 0
 
     /// Takes block indexes of job `gen` until none are left.
-    private func drain(_ b: UnsafePointer<ColumnTask>, _ gen: Int) {
+    private func drain(_ b: UnsafePointer<ColumnTask>, _ gen: Int, slot: Int) {
         while true {
             pthread_mutex_lock(mutex)
             guard generation == gen, next < total else {
@@ -88,7 +90,7 @@ final class ThreadPool: @unchecked Sendable {
             let i = next
             next += 1
             pthread_mutex_unlock(mutex)
-            b.pointee.run(block: i)
+            b.pointee.run(block: i, slot: slot)
             pthread_mutex_lock(mutex)
             finished += 1
             if finished == total { pthread_cond_signal(done) }
@@ -98,26 +100,28 @@ final class ThreadPool: @unchecked Sendable {
 
     /// One job on a worker; its copy of the closure dies when this returns.
     @inline(never)
-    private func work(_ gen: Int) {
+    private func work(_ gen: Int, slot: Int) {
         pthread_mutex_lock(mutex)
         guard generation == gen, let t = job else {
             pthread_mutex_unlock(mutex)
             return
         }
         pthread_mutex_unlock(mutex)
-        drain(t, gen)
+        drain(t, gen, slot: slot)
     }
 
     private func workerLoop() {
         var seen = 0
         pthread_mutex_lock(mutex)
+        slotsTaken += 1
+        let slot = slotsTaken
         while true {
             while generation == seen && !stopping { pthread_cond_wait(wake, mutex) }
             if stopping { break }
             seen = generation
             active += 1
             pthread_mutex_unlock(mutex)
-            work(seen)
+            work(seen, slot: slot)
             pthread_mutex_lock(mutex)
             active -= 1
             if active == 0 { pthread_cond_signal(done) }

@@ -145,11 +145,9 @@ struct TinyViTEncoder {
     }
 
     /// TinyViT block: windowed attention (+ residual), depthwise local conv, MLP (+ residual). In place.
-    /// All windows go through each step together (one GEMM for every window's qkv, one for the
-    /// projection), so the GEMMs are large and every step runs on all threads.
     func block(_ x: UnsafeMutablePointer<Float>, h: Int, d: Int, stage: Int, _ wt: Block, _ arena: Arena) {
         let heads = c.numHeads[stage], win = c.windowSizes[stage], kd = d / heads
-        let n = h * h, nw = (h + win - 1) / win, wn = win * win, windows = nw * nw, T = windows * wn
+        let n = h * h, wn = win * win
         let mark = arena.mark()
         // The attention bias of a window does not depend on the window: expand it once per block,
         // bias[h][i][j] = attention_biases[h, |yi − yj| · win + |xi − xj|].
@@ -162,6 +160,39 @@ struct TinyViTEncoder {
                 for j in 0..<wn { row[j] = biases[hd * wn + abs(yi - j / win) * win + abs(xi - j % win)] }
             }
         }
+        // int8 qkv and projection: a few windows at a time in cache (the calibration hook sees whole layers).
+        if arena.linearInputHook != nil
+            || !Ops.windowAttentionInt8(arena, x, h: h, d: d, win: win, heads: heads, kd: kd, norm: wt.norm, eps: Self.eps,
+                                        qkv: wt.qkv, proj: wt.proj, bias: bias) {
+            attention(x, h: h, d: d, stage: stage, wt, bias: bias, arena)
+        }
+        arena.reset(to: mark)
+        // Local depthwise conv (folded BN), no residual, into `lc`, which the MLP reads (x = lc + MLP(lc)).
+        let lc = arena.alloc(n * d)
+        let ks = c.localConvSize
+        Ops.depthwiseConv(x, h: h, w: h, c: d, weight: wt.local.w, bias: wt.local.b, k: ks,
+                          stride: 1, pad: ks / 2, out: lc, arena: arena)
+        // MLP with its own LayerNorm, + residual.
+        let hid = c.mlpHiddenDims[stage]
+        if arena.linearInputHook != nil
+            || !Ops.mlpInt8(arena, lc, into: x, m: n, d: d, hid: hid, norm: wt.mlpNorm, eps: Self.eps, fc1: wt.fc1, fc2: wt.fc2) {
+            let t = arena.alloc(n * d), a = arena.alloc(n * hid), o = arena.alloc(n * d)
+            Ops.layerNorm(arena, lc, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
+            Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
+            Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
+            Ops.add(arena, lc, o, into: x, n * d)
+        }
+        arena.reset(to: mark)
+    }
+
+    /// The attention half of `block` as whole-image steps (fp32 weights, or under the calibration hook, which sees
+    /// each layer's whole input): gather the windows, layer norm, qkv, window attention, projection, add back.
+    /// All windows go through each step together (one GEMM for every window's qkv, one for the projection), so
+    /// the GEMMs are large and every step runs on all threads.
+    func attention(_ x: UnsafeMutablePointer<Float>, h: Int, d: Int, stage: Int, _ wt: Block, bias: UnsafePointer<Float>, _ arena: Arena) {
+        let heads = c.numHeads[stage], win = c.windowSizes[stage], kd = d / heads
+        let nw = (h + win - 1) / win, wn = win * win, windows = nw * nw, T = windows * wn
+        let mark = arena.mark()
         // Gather the windows (zero rows where one hangs over the padded border), as PyTorch pads
         // before the attention's own LayerNorm.
         let tok = arena.alloc(T * d), qkv = arena.alloc(T * 3 * d)
@@ -182,29 +213,6 @@ struct TinyViTEncoder {
                             halfPrecision: wt.qkv.q != nil)
         Ops.linear(arena, tok, wt.proj, qkv, m: T, n: d, k: d)
         Ops.scatterAddWindows(arena, qkv, h: h, d: d, win: win, into: x)
-        arena.reset(to: mark)
-        // Local depthwise conv (folded BN), no residual, into `lc`, which the MLP reads (x = lc + MLP(lc)).
-        let lc = arena.alloc(n * d)
-        let ks = c.localConvSize
-        Ops.depthwiseConv(x, h: h, w: h, c: d, weight: wt.local.w, bias: wt.local.b, k: ks,
-                          stride: 1, pad: ks / 2, out: lc, arena: arena)
-        // MLP with its own LayerNorm, + residual.
-        let hid = c.mlpHiddenDims[stage]
-        let o = arena.alloc(n * d)
-        if let q1 = wt.fc1.q, let q2 = wt.fc2.q, arena.linearInputHook == nil {
-            // int8: layer norm → quantized fc1 input → fc1 (+ GELU) → quantized fc2 input → fc2, with no fp32
-            // activation in between going to memory.
-            let in1 = Ops.QuantizedRows(arena, m: n, kp: q1.kp), in2 = Ops.QuantizedRows(arena, m: n, kp: q2.kp)
-            Ops.layerNormQuantized(arena, lc, m: n, c: d, wt.mlpNorm, eps: Self.eps, into: in1)
-            Ops.qgemmQuantized(arena, in1, wt.fc1, into: in2, m: n, n: hid, k: d, gelu: true)
-            Ops.qgemm(arena, in2, wt.fc2, o, m: n, n: d, k: hid)
-        } else {
-            let t = arena.alloc(n * d), a = arena.alloc(n * hid)
-            Ops.layerNorm(arena, lc, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
-            Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
-            Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
-        }
-        Ops.add(arena, lc, o, into: x, n * d)
         arena.reset(to: mark)
     }
 }

@@ -1758,6 +1758,32 @@ void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *b
     }
 }
 
+/* out[i] = a[i] + b[i] (one fp32 add each: every width gives the same bits; out may be a or b). */
+static void add_generic(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+#if defined(__x86_64__)
+PSAM_AVX512F static void add_avx512(float *out, const float *a, const float *b, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    if (i < n) {
+        const __mmask16 mk = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(out + i, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, a + i), _mm512_maskz_loadu_ps(mk, b + i)));
+    }
+}
+#endif
+
+void psam_add_rows(float *out, const float *a, const float *b, size_t n) {
+#if defined(__x86_64__)
+    if (has_avx512()) {
+        add_avx512(out, a, b, n);
+        return;
+    }
+#endif
+    add_generic(out, a, b, n);
+}
+
 /* Attention with few keys (SAM's image→token attention: thousands of queries, a handful of tokens).
  * Rows r0..r1 of q[nq][ldq]; per head h (columns h·d of q, k, v and out): scores over the nk ≤ 64
  * keys k[nk][ldk] scaled by `scale`, softmax, weighted sum of v[nk][ldv] into out[row][ldo]. */

@@ -142,6 +142,27 @@ static void test_gelu(size_t n) {
     free(x); free(ref); free(got);
 }
 
+/* psam_add_rows: the dispatched kernel against the scalar loop for every width 0..300 (vector body, masked tail),
+ * in place (out = a), with NaN and infinities; nothing written past n. */
+static void test_add(void) {
+    const size_t cap = 300;
+    float *a = falloc(cap + 16), *b = falloc(cap + 16), *ref = falloc(cap + 16), *got = falloc(cap + 16);
+    fill(a, cap, -4.0f, 4.0f);
+    fill(b, cap, -4.0f, 4.0f);
+    a[3] = NAN, a[5] = INFINITY, b[5] = -INFINITY, b[7] = INFINITY, a[8] = 1e38f, b[8] = 1e38f;
+    for (size_t n = 0; n <= cap; n++) {
+        for (size_t i = 0; i < n + 16; i++) ref[i] = got[i] = 777.0f;
+        add_generic(ref, a, b, n);
+        psam_add_rows(got, a, b, n);
+        int ok = memcmp(ref, got, (n + 16) * 4) == 0;
+        memcpy(got, a, n * 4);
+        psam_add_rows(got, got, b, n);
+        ok &= memcmp(ref, got, n * 4) == 0;
+        CHECK(ok, "add n=%zu", n);
+    }
+    free(a); free(b); free(ref); free(got);
+}
+
 static void test_bias_gelu(size_t m, size_t n, int with_bias, int gelu) {
     size_t ld = n + next() % 4;
     float *x = falloc(m * ld), *bias = falloc(n), *ref = falloc(m * ld), *got = falloc(m * ld);
@@ -661,6 +682,7 @@ int main(void) {
     }
     for (size_t s = 0; s < nsizes; s++)
         for (int g = 0; g < 4; g++) test_bias_gelu(1 + next() % 4, sizes[s], g & 1, g >> 1);
+    test_add();
     for (size_t c = 1; c <= 300; c++) {
         test_layernorm(1, c, 0);
         test_layernorm(2 + next() % 4, c, (int)(c & 1));

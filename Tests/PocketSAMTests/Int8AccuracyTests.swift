@@ -188,10 +188,12 @@ final class Int8AccuracyTests: XCTestCase {
     }
 
     /// TinyViT's stage-0 MBConvs and patch mergings run a band of rows at a time (`TinyViTEncoder.expandProject`,
-    /// halos recomputed); under the calibration hook they run on the whole image at once. On an int8 file with
-    /// every GEMM on the int8 kernels (no fp16 layers, no fp32 activations), the hook changes nothing else, so a
-    /// session with a hook that does nothing must give the same bits as one without.
-    func testBandsGiveTheWholeImagesValues() throws {
+    /// halos recomputed), and the blocks' attention and MLP halves a few windows or rows at a time through per-thread
+    /// scratch (`WindowAttentionJob`, `MLPJob`); under the calibration hook all of them run as whole-image steps, and
+    /// so do the two halves on a session with more threads than `Ops.windowSlots` (8: the 9-thread session here). On an int8 file with every GEMM on
+    /// the int8 kernels (no fp16 layers, no fp32 activations), the hook changes nothing else, so a session with a hook
+    /// that does nothing, and one with 9 threads, must give the same bits as a plain 2-thread session.
+    func testBandsAndGroupsGiveTheWholeImagesValues() throws {
         let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))
         var o = ConversionOptions()
         o.keepFP16 = []
@@ -201,8 +203,8 @@ final class Int8AccuracyTests: XCTestCase {
         let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/coins.png"))
         var out: [[Float]] = []
         var hooked = 0
-        for hook in [false, true] {
-            let s = Session(model: model, threads: 2)
+        for (hook, threads) in [(false, 2), (true, 2), (false, 9)] {
+            let s = Session(model: model, threads: threads)
             if hook { s.linearInputHook = { _, _, _, _, _ in hooked += 1 } }
             try img.pixels.withUnsafeBufferPointer {
                 try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
@@ -210,7 +212,8 @@ final class Int8AccuracyTests: XCTestCase {
             out.append(try s.imageEmbedding())
         }
         XCTAssertGreaterThan(hooked, 0)
-        XCTAssertEqual(Self.differing(out[0], out[1]), 0, "values where banded and whole-image stage 0 differ")
+        XCTAssertEqual(Self.differing(out[0], out[1]), 0, "values where bands and groups differ from whole-image steps")
+        XCTAssertEqual(Self.differing(out[0], out[2]), 0, "values where groups differ from whole-image attention and MLP")
     }
 
     /// The int8 path gives the same bits for 1 and 2 threads (integer GEMMs, splits fixed or exact).

@@ -148,6 +148,9 @@ void psam_depthwise_rows_u8(const float *x, size_t h, size_t w, size_t c, const 
 void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps,
                          float *out, size_t ldo);
 
+/* out[i] = a[i] + b[i] for n floats (out may be a or b); AVX-512 where the CPU has it, the same bits. */
+void psam_add_rows(float *out, const float *a, const float *b, size_t n);
+
 /* x[r][0..n) += bias (if not NULL), then GELU if `gelu`, for m rows of stride ld. */
 void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *bias, int gelu);
 

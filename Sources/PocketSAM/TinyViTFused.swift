@@ -1,0 +1,206 @@
+import PocketSAMKernels
+
+/// The attention half of a TinyViT block on int8 qkv and projection weights, a few windows at a time through one
+/// thread's scratch that stays in its L2 cache: gather the windows' tokens (zero past the border), layer norm
+/// and quantize them, the qkv GEMM, window attention, quantize, the projection GEMM, and add the result back into
+/// the image's tokens. Done as separate whole-image steps, the qkv (three floats per channel of every padded token)
+/// and the projections' input and output went to memory and back, which cost more than the arithmetic in the
+/// 49-token windows. Every value is the one the whole-image steps give: each step works row by row (per-row
+/// quantization, exact integer sums with the same fp32 epilogue, one window's attention) and each token is added
+/// back once, so groups change nothing but where the intermediate rows live.
+struct WindowAttentionJob {
+    let x: FPtr
+    let h: Int, d: Int, win: Int, heads: Int, kd: Int
+    let norm: Norm
+    let eps: Float
+    let qkv: QWeight, qkvBias: CPtr?, proj: QWeight, projBias: CPtr?
+    /// The expanded attention bias `[heads][wn][wn]` and the scores' scale.
+    let bias: CPtr
+    let scale: Float
+    let attention: ColumnTask.Kind
+    /// Windows per group (one block each) and the floats of one slot's scratch at `scratch + slot · slotFloats`.
+    let group: Int
+    let scratch: FPtr
+    let slotFloats: Int
+
+    var nw: Int { (h + win - 1) / win }
+    var wn: Int { win * win }
+    var windows: Int { nw * nw }
+
+    /// One slot's scratch, in floats: gathered tokens (then the attention's output), normalised tokens (then the
+    /// projection's output), qkv, the quantized rows, their scales and zero points, the attention kernel's scratch.
+    static func layout(rows: Int, d: Int, kp: Int, attention: Int) -> (tok: Int, ln: Int, qkv: Int, q: Int, scale: Int, zero: Int, att: Int, total: Int) {
+        func up(_ n: Int) -> Int { (n + 15) & ~15 }
+        let tok = 0, ln = tok + up(rows * d), qkv = ln + up(rows * d), q = qkv + up(rows * 3 * d)
+        let scale = q + up((rows * kp + 3) / 4), zero = scale + up(rows), att = zero + up(rows)
+        return (tok, ln, qkv, q, scale, zero, att, att + up(attention))
+    }
+
+    func run(block i: Int, slot: Int) {
+        let w0 = i * group, w1 = min(windows, w0 + group)
+        guard w0 < w1 else { return }
+        let rows = (w1 - w0) * wn, kp = max(qkv.kp, proj.kp)
+        let l = Self.layout(rows: rows, d: d, kp: kp, attention: Self.attentionScratch(attention, wn: wn, kd: kd))
+        let base = scratch + slot * slotFloats
+        let tok = base + l.tok, ln = base + l.ln, qkvOut = base + l.qkv, scales = base + l.scale, att = base + l.att
+        let q = UnsafeMutableRawPointer(base + l.q).bindMemory(to: UInt8.self, capacity: rows * kp)
+        let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
+        let nw = self.nw, wn = self.wn
+        // Gather (zero rows past the border, as PyTorch pads before the attention's layer norm).
+        for w in w0..<w1 {
+            let wy = w / nw, wx = w % nw
+            for t in 0..<wn {
+                let y = wy * win + t / win, xx = wx * win + t % win, dst = tok + ((w - w0) * wn + t) * d
+                if y < h && xx < h { dst.update(from: x + (y * h + xx) * d, count: d) } else { dst.initialize(repeating: 0, count: d) }
+            }
+        }
+        psam_layernorm_rows(tok, rows, d, d, norm.w, norm.b, eps, ln, d)
+        psam_quantize_rows_u8(ln, rows, d, d, q, qkv.kp, scales, zero)
+        var p = psam_qgemm_args(a: q, lda: qkv.kp, a_scale: scales, a_zero: zero, w: qkv.data, w_scale: qkv.scales, w_sum: qkv.sums,
+                                bias: qkvBias, c: qkvOut, ldc: 3 * d, m: rows, n: 3 * d, kp: qkv.kp, group: qkv.group, gelu: 0)
+        withUnsafePointer(to: p) { psam_qgemm($0, 0, 3 * d) }
+        for w in 0..<(w1 - w0) {
+            let a = qkvOut + w * wn * 3 * d, o = tok + w * wn * d
+            switch attention {
+            case .windowAttentionBF16: psam_window_attention_bf16(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
+            case .windowAttentionFP16: psam_window_attention_fp16(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
+            default: psam_window_attention(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
+            }
+        }
+        psam_quantize_rows_u8(tok, rows, d, d, q, proj.kp, scales, zero)
+        p = psam_qgemm_args(a: q, lda: proj.kp, a_scale: scales, a_zero: zero, w: proj.data, w_scale: proj.scales, w_sum: proj.sums,
+                            bias: projBias, c: ln, ldc: d, m: rows, n: d, kp: proj.kp, group: proj.group, gelu: 0)
+        withUnsafePointer(to: p) { psam_qgemm($0, 0, d) }
+        // Add back the tokens inside the image (each belongs to exactly one window).
+        for w in w0..<w1 {
+            let wy = w / nw, wx = w % nw
+            for t in 0..<wn {
+                let y = wy * win + t / win, xx = wx * win + t % win
+                guard y < h && xx < h else { continue }
+                let dst = x + (y * h + xx) * d
+                psam_add_rows(dst, dst, ln + ((w - w0) * wn + t) * d, d)
+            }
+        }
+    }
+
+    /// Scratch floats of one window's attention kernel.
+    static func attentionScratch(_ attention: ColumnTask.Kind, wn: Int, kd: Int) -> Int {
+        switch attention {
+        case .windowAttentionBF16: return psam_window_attention_bf16_scratch(wn, kd)
+        case .windowAttentionFP16: return psam_window_attention_fp16_scratch(wn, kd)
+        default: return wn * wn + kd * wn
+        }
+    }
+}
+
+extension Ops {
+    /// Threads that `windowAttentionInt8` has scratch for (allocated whatever the session's thread count, so the
+    /// planned arena holds for up to this many threads); a session with more threads takes the whole-image steps.
+    static let windowSlots = 8
+
+    /// Windows per group: as many as have about 320 KB of fp32 qkv (at least one), so that a group's rows (tokens,
+    /// normalised tokens, qkv, quantized rows: about 5·d floats per token) stay within a core's L2 cache.
+    static let windowGroupQKVBytes = 320 << 10
+
+    /// TinyViT's attention (+ residual) on the tokens `x[h, h, d]` in place, for int8 `qkv` and `proj` (see
+    /// `WindowAttentionJob`). `bias`: the expanded attention bias. Returns false (doing nothing) when the session
+    /// has more threads than `windowSlots`.
+    static func windowAttentionInt8(_ ctx: Arena, _ x: FPtr, h: Int, d: Int, win: Int, heads: Int, kd: Int, norm: Norm, eps: Float,
+                                    qkv: Lin, proj: Lin, bias: CPtr) -> Bool {
+        guard let q = qkv.q, let p = proj.q, ctx.threads <= windowSlots else { return false }
+        precondition(q.n == 3 * d && q.k == d && p.n == d && p.k == d, "int8 attention weights [\(q.n), \(q.k)], [\(p.n), \(p.k)] for width \(d)")
+        let wn = win * win, nw = (h + win - 1) / win, windows = nw * nw
+        var kind = ColumnTask.Kind.windowAttention
+        if psam_window_attention_fp16_fast(kd) != 0 {
+            kind = .windowAttentionFP16
+        } else if psam_window_attention_bf16_fast(kd) != 0 {
+            kind = .windowAttentionBF16
+        }
+        let group = max(1, min(windows, windowGroupQKVBytes / (wn * 3 * d * 4)))
+        let mark = ctx.mark()
+        let slotFloats = WindowAttentionJob.layout(rows: group * wn, d: d, kp: max(q.kp, p.kp),
+                                                   attention: WindowAttentionJob.attentionScratch(kind, wn: wn, kd: kd)).total
+        var job = WindowAttentionJob(x: x, h: h, d: d, win: win, heads: heads, kd: kd, norm: norm, eps: eps, qkv: q, qkvBias: qkv.b,
+                                     proj: p, projBias: proj.b, bias: bias, scale: 1 / Float(kd).squareRoot(), attention: kind,
+                                     group: group, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        let T = windows * wn
+        ctx.macs &+= T * 3 * d * d + windows * heads * wn * wn * kd * 2 + T * d * d
+        withUnsafeMutablePointer(to: &job) { jp in
+            var t = ColumnTask(kind: .windowBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+            t.context = UnsafeMutableRawPointer(jp)
+            ctx.parallelBlocks(&t, blocks: (windows + group - 1) / group)
+        }
+        ctx.reset(to: mark)
+        return true
+    }
+}
+
+/// The MLP half of a TinyViT block on int8 fc1 and fc2 weights, `rows` tokens at a time through one thread's
+/// scratch: layer norm and quantize the local conv's output `lc`, fc1 with GELU, quantize, fc2, and `x = lc + fc2`.
+/// As whole-image steps the fc2 output went to memory and was read back with `lc` for the residual add. The same
+/// values as those steps (row-wise work, exact integer sums, the same fp32 epilogues and the same single add).
+struct MLPJob {
+    let lc: CPtr, x: FPtr
+    let m: Int, d: Int, hid: Int
+    let norm: Norm
+    let eps: Float
+    let fc1: QWeight, fc1Bias: CPtr?, fc2: QWeight, fc2Bias: CPtr?
+    let gelu: Int32
+    /// Rows per block; one slot's scratch at `scratch + slot · slotFloats`.
+    let rows: Int
+    let scratch: FPtr
+    let slotFloats: Int
+
+    /// One slot's scratch, in floats: normalised rows (then fc2's output), fc1's output, the quantized rows, their
+    /// scales and zero points.
+    static func layout(rows: Int, d: Int, hid: Int, kp: Int) -> (ln: Int, h: Int, q: Int, scale: Int, zero: Int, total: Int) {
+        func up(_ n: Int) -> Int { (n + 15) & ~15 }
+        let ln = 0, h = ln + up(rows * d), q = h + up(rows * hid), scale = q + up((rows * kp + 3) / 4), zero = scale + up(rows)
+        return (ln, h, q, scale, zero, zero + up(rows))
+    }
+
+    func run(block i: Int, slot: Int) {
+        let r0 = i * rows, r1 = min(m, r0 + rows)
+        guard r0 < r1 else { return }
+        let n = r1 - r0, kp = max(fc1.kp, fc2.kp)
+        let l = Self.layout(rows: rows, d: d, hid: hid, kp: kp)
+        let base = scratch + slot * slotFloats
+        let ln = base + l.ln, hb = base + l.h, scales = base + l.scale
+        let q = UnsafeMutableRawPointer(base + l.q).bindMemory(to: UInt8.self, capacity: rows * kp)
+        let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
+        psam_layernorm_rows(lc + r0 * d, n, d, d, norm.w, norm.b, eps, ln, d)
+        psam_quantize_rows_u8(ln, n, d, d, q, fc1.kp, scales, zero)
+        var p = psam_qgemm_args(a: q, lda: fc1.kp, a_scale: scales, a_zero: zero, w: fc1.data, w_scale: fc1.scales, w_sum: fc1.sums,
+                                bias: fc1Bias, c: hb, ldc: hid, m: n, n: hid, kp: fc1.kp, group: fc1.group, gelu: gelu)
+        withUnsafePointer(to: p) { psam_qgemm($0, 0, hid) }
+        psam_quantize_rows_u8(hb, n, hid, hid, q, fc2.kp, scales, zero)
+        p = psam_qgemm_args(a: q, lda: fc2.kp, a_scale: scales, a_zero: zero, w: fc2.data, w_scale: fc2.scales, w_sum: fc2.sums,
+                            bias: fc2Bias, c: ln, ldc: d, m: n, n: d, kp: fc2.kp, group: fc2.group, gelu: 0)
+        withUnsafePointer(to: p) { psam_qgemm($0, 0, d) }
+        psam_add_rows(x + r0 * d, lc + r0 * d, ln, n * d)
+    }
+}
+
+extension Ops {
+    /// Rows per block of `mlpInt8`: fc1's output for them (hid floats a row) stays in L1/L2.
+    static let mlpRows = 64
+
+    /// TinyViT's MLP with its residual, `x = lc + fc2(GELU(fc1(LN(lc))))` over `m` tokens, for int8 fc1 and fc2 (see
+    /// `MLPJob`). Returns false (doing nothing) when the session has more threads than `windowSlots`.
+    static func mlpInt8(_ ctx: Arena, _ lc: CPtr, into x: FPtr, m: Int, d: Int, hid: Int, norm: Norm, eps: Float, fc1: Lin, fc2: Lin) -> Bool {
+        guard let q1 = fc1.q, let q2 = fc2.q, ctx.threads <= windowSlots else { return false }
+        precondition(q1.n == hid && q1.k == d && q2.n == d && q2.k == hid, "int8 MLP weights [\(q1.n), \(q1.k)], [\(q2.n), \(q2.k)] for \(d), \(hid)")
+        let mark = ctx.mark()
+        let slotFloats = MLPJob.layout(rows: mlpRows, d: d, hid: hid, kp: max(q1.kp, q2.kp)).total
+        var job = MLPJob(lc: lc, x: x, m: m, d: d, hid: hid, norm: norm, eps: eps, fc1: q1, fc1Bias: fc1.b, fc2: q2, fc2Bias: fc2.b,
+                         gelu: intGELU, rows: mlpRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        ctx.macs &+= 2 * m * d * hid
+        withUnsafeMutablePointer(to: &job) { jp in
+            var t = ColumnTask(kind: .mlpBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+            t.context = UnsafeMutableRawPointer(jp)
+            ctx.parallelBlocks(&t, blocks: (m + mlpRows - 1) / mlpRows)
+        }
+        ctx.reset(to: mark)
+        return true
+    }
+}
