@@ -147,30 +147,6 @@ enum Ops {
         ctx.parallelBlocks(&t, blocks: ((m + t.rowsPer - 1) / t.rowsPer) * colBlocks)
     }
 
-    /// The int8 linear `l` on quantized rows (bias and GELU fused), its output quantized per row straight into
-    /// `next` for the int8 GEMM that follows: each row block is computed 64 rows at a time into a small scratch
-    /// that stays in cache and is quantized at once, so the fp32 output never goes to memory. The same values
-    /// as `qgemm` then quantizing its output.
-    static func qgemmQuantized(_ ctx: Arena, _ input: QuantizedRows, _ l: Lin, into next: QuantizedRows, m: Int, n: Int, k: Int,
-                               gelu: Bool = false) {
-        guard let q = l.q, m > 0, n > 0 else { return }
-        precondition(q.n == n && q.k == k && next.kp >= n, "int8 weight [\(q.n), \(q.k)] used as [\(n), \(k)]")
-        let mark = ctx.mark()
-        ctx.macs &+= m * n * k
-        var t = ColumnTask(kind: .qgemmQuantize, a: nil, b: nil, c: ctx.alloc(0), bias: l.b, m: m, n: n, k: k, lda: q.kp, ldb: 0, ldc: n)
-        t.rowsPer = rowsPerBlock(m: m, k: k)
-        let blocks = (m + t.rowsPer - 1) / t.rowsPer
-        t.c = ctx.alloc(blocks * quantizeChunk * n)
-        t.qargs = psam_qgemm_args(a: input.q, lda: q.kp, a_scale: input.scale, a_zero: input.zero, w: q.data, w_scale: q.scales,
-                                  w_sum: q.sums, bias: l.b, c: t.c, ldc: n, m: m, n: n, kp: q.kp, group: q.group, gelu: gelu ? intGELU : 0)
-        t.qa = next.q
-        t.qz = next.zero
-        t.ldq = next.kp
-        t.scratch = next.scale
-        ctx.parallelBlocks(&t, blocks: blocks)
-        ctx.reset(to: mark)
-    }
-
     /// Layer norm of the rows of `x[M, C]` straight into quantized rows for an int8 GEMM, 64 rows at a time
     /// through a small scratch (the normalised rows never go to memory as floats); the same values as
     /// `layerNorm` then quantizing.
@@ -520,7 +496,7 @@ enum Ops {
 /// One column-parallel operation, described by value so the thread pool can run its blocks without
 /// closures (a closure handed to other threads would be allocated on the heap).
 struct ColumnTask {
-    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, qgemmQuantize, depthwise, layerNorm, layerNormQuantize,
+    enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
                   add, windowGather, windowScatterAdd, windowBlock, mlpBlock }
     var kind: Kind
@@ -674,25 +650,6 @@ struct ColumnTask {
                 r += rows
             }
             return
-        case .qgemmQuantize:
-            // Rows [r0, r1), all columns, in chunks into this block's scratch, each quantized at once into qa.
-            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
-            guard r0 < r1, let qa, let qz, let scratch else { return }
-            let buf = c + i * Ops.quantizeChunk * n
-            var r = r0
-            while r < r1 {
-                let rows = min(Ops.quantizeChunk, r1 - r)
-                var p = qargs
-                p.a = p.a.map { $0 + r * p.lda }
-                p.a_scale = p.a_scale.map { $0 + r }
-                p.a_zero = p.a_zero.map { $0 + r }
-                p.c = buf
-                p.m = rows
-                withUnsafePointer(to: p) { psam_qgemm($0, 0, n) }
-                psam_quantize_rows_u8(buf, rows, n, n, qa + r * ldq, ldq, scratch + r, qz + r)
-                r += rows
-            }
-            return
         case .windowAttention:
             // Window i: rows [i·m, (i+1)·m) of qkv (stride lda; per head [q | k | v], k wide each);
             // scores scaled by alpha, plus bias[h] (m×m), softmax, times v, into c (stride ldc).
@@ -771,7 +728,7 @@ struct ColumnTask {
             psam_add_rows(c + j0, a + j0, b + j0, j1 - j0)
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
-             .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .qgemmQuantize, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
+             .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
              .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock:
             break
         }
