@@ -498,7 +498,7 @@ enum Ops {
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
-                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock }
+                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -597,6 +597,9 @@ struct ColumnTask {
             return
         case .mlpBlock:
             context?.assumingMemoryBound(to: MLPJob.self).pointee.run(block: i, slot: slot)
+            return
+        case .expandBlock:
+            context?.assumingMemoryBound(to: ExpandJob.self).pointee.run(block: i, slot: slot)
             return
         case .windowGather, .windowScatterAdd:
             // Row i of windows; m = h, n = d, k = win, lda = windows per row. Gather: a = x, c = tok; scatter: a = tok, c = x.
@@ -729,7 +732,7 @@ struct ColumnTask {
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
              .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
-             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock:
+             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock:
             break
         }
     }

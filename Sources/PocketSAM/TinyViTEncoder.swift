@@ -103,7 +103,8 @@ struct TinyViTEncoder {
     }
 
     /// 1×1 conv `conv1` (GELU) → depthwise 3×3 `conv2` (stride, pad 1, GELU) → 1×1 conv `conv3`, from `x[h, h, cin]`
-    /// into `out[ho, ho, cout]`. conv1's output is wide (at stage 0, `hid` channels at full resolution: 64 MB for
+    /// into `out[ho, ho, cout]`. On integer kernels, in small tiles through per-thread scratch (`ExpandJob`); else
+    /// (fp32 weights, the calibration hook, more threads than `Ops.windowSlots`) as follows. conv1's output is wide (at stage 0, `hid` channels at full resolution: 64 MB for
     /// LiteMedSAM's 256 × 256 × 256), so it is made for a band of output rows at a time (with the input rows the 3×3
     /// taps need, one-row halos computed twice) and used while it is in cache. Every value is the one the whole
     /// image at once gives: GEMM rows and depthwise pixels do not depend on the rows around them (per-row
@@ -111,6 +112,11 @@ struct TinyViTEncoder {
     func expandProject(_ x: UnsafePointer<Float>, h: Int, cin: Int, hid: Int, cout: Int, stride: Int, _ conv1: Lin, _ conv2: Lin,
                        _ conv3: Lin, out: UnsafeMutablePointer<Float>, _ arena: Arena) {
         let ho = (h + 2 - 3) / stride + 1
+        if arena.linearInputHook == nil,
+           Ops.expandProjectTiled(arena, x, h: h, cin: cin, hid: hid, cout: cout, stride: stride, conv1: conv1, conv2: conv2,
+                                  conv3: conv3, out: out) {
+            return
+        }
         let macs = arena.macs
         // Output rows per band: conv1's band about 8 MB, at least 4 rows (LiteMedSAM's and MobileSAM's stage 0: 32 of
         // 256 rows, 6% of conv1 recomputed for the halos). Measured on Zen 4 (32 MB L3): 2, 8 and 64 MB bands and no

@@ -204,3 +204,137 @@ extension Ops {
         return true
     }
 }
+
+/// `TinyViTEncoder.expandProject` (1×1 conv `conv1` with GELU → depthwise 3×3 with GELU → 1×1 conv `conv3`) on
+/// integer kernels, a tile of output columns and a few output rows at a time through one thread's scratch: conv1 for
+/// the tile's input pixels (the 3×3 taps' one-pixel halo included; zero outside the image, as the depthwise conv
+/// pads), the depthwise conv quantizing its output for conv3, conv3 into `out`. The expansion (`hid` channels at
+/// full resolution, 64 MB at LiteMedSAM's stage 0) stays in L2 instead of going to memory and back. Each tile
+/// keeps its last input rows for the next chunk of output rows, so only the column halos (and one row per band)
+/// are computed twice. Every value is the whole image's: conv1 rows are per pixel (per-row quantization, exact
+/// integer sums), the depthwise conv's taps run in the same order (the zero halo's taps add exact zeros), and
+/// conv3's rows are per pixel.
+struct ExpandJob {
+    let x: CPtr
+    let h: Int, cin: Int, hid: Int, cout: Int, stride: Int, ho: Int
+    /// conv1 as int8 (`q1`) or int16 (`s1`); conv3 int8.
+    let q1: QWeight?, s1: S16Weight?, b1: CPtr?
+    /// The depthwise conv's weights `[9][hid]` and bias.
+    let w2: CPtr, b2: CPtr?
+    let q3: QWeight, b3: CPtr?
+    let out: FPtr
+    let gelu: Int32
+    /// Output columns per tile, output rows per band (one block = one tile of one band), per chunk.
+    let tileW: Int, bandRows: Int, chunkRows: Int
+    let scratch: FPtr
+    let slotFloats: Int
+
+    var tiles: Int { (ho + tileW - 1) / tileW }
+    var inW: Int { stride * (tileW - 1) + 3 }
+    var inRows: Int { stride * (chunkRows - 1) + 3 }
+    var kp1: Int { q1?.kp ?? s1?.kp ?? cin }
+
+    /// One slot's scratch, in floats: the expansion's input rows of a chunk, conv1's quantized input (one image
+    /// row of the tile), conv3's quantized input (the chunk's pixels), their scales and zero points, a depthwise row.
+    static func layout(inRows: Int, inW: Int, hid: Int, kp1: Int, pixels: Int, kp3: Int) -> (e: Int, a1: Int, s1: Int, z1: Int, a3: Int, s3: Int, z3: Int, row: Int, total: Int) {
+        func up(_ n: Int) -> Int { (n + 15) & ~15 }
+        let e = 0, a1 = e + up(inRows * inW * hid), s1 = a1 + up((inW * kp1 * 2 + 3) / 4), z1 = s1 + up(inW), a3 = z1 + up(inW)
+        let s3 = a3 + up((pixels * kp3 + 3) / 4), z3 = s3 + up(pixels), row = z3 + up(pixels)
+        return (e, a1, s1, z1, a3, s3, z3, row, row + up(hid))
+    }
+
+    func run(block i: Int, slot: Int) {
+        let band = i / tiles, tile = i % tiles
+        let oy0 = band * bandRows, oy1 = min(ho, oy0 + bandRows), ox0 = tile * tileW, ox1 = min(ho, ox0 + tileW)
+        guard oy0 < oy1, ox0 < ox1 else { return }
+        let tw = ox1 - ox0, iw = stride * (tw - 1) + 3, ix0 = stride * ox0 - 1
+        let l = Self.layout(inRows: inRows, inW: inW, hid: hid, kp1: kp1, pixels: chunkRows * tileW, kp3: q3.kp)
+        let base = scratch + slot * slotFloats
+        let e = base + l.e, scales1 = base + l.s1, scales3 = base + l.s3, row = base + l.row
+        let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: UInt8.self, capacity: chunkRows * tileW * q3.kp)
+        let z3 = UnsafeMutableRawPointer(base + l.z3).bindMemory(to: Int32.self, capacity: chunkRows * tileW)
+        // Input pixels of the image inside the tile's columns.
+        let c0 = max(0, ix0), c1 = min(h, ix0 + iw)
+        var have = 0, haveFrom = 0  // input rows already in `e` (image rows [haveFrom, haveFrom + have))
+        var cy0 = oy0
+        while cy0 < oy1 {
+            let cy1 = min(oy1, cy0 + chunkRows), r0 = stride * cy0 - 1, nr = stride * (cy1 - 1 - cy0) + 3
+            // Keep the rows this chunk shares with the last one (moved to the top), make the others.
+            var keep = 0
+            if have > 0 && haveFrom + have > r0 && r0 >= haveFrom {
+                keep = haveFrom + have - r0
+                (e).update(from: e + (r0 - haveFrom) * iw * hid, count: keep * iw * hid)
+            }
+            for r in keep..<nr {
+                let y = r0 + r, dst = e + r * iw * hid
+                guard y >= 0 && y < h && c0 < c1 else {
+                    dst.initialize(repeating: 0, count: iw * hid)
+                    continue
+                }
+                if c0 > ix0 { dst.initialize(repeating: 0, count: (c0 - ix0) * hid) }
+                if ix0 + iw > c1 { (dst + (c1 - ix0) * hid).initialize(repeating: 0, count: (ix0 + iw - c1) * hid) }
+                conv1(x + (y * h + c0) * cin, m: c1 - c0, into: dst + (c0 - ix0) * hid, base: base, l.a1, l.z1, scales1)
+            }
+            have = nr
+            haveFrom = r0
+            // Depthwise 3×3 (stride, no padding on the tile: its halo holds the zeros) quantized for conv3.
+            psam_depthwise_rows_u8(e, nr, iw, hid, w2, b2, 3, stride, 0, tw, 0, cy1 - cy0, gelu, row, a3, q3.kp, scales3, z3)
+            for yy in 0..<(cy1 - cy0) {
+                let p = psam_qgemm_args(a: a3 + yy * tw * q3.kp, lda: q3.kp, a_scale: scales3 + yy * tw, a_zero: z3 + yy * tw,
+                                        w: q3.data, w_scale: q3.scales, w_sum: q3.sums, bias: b3,
+                                        c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: q3.kp, group: q3.group, gelu: 0)
+                withUnsafePointer(to: p) { psam_qgemm($0, 0, cout) }
+            }
+            cy0 = cy1
+        }
+    }
+
+    /// conv1 with GELU on `m` pixels of `a` (cin channels each) into `o` (hid channels each).
+    func conv1(_ a: CPtr, m: Int, into o: FPtr, base: FPtr, _ qa: Int, _ qz: Int, _ scales: FPtr) {
+        if let s1 {
+            let q = UnsafeMutableRawPointer(base + qa).bindMemory(to: Int16.self, capacity: m * s1.kp)
+            psam_quantize_rows_s16(a, m, cin, cin, q, s1.kp, scales)
+            let p = psam_s16gemm_args(a: q, lda: s1.kp, a_scale: scales, w: s1.data, w_scale: s1.scales, bias: b1, c: o, ldc: hid,
+                                      m: m, n: hid, kp: s1.kp, gelu: gelu)
+            withUnsafePointer(to: p) { psam_s16gemm($0, 0, hid) }
+        } else if let q1 {
+            let q = UnsafeMutableRawPointer(base + qa).bindMemory(to: UInt8.self, capacity: m * q1.kp)
+            let z = UnsafeMutableRawPointer(base + qz).bindMemory(to: Int32.self, capacity: m)
+            psam_quantize_rows_u8(a, m, cin, cin, q, q1.kp, scales, z)
+            let p = psam_qgemm_args(a: q, lda: q1.kp, a_scale: scales, a_zero: z, w: q1.data, w_scale: q1.scales, w_sum: q1.sums,
+                                    bias: b1, c: o, ldc: hid, m: m, n: hid, kp: q1.kp, group: q1.group, gelu: gelu)
+            withUnsafePointer(to: p) { psam_qgemm($0, 0, hid) }
+        }
+    }
+}
+
+extension Ops {
+    /// `TinyViTEncoder.expandProject` on integer kernels in tiles (see `ExpandJob`), when conv1 is int8 or int16 and
+    /// conv3 int8 and the session has at most `windowSlots` threads; returns false (doing nothing) otherwise.
+    static func expandProjectTiled(_ ctx: Arena, _ x: CPtr, h: Int, cin: Int, hid: Int, cout: Int, stride: Int, conv1: Lin, conv2: Lin,
+                                   conv3: Lin, out: FPtr) -> Bool {
+        guard let q3 = conv3.q, conv1.q != nil || conv1.s != nil, ctx.threads <= windowSlots, stride == 1 || stride == 2 else { return false }
+        let ho = (h + 2 - 3) / stride + 1
+        // Tiles of 64 output columns (32 at stride 2: about 65 input columns either way), chunks of 4 output rows
+        // (6 or 9 input rows: about 400 or 600 KB of expansion at 256 or 128 channels), bands of 64 rows.
+        let tileW = min(ho, stride == 1 ? 64 : 32), chunkRows = 4, bandRows = 64
+        let inW = stride * (tileW - 1) + 3, inRows = stride * (chunkRows - 1) + 3
+        let kp1 = conv1.q?.kp ?? conv1.s?.kp ?? cin
+        let slotFloats = ExpandJob.layout(inRows: inRows, inW: inW, hid: hid, kp1: kp1, pixels: chunkRows * tileW, kp3: q3.kp).total
+        let mark = ctx.mark()
+        // The depthwise weights tap-major, [9][hid], as the kernel reads them (PyTorch's are [hid][9]).
+        let w2 = ctx.alloc(9 * hid)
+        for j in 0..<hid { for t in 0..<9 { w2[t * hid + j] = conv2.w[j * 9 + t] } }
+        var job = ExpandJob(x: x, h: h, cin: cin, hid: hid, cout: cout, stride: stride, ho: ho, q1: conv1.q, s1: conv1.q == nil ? conv1.s : nil,
+                            b1: conv1.b, w2: w2, b2: conv2.b, q3: q3, b3: conv3.b, out: out, gelu: intGELU, tileW: tileW,
+                            bandRows: bandRows, chunkRows: chunkRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        ctx.macs &+= h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
+        withUnsafeMutablePointer(to: &job) { jp in
+            var t = ColumnTask(kind: .expandBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+            t.context = UnsafeMutableRawPointer(jp)
+            ctx.parallelBlocks(&t, blocks: jp.pointee.tiles * ((ho + bandRows - 1) / bandRows))
+        }
+        ctx.reset(to: mark)
+        return true
+    }
+}

@@ -187,12 +187,13 @@ final class Int8AccuracyTests: XCTestCase {
         XCTAssertGreaterThan(int8.int16Layers, 0)
     }
 
-    /// TinyViT's stage-0 MBConvs and patch mergings run a band of rows at a time (`TinyViTEncoder.expandProject`,
-    /// halos recomputed), and the blocks' attention and MLP halves a few windows or rows at a time through per-thread
-    /// scratch (`WindowAttentionJob`, `MLPJob`); under the calibration hook all of them run as whole-image steps, and
-    /// so do the two halves on a session with more threads than `Ops.windowSlots` (8: the 9-thread session here). On an int8 file with every GEMM on
+    /// TinyViT's stage-0 MBConvs and patch mergings run in tiles of a few rows and 32–64 columns (`ExpandJob`, halos
+    /// recomputed; bands of rows with more threads than `Ops.windowSlots`, 8: the 9-thread session here), and the
+    /// blocks' attention and MLP halves a few windows or rows at a time (`WindowAttentionJob`, `MLPJob`), all through
+    /// per-thread scratch; under the calibration hook all of them run as whole-image steps. On an int8 file with every GEMM on
     /// the int8 kernels (no fp16 layers, no fp32 activations), the hook changes nothing else, so a session with a hook
-    /// that does nothing, and one with 9 threads, must give the same bits as a plain 2-thread session.
+    /// that does nothing, and one with 9 threads (bands, whole-image attention and MLP), must give the same bits as a plain
+    /// 2-thread session.
     func testBandsAndGroupsGiveTheWholeImagesValues() throws {
         let ckpt = try Checkpoint(path: try LiteMedSAMParityTests.asset("lite_medsam.pth"))
         var o = ConversionOptions()
@@ -214,6 +215,19 @@ final class Int8AccuracyTests: XCTestCase {
         XCTAssertGreaterThan(hooked, 0)
         XCTAssertEqual(Self.differing(out[0], out[1]), 0, "values where bands and groups differ from whole-image steps")
         XCTAssertEqual(Self.differing(out[0], out[2]), 0, "values where groups differ from whole-image attention and MLP")
+        // The default file (its fp16 layers on the int16 kernel, which the hook would turn off): tiles with int16 conv1s
+        // against bands, 2 threads against 9.
+        let int8 = try Self.int8Model()
+        XCTAssertGreaterThan(int8.int16Layers, 0)
+        var dflt: [[Float]] = []
+        for threads in [2, 9] {
+            let s = Session(model: int8, threads: threads)
+            try img.pixels.withUnsafeBufferPointer {
+                try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+            }
+            dflt.append(try s.imageEmbedding())
+        }
+        XCTAssertEqual(Self.differing(dflt[0], dflt[1]), 0, "values where int16 tiles differ from int16 bands")
     }
 
     /// The int8 path gives the same bits for 1 and 2 threads (integer GEMMs, splits fixed or exact).
