@@ -328,6 +328,9 @@ enum Ops {
             linear(arena, x, weight, out, m: h * w, n: cout, k: cin, gelu: gelu)
             return (ho, wo)
         }
+        if conv2dTiled(arena, x, h: h, w: w, cin: cin, weight: weight, cout: cout, k: k, stride: stride, pad: pad, out: out, gelu: gelu) {
+            return (ho, wo)
+        }
         // im2col with K ordered (cin, ky, kx), PyTorch's weight order; rows in blocks to bound memory.
         let kk = cin * k * k
         let rowsPerBlock = max(1, min(ho * wo, (8 << 20) / max(kk, 1)))
@@ -498,7 +501,7 @@ enum Ops {
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
-                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock }
+                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock, convBlock }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -600,6 +603,9 @@ struct ColumnTask {
             return
         case .expandBlock:
             context?.assumingMemoryBound(to: ExpandJob.self).pointee.run(block: i, slot: slot)
+            return
+        case .convBlock:
+            context?.assumingMemoryBound(to: ConvJob.self).pointee.run(block: i, slot: slot)
             return
         case .windowGather, .windowScatterAdd:
             // Row i of windows; m = h, n = d, k = win, lda = windows per row. Gather: a = x, c = tok; scatter: a = tok, c = x.
@@ -732,7 +738,7 @@ struct ColumnTask {
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
              .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
-             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock:
+             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock, .convBlock:
             break
         }
     }

@@ -338,3 +338,93 @@ extension Ops {
         return true
     }
 }
+
+/// A k × k convolution (`Ops.conv2d`) on an int8 or int16 weight, `rows` output pixels at a time through one thread's
+/// scratch: their im2col rows a few at a time into a small fp32 buffer, quantized at once, then the GEMM with bias and
+/// GELU into `out`. As whole-image steps the fp32 im2col (9·cin floats per pixel: 38 MB for the neck's 3 × 3 conv)
+/// went to memory and back before quantizing. The same values (im2col and quantization per row, exact sums).
+struct ConvJob {
+    let x: CPtr
+    let h: Int, w: Int, cin: Int, k: Int, stride: Int, pad: Int, wo: Int, pixels: Int
+    let q: QWeight?, s: S16Weight?, bias: CPtr?
+    let cout: Int
+    let gelu: Int32
+    let out: FPtr
+    /// Output pixels per block (the GEMM's rows), im2col rows per pass through the fp32 buffer.
+    let rows: Int, pass: Int
+    let scratch: FPtr
+    let slotFloats: Int
+
+    var kk: Int { cin * k * k }
+    var kp: Int { q?.kp ?? s?.kp ?? kk }
+
+    /// One slot's scratch, in floats: the fp32 im2col rows of a pass, the block's quantized rows (u8 or int16), their
+    /// scales and zero points.
+    static func layout(rows: Int, pass: Int, kk: Int, kp: Int) -> (col: Int, qa: Int, scale: Int, zero: Int, total: Int) {
+        func up(_ n: Int) -> Int { (n + 15) & ~15 }
+        let col = 0, qa = col + up(pass * kk), scale = qa + up((rows * kp * 2 + 3) / 4), zero = scale + up(rows)
+        return (col, qa, scale, zero, zero + up(rows))
+    }
+
+    func run(block i: Int, slot: Int) {
+        let p0 = i * rows, p1 = min(pixels, p0 + rows)
+        guard p0 < p1 else { return }
+        let l = Self.layout(rows: rows, pass: pass, kk: kk, kp: kp)
+        let base = scratch + slot * slotFloats, col = base + l.col, scales = base + l.scale
+        let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
+        var p = p0
+        while p < p1 {
+            let n = min(pass, p1 - p), r = p - p0
+            psam_im2col(x, h, w, cin, k, stride, pad, wo, p, p + n, col, kk)
+            if let s {
+                let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: Int16.self, capacity: rows * s.kp)
+                psam_quantize_rows_s16(col, n, kk, kk, qa + r * s.kp, s.kp, scales + r)
+            } else if let q {
+                let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: UInt8.self, capacity: rows * q.kp)
+                psam_quantize_rows_u8(col, n, kk, kk, qa + r * q.kp, q.kp, scales + r, zero + r)
+            }
+            p += n
+        }
+        let m = p1 - p0
+        if let s {
+            let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: Int16.self, capacity: rows * s.kp)
+            let a = psam_s16gemm_args(a: qa, lda: s.kp, a_scale: scales, w: s.data, w_scale: s.scales, bias: bias, c: out + p0 * cout,
+                                      ldc: cout, m: m, n: cout, kp: s.kp, gelu: gelu)
+            withUnsafePointer(to: a) { psam_s16gemm($0, 0, cout) }
+        } else if let q {
+            let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: UInt8.self, capacity: rows * q.kp)
+            let a = psam_qgemm_args(a: qa, lda: q.kp, a_scale: scales, a_zero: zero, w: q.data, w_scale: q.scales, w_sum: q.sums,
+                                    bias: bias, c: out + p0 * cout, ldc: cout, m: m, n: cout, kp: q.kp, group: q.group, gelu: gelu)
+            withUnsafePointer(to: a) { psam_qgemm($0, 0, cout) }
+        }
+    }
+}
+
+extension Ops {
+    /// `conv2d` on an int8 or int16 weight through per-thread scratch (see `ConvJob`); false (doing nothing) for fp32
+    /// weights, under the calibration hook, or with more threads than `windowSlots`.
+    static func conv2dTiled(_ ctx: Arena, _ x: CPtr, h: Int, w: Int, cin: Int, weight: Lin, cout: Int, k: Int, stride: Int, pad: Int,
+                            out: FPtr, gelu: Bool) -> Bool {
+        let s = weight.q == nil ? weight.s : nil
+        guard weight.q != nil || s != nil, ctx.linearInputHook == nil, ctx.threads <= windowSlots else { return false }
+        let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1, kk = cin * k * k
+        if let q = weight.q { precondition(q.n == cout && q.k == kk, "int8 conv weight [\(q.n), \(q.k)] used as [\(cout), \(kk)]") }
+        if let s { precondition(s.n == cout && s.k == kk, "int16 conv weight [\(s.n), \(s.k)] used as [\(cout), \(kk)]") }
+        // 64 pixels per block; im2col passes of about 64 KB of floats.
+        let rows = 64, pass = max(1, min(rows, (16 << 10) / kk))
+        let kp = weight.q?.kp ?? s?.kp ?? kk
+        let slotFloats = ConvJob.layout(rows: rows, pass: pass, kk: kk, kp: kp).total
+        let mark = ctx.mark()
+        var job = ConvJob(x: x, h: h, w: w, cin: cin, k: k, stride: stride, pad: pad, wo: wo, pixels: ho * wo, q: weight.q, s: s,
+                          bias: weight.b, cout: cout, gelu: gelu ? intGELU : 0, out: out, rows: rows, pass: pass,
+                          scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        ctx.macs &+= ho * wo * cout * kk
+        withUnsafeMutablePointer(to: &job) { jp in
+            var t = ColumnTask(kind: .convBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+            t.context = UnsafeMutableRawPointer(jp)
+            ctx.parallelBlocks(&t, blocks: (ho * wo + rows - 1) / rows)
+        }
+        ctx.reset(to: mark)
+        return true
+    }
+}

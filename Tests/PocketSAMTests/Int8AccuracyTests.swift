@@ -189,8 +189,9 @@ final class Int8AccuracyTests: XCTestCase {
 
     /// TinyViT's stage-0 MBConvs and patch mergings run in tiles of a few rows and 32–64 columns (`ExpandJob`, halos
     /// recomputed; bands of rows with more threads than `Ops.windowSlots`, 8: the 9-thread session here), and the
-    /// blocks' attention and MLP halves a few windows or rows at a time (`WindowAttentionJob`, `MLPJob`), all through
-    /// per-thread scratch; under the calibration hook all of them run as whole-image steps. On an int8 file with every GEMM on
+    /// blocks' attention and MLP halves a few windows or rows at a time (`WindowAttentionJob`, `MLPJob`), and the k × k
+    /// convolutions 64 pixels at a time (`ConvJob`), all through per-thread scratch; under the calibration hook all of
+    /// them run as whole-image steps. On an int8 file with every GEMM on
     /// the int8 kernels (no fp16 layers, no fp32 activations), the hook changes nothing else, so a session with a hook
     /// that does nothing, and one with 9 threads (bands, whole-image attention and MLP), must give the same bits as a plain
     /// 2-thread session.
