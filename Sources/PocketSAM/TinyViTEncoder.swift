@@ -47,14 +47,18 @@ struct TinyViTEncoder {
         let s = c.patchEmbedStride, k = c.patchEmbedKernel, d0 = c.embedDims[0]
         var h = c.imageSize
         // Patch embedding: conv → GELU → conv.
-        let h1 = (h + 2 * (k / 2) - k) / s + 1
+        let h1 = (h + 2 * (k / 2) - k) / s + 1, h2 = (h1 + 2 * (k / 2) - k) / s + 1
+        let first = arena.alloc(h2 * h2 * d0)
+        var cur = first
+        // The first conv's output is dead after the second: its place then holds stage 0's second buffer.
+        let peMark = arena.mark()
         let t1 = arena.alloc(h1 * h1 * d0 / 2)
         Ops.conv2d(x, h: h, w: h, cin: 3, weight: pe0,
                    cout: d0 / 2, k: k, stride: s, pad: k / 2, out: t1, arena: arena, gelu: true)
-        let h2 = (h1 + 2 * (k / 2) - k) / s + 1
-        var cur = arena.alloc(h2 * h2 * d0)
         Ops.conv2d(t1, h: h1, w: h1, cin: d0 / 2, weight: pe2,
                    cout: d0, k: k, stride: s, pad: k / 2, out: cur, arena: arena)
+        arena.reset(to: peMark)
+        var spare = arena.alloc(h2 * h2 * d0)
         h = h2
         arena.tap?("patch_embed", cur, [h, h, d0])
 
@@ -62,11 +66,18 @@ struct TinyViTEncoder {
             let d = c.embedDims[st]
             for b in 0..<c.depths[st] {
                 if st == 0 {
-                    mbconv(cur, h: h, d: d, mbconvs[b], arena)
+                    if mbconv(cur, into: spare, h: h, d: d, mbconvs[b], arena) { swap(&cur, &spare) }
                 } else {
                     block(cur, h: h, d: d, stage: st, blocks[st][b], arena)
                 }
                 arena.tap?("layers.\(st).blocks.\(b)", cur, [h, h, d])
+            }
+            if st == 0 {
+                // Stage 0's output back in the first buffer (already there after an even number of MBConvs), the
+                // second one freed.
+                if cur != first { first.update(from: cur, count: h * h * d) }
+                cur = first
+                arena.reset(to: peMark)
             }
             if st < c.stageCount - 1 {
                 let mg = merges[st]
@@ -92,14 +103,21 @@ struct TinyViTEncoder {
         return n2
     }
 
-    /// MBConv: 1×1 → GELU → depthwise 3×3 → GELU → 1×1, + shortcut, GELU. In place on `x`.
-    func mbconv(_ x: UnsafeMutablePointer<Float>, h: Int, d: Int, _ wt: MBConv, _ arena: Arena) {
+    /// MBConv: 1×1 → GELU → depthwise 3×3 → GELU → 1×1, + shortcut, GELU. Into `y` on integer kernels (returns true,
+    /// the shortcut and GELU fused in `ExpandJob`), else in place on `x` (returns false).
+    func mbconv(_ x: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>, h: Int, d: Int, _ wt: MBConv, _ arena: Arena) -> Bool {
+        if arena.linearInputHook == nil,
+           Ops.expandProjectTiled(arena, x, h: h, cin: d, hid: c.mbconvHiddenDim, cout: d, stride: 1, conv1: wt.conv1, conv2: wt.conv2,
+                                  conv3: wt.conv3, out: y, residual: x) {
+            return true
+        }
         let n = h * h
         let mark = arena.mark()
         let o = arena.alloc(n * d)
         expandProject(x, h: h, cin: d, hid: c.mbconvHiddenDim, cout: d, stride: 1, wt.conv1, wt.conv2, wt.conv3, out: o, arena)
         Ops.add(arena, x, o, into: x, n * d, gelu: true)
         arena.reset(to: mark)
+        return false
     }
 
     /// 1×1 conv `conv1` (GELU) → depthwise 3×3 `conv2` (stride, pad 1, GELU) → 1×1 conv `conv3`, from `x[h, h, cin]`

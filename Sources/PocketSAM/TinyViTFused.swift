@@ -223,6 +223,8 @@ struct ExpandJob {
     let w2: CPtr, b2: CPtr?
     let q3: QWeight, b3: CPtr?
     let out: FPtr
+    /// MBConv's shortcut: with it, `out = GELU(residual + conv3)` (exact GELU, as `Ops.add` with `gelu`).
+    let residual: CPtr?
     let gelu: Int32
     /// Output columns per tile, output rows per band (one block = one tile of one band), per chunk.
     let tileW: Int, bandRows: Int, chunkRows: Int
@@ -284,6 +286,11 @@ struct ExpandJob {
                                         w: q3.data, w_scale: q3.scales, w_sum: q3.sums, bias: b3,
                                         c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: q3.kp, group: q3.group, gelu: 0)
                 withUnsafePointer(to: p) { psam_qgemm($0, 0, cout) }
+                if let residual {
+                    let o = out + ((cy0 + yy) * ho + ox0) * cout
+                    psam_add_rows(o, residual + ((cy0 + yy) * ho + ox0) * cout, o, tw * cout)
+                    psam_gelu_rows(o, tw * cout)
+                }
             }
             cy0 = cy1
         }
@@ -311,8 +318,9 @@ struct ExpandJob {
 extension Ops {
     /// `TinyViTEncoder.expandProject` on integer kernels in tiles (see `ExpandJob`), when conv1 is int8 or int16 and
     /// conv3 int8 and the session has at most `windowSlots` threads; returns false (doing nothing) otherwise.
+    /// With `residual` (MBConv: `x` itself, cin = cout, stride 1), `out = GELU(x + conv3(…))`.
     static func expandProjectTiled(_ ctx: Arena, _ x: CPtr, h: Int, cin: Int, hid: Int, cout: Int, stride: Int, conv1: Lin, conv2: Lin,
-                                   conv3: Lin, out: FPtr) -> Bool {
+                                   conv3: Lin, out: FPtr, residual: CPtr? = nil) -> Bool {
         guard let q3 = conv3.q, conv1.q != nil || conv1.s != nil, ctx.threads <= windowSlots, stride == 1 || stride == 2 else { return false }
         let ho = (h + 2 - 3) / stride + 1
         // Tiles of 64 output columns (32 at stride 2: about 65 input columns either way), chunks of 4 output rows
@@ -326,7 +334,7 @@ extension Ops {
         let w2 = ctx.alloc(9 * hid)
         for j in 0..<hid { for t in 0..<9 { w2[t * hid + j] = conv2.w[j * 9 + t] } }
         var job = ExpandJob(x: x, h: h, cin: cin, hid: hid, cout: cout, stride: stride, ho: ho, q1: conv1.q, s1: conv1.q == nil ? conv1.s : nil,
-                            b1: conv1.b, w2: w2, b2: conv2.b, q3: q3, b3: conv3.b, out: out, gelu: intGELU, tileW: tileW,
+                            b1: conv1.b, w2: w2, b2: conv2.b, q3: q3, b3: conv3.b, out: out, residual: residual, gelu: intGELU, tileW: tileW,
                             bandRows: bandRows, chunkRows: chunkRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
         withUnsafeMutablePointer(to: &job) { jp in
