@@ -1616,23 +1616,23 @@ PSAM_AVX512BF16 static inline __m512i bf16_low(__m512 x) {
     return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
 }
 
-/* Scores of R queries (rows i0…, bf16 pairs qp[i][kp]) against keys [j, j + 32) (pairs kᵀ[kp][wp]): fp32 sums of
+/* Scores of R queries (rows i0…, bf16 pairs qp[i][kp]) against keys [j, j + 16·NC) (pairs kᵀ[kp][wp]): fp32 sums of
  * pair products, + bias (stride wn; keys ≥ wn unbiased, softmax skips them) into s[i][wp]. */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
 scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, size_t kp, size_t i0, size_t j, const int R,
-                 const float *bias, float *s) {
+                 const int NC, const float *bias, float *s) {
     __m512 acc[8][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (size_t p = 0; p < kp; p++) {
         const __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j));
-        const __m512bh k1 = (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j + 16));
+        const __m512bh k1 = NC > 1 ? (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j + 16)) : k0;
         for (int r = 0; r < R; r++) {
             const __m512bh qv = (__m512bh)_mm512_set1_epi32((int)qp[(i0 + r) * kp + p]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qv, k0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qv, k1);
+            if (NC > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qv, k1);
         }
     }
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < NC; c++) {
         const size_t jc = j + 16 * (size_t)c;
         const __mmask16 mk = jc >= wn ? 0 : wn - jc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - jc)) - 1u);
         for (int r = 0; r < R; r++) {
@@ -1640,6 +1640,22 @@ scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, s
             if (bias) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mk, bias + (i0 + r) * wn + jc));
             _mm512_storeu_ps(s + (i0 + r) * wp + jc, t);
         }
+    }
+}
+
+/* Score tiles of the R < 8 rows from i0 (a switch to constant tile heights). */
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+scores_tail_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, size_t kp, size_t i0, size_t j, size_t R,
+                 const int NC, const float *bias, float *s) {
+    switch (R) {
+    case 7: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 7, NC, bias, s); break;
+    case 6: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 6, NC, bias, s); break;
+    case 5: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 5, NC, bias, s); break;
+    case 4: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 4, NC, bias, s); break;
+    case 3: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 3, NC, bias, s); break;
+    case 2: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 2, NC, bias, s); break;
+    case 1: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 1, NC, bias, s); break;
+    default: break;
     }
 }
 
@@ -1664,6 +1680,42 @@ values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, si
     for (int r = 0; r < R; r++) {
         _mm512_storeu_ps(out + (i0 + r) * ldo + d, acc[r][0]);
         _mm512_storeu_ps(out + (i0 + r) * ldo + d + 16, acc[r][1]);
+    }
+}
+
+/* Softmax of R score rows i0… (stride wp) over their wn keys, each row as softmax_row_exp and the scaling to bf16
+ * in place: the same operations on each row (the same bits), the R rows' independent chains interleaved. Vectors
+ * of keys all past wn are zeros (exp is not evaluated there; adding their zeros to the sums changes nothing). */
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+softmax_rows_bf16(float *s, size_t wn, size_t wp, size_t i0, const int R) {
+    __m512 vm[8], mx[8], sum[8], inv[8];
+    for (int r = 0; r < R; r++) vm[r] = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < wn; j += 16) {
+        const __mmask16 mk = wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
+        for (int r = 0; r < R; r++) vm[r] = _mm512_mask_max_ps(vm[r], mk, vm[r], _mm512_loadu_ps(s + (i0 + r) * wp + j));
+    }
+    for (int r = 0; r < R; r++) {
+        mx[r] = _mm512_set1_ps(_mm512_reduce_max_ps(vm[r]));
+        sum[r] = _mm512_setzero_ps();
+    }
+    for (size_t j = 0; j < wp; j += 16) {
+        if (j >= wn) {
+            for (int r = 0; r < R; r++) _mm512_storeu_ps(s + (i0 + r) * wp + j, _mm512_setzero_ps());
+            continue;
+        }
+        const __mmask16 mk = wn - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - j)) - 1u);
+        for (int r = 0; r < R; r++) {
+            float *row = s + (i0 + r) * wp + j;
+            const __m512 e = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_loadu_ps(row), mx[r])));
+            sum[r] = _mm512_add_ps(sum[r], e);
+            _mm512_storeu_ps(row, e);
+        }
+    }
+    for (int r = 0; r < R; r++) inv[r] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum[r]));
+    for (int r = 0; r < R; r++) {
+        float *row = s + (i0 + r) * wp;
+        for (size_t j = 0; j < wp; j += 16)
+            _mm256_storeu_si256((__m256i *)(row + j / 2), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(row + j), inv[r])));
     }
 }
 
@@ -1703,25 +1755,43 @@ PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, 
                 transpose16x16(r);
                 for (size_t x = 0; x < 16; x++) _mm512_storeu_ps((float *)(kt + (d / 2 + x) * wp + j), r[x]);
             }
+        /* Key tiles of 32, the last one 16 wide where the keys end within its first half (the softmax reads no
+         * score past wn). */
         for (size_t j = 0; j < wp; j += 32) {
             size_t i = 0;
-            for (; i + 8 <= wn; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, bh, s);
-            for (; i < wn; i++) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 1, bh, s);
+            if (j + 16 >= wn) {
+                for (; i + 8 <= wn; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 1, bh, s);
+                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, wn - i, 1, bh, s);
+            } else {
+                for (; i + 8 <= wn; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 2, bh, s);
+                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, wn - i, 2, bh, s);
+            }
         }
         /* Softmax over the wn keys of each row; the probabilities (0 past wn) overwrite the row's start as bf16
-         * (each 16 scores are read before their 8 floats' worth of halves are written at or before them). */
-        for (size_t i = 0; i < wn; i++) {
-            float *r = s + i * wp;
-            const __m512 inv = softmax_row_exp(r, wn, wp);
-            for (size_t j = 0; j < wp; j += 16)
-                _mm256_storeu_si256((__m256i *)(r + j / 2), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(r + j), inv)));
+         * (each 16 scores are read before their 8 floats' worth of halves are written at or before them). Rows 8
+         * at a time, so that their reductions' latencies overlap. */
+        size_t i = 0;
+        for (; i + 8 <= wn; i += 8) softmax_rows_bf16(s, wn, wp, i, 8);
+        if (wn - i >= 4) {
+            softmax_rows_bf16(s, wn, wp, i, 4);
+            i += 4;
         }
+        for (; i < wn; i++) softmax_rows_bf16(s, wn, wp, i, 1);
         const uint16_t *pp = (const uint16_t *)s;
         float *o = out + hd * kd;
         for (size_t d = 0; d < kd; d += 32) {
             size_t i = 0;
             for (; i + 8 <= wn; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, o, ldo);
-            for (; i < wn; i++) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 1, o, ldo);
+            switch (wn - i) {
+            case 7: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 7, o, ldo); break;
+            case 6: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 6, o, ldo); break;
+            case 5: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 5, o, ldo); break;
+            case 4: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 4, o, ldo); break;
+            case 3: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 3, o, ldo); break;
+            case 2: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 2, o, ldo); break;
+            case 1: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 1, o, ldo); break;
+            default: break;
+            }
         }
     }
 }
