@@ -44,6 +44,8 @@ public final class Model: @unchecked Sendable {
     private(set) var encoder: Encoder!
     private(set) var promptEncoder: PromptEncoder!
     private(set) var maskDecoder: MaskDecoder!
+    /// The prompt encoder's dense positional encoding `[G·G, C]`, made once here (it does not depend on the image).
+    private(set) var densePE: UnsafePointer<Float>!
 
     /// Opens, validates (every offset, CRC and tensor shape) and maps `path`.
     public convenience init(path: String, compute: ComputeMode = .auto, int16: Bool = true) throws {
@@ -120,6 +122,10 @@ public final class Model: @unchecked Sendable {
         }
         promptEncoder = PromptEncoder(c: config.prompt, m: self)
         maskDecoder = MaskDecoder(c: config.decoder, m: self)
+        let pe = UnsafeMutablePointer<Float>.allocate(capacity: config.prompt.embeddingSize * config.prompt.embeddingSize * config.prompt.embedDim)
+        promptEncoder.densePE(into: pe)
+        self.owned.append(UnsafeMutableRawPointer(pe))
+        densePE = UnsafePointer(pe)
     }
 
     /// The int16 form of `name`, packed on first request; only while `init` resolves the layers.

@@ -45,20 +45,17 @@ struct PromptEncoder {
     }
 
     /// The dense positional encoding of the embedding grid, `[G·G, C]`.
-    func densePE(arena: Arena) -> UnsafeMutablePointer<Float> {
+    /// The dense positional encoding `[G·G, C]` into `out` (it depends on the model only: `Model` makes it once).
+    func densePE(into out: UnsafeMutablePointer<Float>) {
         let g = c.embeddingSize
-        let out = arena.alloc(g * g * c.embedDim)
-        let mark = arena.mark()
-        let xy = arena.alloc(2 * g * g)
+        var xy = [Float](repeating: 0, count: 2 * g * g)
         for y in 0..<g {
             for x in 0..<g {
                 xy[2 * (y * g + x)] = (Float(x) + 0.5) / Float(g)
                 xy[2 * (y * g + x) + 1] = (Float(y) + 0.5) / Float(g)
             }
         }
-        fourier(xy, g * g, out: out)
-        arena.reset(to: mark)
-        return out
+        xy.withUnsafeBufferPointer { fourier($0.baseAddress!, g * g, out: out) }
     }
 
     /// Sparse embeddings `[N, C]` of points and a box given in original-image pixels, scaled by

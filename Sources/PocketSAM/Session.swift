@@ -70,7 +70,7 @@ public final class Session {
     public static let maxPoints = 256
 
     private var embedding: UnsafeMutablePointer<Float>?
-    private var densePE: UnsafeMutablePointer<Float>?
+    private var densePE: UnsafePointer<Float>?
     private var persistentMark: Arena.Mark?
     private var imageSize: (h: Int, w: Int)?
     private var resized: (h: Int, w: Int)?
@@ -191,15 +191,13 @@ public final class Session {
         case let .tinyViT(enc): emb = enc.run(input, arena: arena)
         case let .vit(enc): emb = enc.run(input, arena: arena)
         }
-        // Keep the embedding at the bottom of the arena, then the dense positional encoding; the
-        // encoder's scratch above them is reused by the decoder.
+        // Keep the embedding at the bottom of the arena; the encoder's scratch above it is reused by the decoder.
         let embCount = model.config.prompt.embeddingSize * model.config.prompt.embeddingSize * model.config.prompt.embedDim
         arena.reset(to: Arena.bottom)
         let kept = arena.alloc(embCount)
         memmove(kept, emb, embCount * 4)
-        let pe = model.promptEncoder.densePE(arena: arena)
         embedding = kept
-        densePE = pe
+        densePE = model.densePE
         persistentMark = arena.mark()
         imageSize = (height, width)
         resized = (rh, rw)
