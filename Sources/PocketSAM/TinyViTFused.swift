@@ -62,7 +62,12 @@ struct WindowAttentionJob {
         for w in 0..<(w1 - w0) {
             let a = qkvOut + w * wn * 3 * d, o = tok + w * wn * d
             switch attention {
-            case .windowAttentionBF16: psam_window_attention_bf16(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
+            case .windowAttentionBF16:
+                // A window over the bottom border: its last rows of queries are padding, whose outputs are dropped
+                // (zeros go on to the projection); their keys and values still count.
+                let rows = min(win, h - ((w0 + w) / nw) * win), nq = rows * win
+                psam_window_attention_bf16_rows(a, 3 * d, wn, nq, heads, kd, scale, bias, o, d, att)
+                if nq < wn { (o + nq * d).initialize(repeating: 0, count: (wn - nq) * d) }
             case .windowAttentionFP16: psam_window_attention_fp16(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
             default: psam_window_attention(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
             }

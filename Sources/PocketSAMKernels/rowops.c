@@ -1569,14 +1569,14 @@ static inline float bf16_value(float x) {
     return y;
 }
 
-static void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
-                                   const float *bias, float *out, size_t ldo, float *scratch) {
+static void attention_bf16_generic_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads, size_t kd,
+                                        float scale, const float *bias, float *out, size_t ldo, float *scratch) {
     float *s = scratch;
     /* Pairs (2t, 2t + 1): the odd element's product is added first. Products are exact in fp32, so
      * each += rounds once, as the instruction does; volatile keeps the compiler from reassociating. */
     for (size_t hd = 0; hd < heads; hd++) {
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
-        for (size_t i = 0; i < wn; i++) {
+        for (size_t i = 0; i < nq; i++) {
             float mx = -INFINITY;
             for (size_t j = 0; j < wn; j++) {
                 volatile float acc = 0.0f;
@@ -1602,6 +1602,11 @@ static void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size
             }
         }
     }
+}
+
+static void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                   const float *bias, float *out, size_t ldo, float *scratch) {
+    attention_bf16_generic_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
 }
 
 #if defined(__x86_64__)
@@ -1719,11 +1724,12 @@ softmax_rows_bf16(float *s, size_t wn, size_t wp, size_t i0, const int R) {
     }
 }
 
-/* kd a multiple of 32. Per head: q·scale, k (pairs through 16 × 16 transposes) and v (pairs of keys) to bf16,
+/* kd a multiple of 32; queries [0, nq) of the wn (keys: all wn). Per head: q·scale, k (pairs through 16 × 16 transposes) and v (pairs of keys) to bf16,
  * score tiles of 8 queries × 32 keys, softmax per row (bf16 probabilities in place of the row's scores), value
  * tiles of 8 queries × 32 columns. */
-PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd,
-                                                  float scale, const float *bias, float *out, size_t ldo, float *scratch) {
+PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads,
+                                                       size_t kd, float scale, const float *bias, float *out, size_t ldo,
+                                                       float *scratch) {
     const size_t wp = (wn + 31) & ~(size_t)31, kp = kd / 2, np = (wn + 1) / 2;
     float *s = scratch;
     uint32_t *kt = (uint32_t *)(s + wn * wp), *qp = kt + kp * wp, *vp = qp + wn * kp;
@@ -1731,7 +1737,7 @@ PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, 
     for (size_t hd = 0; hd < heads; hd++) {
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
         const float *bh = bias ? bias + hd * wn * wn : NULL;
-        for (size_t i = 0; i < wn; i++)
+        for (size_t i = 0; i < nq; i++)
             for (size_t d = 0; d < kd; d += 32)
                 _mm512_storeu_si512((void *)(qp + i * kp + d / 2),
                                     (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(q + i * ldq + d + 16), vs),
@@ -1760,29 +1766,29 @@ PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, 
         for (size_t j = 0; j < wp; j += 32) {
             size_t i = 0;
             if (j + 16 >= wn) {
-                for (; i + 8 <= wn; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 1, bh, s);
-                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, wn - i, 1, bh, s);
+                for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 1, bh, s);
+                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, nq - i, 1, bh, s);
             } else {
-                for (; i + 8 <= wn; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 2, bh, s);
-                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, wn - i, 2, bh, s);
+                for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 2, bh, s);
+                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, nq - i, 2, bh, s);
             }
         }
         /* Softmax over the wn keys of each row; the probabilities (0 past wn) overwrite the row's start as bf16
          * (each 16 scores are read before their 8 floats' worth of halves are written at or before them). Rows 8
          * at a time, so that their reductions' latencies overlap. */
         size_t i = 0;
-        for (; i + 8 <= wn; i += 8) softmax_rows_bf16(s, wn, wp, i, 8);
-        if (wn - i >= 4) {
+        for (; i + 8 <= nq; i += 8) softmax_rows_bf16(s, wn, wp, i, 8);
+        if (nq - i >= 4) {
             softmax_rows_bf16(s, wn, wp, i, 4);
             i += 4;
         }
-        for (; i < wn; i++) softmax_rows_bf16(s, wn, wp, i, 1);
+        for (; i < nq; i++) softmax_rows_bf16(s, wn, wp, i, 1);
         const uint16_t *pp = (const uint16_t *)s;
         float *o = out + hd * kd;
         for (size_t d = 0; d < kd; d += 32) {
             size_t i = 0;
-            for (; i + 8 <= wn; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, o, ldo);
-            switch (wn - i) {
+            for (; i + 8 <= nq; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, o, ldo);
+            switch (nq - i) {
             case 7: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 7, o, ldo); break;
             case 6: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 6, o, ldo); break;
             case 5: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 5, o, ldo); break;
@@ -1795,6 +1801,11 @@ PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, 
         }
     }
 }
+
+PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd,
+                                                  float scale, const float *bias, float *out, size_t ldo, float *scratch) {
+    attention_bf16_avx512_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
+}
 #endif
 
 int psam_window_attention_bf16_fast(size_t kd) {
@@ -1806,15 +1817,21 @@ int psam_window_attention_bf16_fast(size_t kd) {
 #endif
 }
 
-void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
-                                const float *bias, float *out, size_t ldo, float *scratch) {
+void psam_window_attention_bf16_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads, size_t kd, float scale,
+                                     const float *bias, float *out, size_t ldo, float *scratch) {
+    if (nq > wn) nq = wn;
 #if defined(__x86_64__)
     if (psam_window_attention_bf16_fast(kd)) {
-        attention_bf16_avx512(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
+        attention_bf16_avx512_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, out, ldo, scratch);
         return;
     }
 #endif
-    attention_bf16_generic(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
+    attention_bf16_generic_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, out, ldo, scratch);
+}
+
+void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
+                                const float *bias, float *out, size_t ldo, float *scratch) {
+    psam_window_attention_bf16_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
 }
 
 

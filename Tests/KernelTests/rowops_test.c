@@ -432,6 +432,35 @@ struct half_attention {
 };
 static struct half_attention att_fp16, att_bf16;
 
+/* psam_window_attention_bf16_rows: the first nq query rows are the whole call's bit for bit (each path: the
+ * dispatched one and the scalar reference), rows from nq are not written. */
+static void test_attention_bf16_rows(size_t wn, size_t heads, size_t kd) {
+    size_t ldq = heads * 3 * kd, ldo = heads * kd, ns = psam_window_attention_bf16_scratch(wn, kd);
+    float *qkv = falloc(wn * ldq), *bias = falloc(heads * wn * wn), *full = falloc(wn * ldo), *got = falloc(wn * ldo);
+    float *scratch = falloc(ns + 16);
+    fill(qkv, wn * ldq, -2.0f, 2.0f);
+    fill(bias, heads * wn * wn, -3.0f, 3.0f);
+    const float scale = 1.0f / sqrtf((float)kd);
+    psam_window_attention_bf16(qkv, ldq, wn, heads, kd, scale, bias, full, ldo, scratch);
+    const size_t nqs[] = {0, 1, 3, 7, 8, 9, 16, wn / 2, wn - 1, wn};
+    for (size_t a = 0; a < sizeof nqs / sizeof nqs[0]; a++) {
+        size_t nq = nqs[a] > wn ? wn : nqs[a];
+        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
+        psam_window_attention_bf16_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, got, ldo, scratch);
+        int ok = memcmp(got, full, nq * ldo * 4) == 0;
+        for (size_t i = nq * ldo; i < wn * ldo; i++) ok &= got[i] == 777.0f;
+        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
+        attention_bf16_generic_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, got, ldo, scratch);
+        float *gfull = falloc(wn * ldo);
+        attention_bf16_generic(qkv, ldq, wn, heads, kd, scale, bias, gfull, ldo, scratch);
+        ok &= memcmp(got, gfull, nq * ldo * 4) == 0;
+        for (size_t i = nq * ldo; i < wn * ldo; i++) ok &= got[i] == 777.0f;
+        free(gfull);
+        CHECK(ok, "bf16 attention rows wn=%zu nq=%zu heads=%zu kd=%zu", wn, nq, heads, kd);
+    }
+    free(qkv); free(bias); free(full); free(got); free(scratch);
+}
+
 static void test_attention_half(struct half_attention *h, size_t wn, size_t heads, size_t kd, int with_bias) {
     size_t ldq = heads * 3 * kd + next() % 4, ldo = heads * kd + next() % 4;
     size_t ns = h->scratch(wn, kd), nf = wn * wn + kd * wn;
@@ -737,6 +766,12 @@ int main(void) {
                 test_attention_half(halves[f], bwns[a], heads, 32, bias);
             }
         test_attention_half(halves[f], 49, 2, 64, 1);
+        if (f == 1) {
+            test_attention_bf16_rows(49, 4, 32);
+            test_attention_bf16_rows(196, 2, 32);
+            test_attention_bf16_rows(17, 1, 32);
+            test_attention_bf16_rows(9, 2, 6);
+        }
         test_attention_half(halves[f], 17, 2, 16, 1);
         test_attention_half(halves[f], 9, 1, 6, 0);
         test_attention_half(halves[f], 5, 1, 7, 1);
