@@ -222,11 +222,11 @@ extension Ops {
 struct ExpandJob {
     let x: CPtr
     let h: Int, cin: Int, hid: Int, cout: Int, stride: Int, ho: Int
-    /// conv1 as int8 (`q1`) or int16 (`s1`); conv3 int8.
+    /// conv1 and conv3 each as int8 (`q1`, `q3`) or int16 (`s1`, `s3`).
     let q1: QWeight?, s1: S16Weight?, b1: CPtr?
     /// The depthwise conv's weights `[9][hid]` and bias.
     let w2: CPtr, b2: CPtr?
-    let q3: QWeight, b3: CPtr?
+    let q3: QWeight?, s3: S16Weight?, b3: CPtr?
     let out: FPtr
     /// MBConv's shortcut: with it, `out = GELU(residual + conv3)` (exact GELU, as `Ops.add` with `gelu`).
     let residual: CPtr?
@@ -240,14 +240,16 @@ struct ExpandJob {
     var inW: Int { stride * (tileW - 1) + 3 }
     var inRows: Int { stride * (chunkRows - 1) + 3 }
     var kp1: Int { q1?.kp ?? s1?.kp ?? cin }
+    var kp3: Int { q3?.kp ?? s3?.kp ?? hid }
 
     /// One slot's scratch, in floats: the expansion's input rows of a chunk, conv1's quantized input (one image
-    /// row of the tile), conv3's quantized input (the chunk's pixels), their scales and zero points, a depthwise row.
-    static func layout(inRows: Int, inW: Int, hid: Int, kp1: Int, pixels: Int, kp3: Int) -> (e: Int, a1: Int, s1: Int, z1: Int, a3: Int, s3: Int, z3: Int, row: Int, total: Int) {
+    /// row of the tile), conv3's quantized input (the chunk's pixels, u8 or int16), their scales and zero points, a
+    /// depthwise row, and for an int16 conv3 the depthwise conv's fp32 output (the chunk's pixels).
+    static func layout(inRows: Int, inW: Int, hid: Int, kp1: Int, pixels: Int, kp3: Int, f32: Bool) -> (e: Int, a1: Int, s1: Int, z1: Int, a3: Int, s3: Int, z3: Int, row: Int, f: Int, total: Int) {
         func up(_ n: Int) -> Int { (n + 15) & ~15 }
         let e = 0, a1 = e + up(inRows * inW * hid), s1 = a1 + up((inW * kp1 * 2 + 3) / 4), z1 = s1 + up(inW), a3 = z1 + up(inW)
-        let s3 = a3 + up((pixels * kp3 + 3) / 4), z3 = s3 + up(pixels), row = z3 + up(pixels)
-        return (e, a1, s1, z1, a3, s3, z3, row, row + up(hid))
+        let s3 = a3 + up((pixels * kp3 * 2 + 3) / 4), z3 = s3 + up(pixels), row = z3 + up(pixels), f = row + up(hid)
+        return (e, a1, s1, z1, a3, s3, z3, row, f, f + (f32 ? up(pixels * hid) : 0))
     }
 
     func run(block i: Int, slot: Int) {
@@ -255,10 +257,9 @@ struct ExpandJob {
         let oy0 = band * bandRows, oy1 = min(ho, oy0 + bandRows), ox0 = tile * tileW, ox1 = min(ho, ox0 + tileW)
         guard oy0 < oy1, ox0 < ox1 else { return }
         let tw = ox1 - ox0, iw = stride * (tw - 1) + 3, ix0 = stride * ox0 - 1
-        let l = Self.layout(inRows: inRows, inW: inW, hid: hid, kp1: kp1, pixels: chunkRows * tileW, kp3: q3.kp)
+        let l = Self.layout(inRows: inRows, inW: inW, hid: hid, kp1: kp1, pixels: chunkRows * tileW, kp3: kp3, f32: s3 != nil)
         let base = scratch + slot * slotFloats
         let e = base + l.e, scales1 = base + l.s1, scales3 = base + l.s3, row = base + l.row
-        let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: UInt8.self, capacity: chunkRows * tileW * q3.kp)
         let z3 = UnsafeMutableRawPointer(base + l.z3).bindMemory(to: Int32.self, capacity: chunkRows * tileW)
         // Input pixels of the image inside the tile's columns.
         let c0 = max(0, ix0), c1 = min(h, ix0 + iw)
@@ -284,13 +285,32 @@ struct ExpandJob {
             }
             have = nr
             haveFrom = r0
-            // Depthwise 3×3 (stride, no padding on the tile: its halo holds the zeros) quantized for conv3.
-            psam_depthwise_rows_u8(e, nr, iw, hid, w2, b2, 3, stride, 0, tw, 0, cy1 - cy0, gelu, row, a3, q3.kp, scales3, z3)
+            // Depthwise 3×3 (stride, no padding on the tile: its halo holds the zeros): for an int8 conv3 quantized
+            // at once (the integer path's GELU), for an int16 one fp32 rows (exact GELU, as `Ops.depthwiseConv`) then
+            // quantized.
+            let pixels = (cy1 - cy0) * tw
+            if let q3 {
+                let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: UInt8.self, capacity: chunkRows * tileW * q3.kp)
+                psam_depthwise_rows_u8(e, nr, iw, hid, w2, b2, 3, stride, 0, tw, 0, cy1 - cy0, gelu, row, a3, q3.kp, scales3, z3)
+            } else if let s3 {
+                let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: Int16.self, capacity: chunkRows * tileW * s3.kp)
+                psam_depthwise_rows(e, nr, iw, hid, w2, b2, 3, stride, 0, base + l.f, tw, 0, cy1 - cy0, 1)
+                psam_quantize_rows_s16(base + l.f, pixels, hid, hid, a3, s3.kp, scales3)
+            }
             for yy in 0..<(cy1 - cy0) {
-                let p = psam_qgemm_args(a: a3 + yy * tw * q3.kp, lda: q3.kp, a_scale: scales3 + yy * tw, a_zero: z3 + yy * tw,
-                                        w: q3.data, w_scale: q3.scales, w_sum: q3.sums, bias: b3,
-                                        c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: q3.kp, group: q3.group, gelu: 0)
-                withUnsafePointer(to: p) { psam_qgemm($0, 0, cout) }
+                if let q3 {
+                    let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: UInt8.self, capacity: chunkRows * tileW * q3.kp)
+                    let p = psam_qgemm_args(a: a3 + yy * tw * q3.kp, lda: q3.kp, a_scale: scales3 + yy * tw, a_zero: z3 + yy * tw,
+                                            w: q3.data, w_scale: q3.scales, w_sum: q3.sums, bias: b3,
+                                            c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: q3.kp, group: q3.group,
+                                            gelu: 0)
+                    withUnsafePointer(to: p) { psam_qgemm($0, 0, cout) }
+                } else if let s3 {
+                    let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: Int16.self, capacity: chunkRows * tileW * s3.kp)
+                    let p = psam_s16gemm_args(a: a3 + yy * tw * s3.kp, lda: s3.kp, a_scale: scales3 + yy * tw, w: s3.data, w_scale: s3.scales,
+                                              bias: b3, c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: s3.kp, gelu: 0)
+                    withUnsafePointer(to: p) { psam_s16gemm($0, 0, cout) }
+                }
                 if let residual {
                     let o = out + ((cy0 + yy) * ho + ox0) * cout
                     psam_add_rows(o, residual + ((cy0 + yy) * ho + ox0) * cout, o, tw * cout)
@@ -321,25 +341,32 @@ struct ExpandJob {
 }
 
 extension Ops {
-    /// `TinyViTEncoder.expandProject` on integer kernels in tiles (see `ExpandJob`), when conv1 is int8 or int16 and
-    /// conv3 int8 and the session has at most `windowSlots` threads; returns false (doing nothing) otherwise.
+    /// `TinyViTEncoder.expandProject` on integer kernels in tiles (see `ExpandJob`), when conv1 and conv3 are int8 or
+    /// int16 and the session has at most `windowSlots` threads; returns false (doing nothing) otherwise.
     /// With `residual` (MBConv: `x` itself, cin = cout, stride 1), `out = GELU(x + conv3(…))`.
     static func expandProjectTiled(_ ctx: Arena, _ x: CPtr, h: Int, cin: Int, hid: Int, cout: Int, stride: Int, conv1: Lin, conv2: Lin,
                                    conv3: Lin, out: FPtr, residual: CPtr? = nil) -> Bool {
-        guard let q3 = conv3.q, conv1.q != nil || conv1.s != nil, ctx.threads <= windowSlots, stride == 1 || stride == 2 else { return false }
+        let s3 = conv3.q == nil ? conv3.s : nil
+        guard conv3.q != nil || s3 != nil, conv1.q != nil || conv1.s != nil, ctx.threads <= windowSlots, stride == 1 || stride == 2 else {
+            return false
+        }
         let ho = (h + 2 - 3) / stride + 1
-        // Tiles of 64 output columns (32 at stride 2: about 65 input columns either way), chunks of 4 output rows
-        // (6 or 9 input rows: about 400 or 600 KB of expansion at 256 or 128 channels), bands of 64 rows.
-        let tileW = min(ho, stride == 1 ? 64 : 32), chunkRows = 4, bandRows = 64
+        // Tiles of 64 output columns (32 at stride 2: about 65 input columns either way; at most half the image, so
+        // that small images have two), chunks of 4 output rows (6 or 9 input rows: about 400 or 600 KB of expansion
+        // at 256 or 128 channels), and bands of rows (at most 64) for at least 8 blocks.
+        let tileW = min(ho, stride == 1 ? 64 : 32, max(16, ho / 2)), chunkRows = 4
+        let tiles = (ho + tileW - 1) / tileW, bands = max(1, (8 + tiles - 1) / tiles)
+        let bandRows = min(64, (((ho + bands - 1) / bands) + chunkRows - 1) / chunkRows * chunkRows)
         let inW = stride * (tileW - 1) + 3, inRows = stride * (chunkRows - 1) + 3
         let kp1 = conv1.q?.kp ?? conv1.s?.kp ?? cin
-        let slotFloats = ExpandJob.layout(inRows: inRows, inW: inW, hid: hid, kp1: kp1, pixels: chunkRows * tileW, kp3: q3.kp).total
+        let kp3 = conv3.q?.kp ?? s3?.kp ?? hid
+        let slotFloats = ExpandJob.layout(inRows: inRows, inW: inW, hid: hid, kp1: kp1, pixels: chunkRows * tileW, kp3: kp3, f32: s3 != nil).total
         let mark = ctx.mark()
         // The depthwise weights tap-major, [9][hid], as the kernel reads them (PyTorch's are [hid][9]).
         let w2 = ctx.alloc(9 * hid)
         for j in 0..<hid { for t in 0..<9 { w2[t * hid + j] = conv2.w[j * 9 + t] } }
         var job = ExpandJob(x: x, h: h, cin: cin, hid: hid, cout: cout, stride: stride, ho: ho, q1: conv1.q, s1: conv1.q == nil ? conv1.s : nil,
-                            b1: conv1.b, w2: w2, b2: conv2.b, q3: q3, b3: conv3.b, out: out, residual: residual, gelu: intGELU, tileW: tileW,
+                            b1: conv1.b, w2: w2, b2: conv2.b, q3: conv3.q, s3: s3, b3: conv3.b, out: out, residual: residual, gelu: intGELU, tileW: tileW,
                             bandRows: bandRows, chunkRows: chunkRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
         withUnsafeMutablePointer(to: &job) { jp in
