@@ -14,6 +14,9 @@ struct TinyViTEncoder {
     let blocks: [[Block]]
     let merges: [Merge]
     let neck0: Lin, neck1: Norm, neck2: Lin, neck3: Norm
+    /// Per stage, for query i and key j of a window (`i · win² + j`): the offset `|yi − yj| · win + |xi − xj|` into a
+    /// head's attention biases.
+    let biasIndex: [[Int32]]
 
     init(c: TinyViTConfig, m: Model) {
         self.c = c
@@ -40,6 +43,13 @@ struct TinyViTEncoder {
         neck1 = m.norm(e + "neck.1")
         neck2 = m.lin(e + "neck.2", bias: false)
         neck3 = m.norm(e + "neck.3")
+        biasIndex = c.windowSizes.map { win in
+            let wn = win * win
+            return (0..<(wn * wn)).map { t in
+                let i = t / wn, j = t % wn
+                return Int32(abs(i / win - j / win) * win + abs(i % win - j % win))
+            }
+        }
     }
 
     /// `x`: the normalised, padded input `[S, S, 3]`. Returns the image embedding `[G·G, outChans]`.
@@ -177,11 +187,10 @@ struct TinyViTEncoder {
         // bias[h][i][j] = attention_biases[h, |yi − yj| · win + |xi − xj|].
         let biases = wt.biases
         let bias = arena.alloc(heads * wn * wn)
-        for hd in 0..<heads {
-            for i in 0..<wn {
-                let yi = i / win, xi = i % win
-                let row = bias + (hd * wn + i) * wn
-                for j in 0..<wn { row[j] = biases[hd * wn + abs(yi - j / win) * win + abs(xi - j % win)] }
+        biasIndex[stage].withUnsafeBufferPointer { idx in
+            for hd in 0..<heads {
+                let src = biases + hd * wn, dst = bias + hd * wn * wn
+                for t in 0..<(wn * wn) { dst[t] = src[Int(idx[t])] }
             }
         }
         // int8 qkv and projection: a few windows at a time in cache (the calibration hook sees whole layers).
