@@ -58,8 +58,7 @@ struct TinyViTEncoder {
         var h = c.imageSize
         // Patch embedding: conv → GELU → conv.
         let h1 = (h + 2 * (k / 2) - k) / s + 1, h2 = (h1 + 2 * (k / 2) - k) / s + 1
-        let first = arena.alloc(h2 * h2 * d0)
-        var cur = first
+        var cur = arena.alloc(h2 * h2 * d0)
         // The first conv's output is dead after the second: its place then holds stage 0's second buffer.
         let peMark = arena.mark()
         let t1 = arena.alloc(h1 * h1 * d0 / 2)
@@ -68,27 +67,26 @@ struct TinyViTEncoder {
         Ops.conv2d(t1, h: h1, w: h1, cin: d0 / 2, weight: pe2,
                    cout: d0, k: k, stride: s, pad: k / 2, out: cur, arena: arena)
         arena.reset(to: peMark)
-        var spare = arena.alloc(h2 * h2 * d0)
         h = h2
         arena.tap?("patch_embed", cur, [h, h, d0])
 
         for st in 0..<c.stageCount {
             let d = c.embedDims[st]
+            // The stage's second buffer: a block on integer kernels writes its output there (its input is read
+            // around each pixel while the output is made), and the two swap.
+            let first = cur, stageMark = arena.mark()
+            var spare = arena.alloc(h * h * d)
             for b in 0..<c.depths[st] {
-                if st == 0 {
-                    if mbconv(cur, into: spare, h: h, d: d, mbconvs[b], arena) { swap(&cur, &spare) }
-                } else {
-                    block(cur, h: h, d: d, stage: st, blocks[st][b], arena)
-                }
+                let swapped = st == 0 ? mbconv(cur, into: spare, h: h, d: d, mbconvs[b], arena)
+                                      : block(cur, into: spare, h: h, d: d, stage: st, blocks[st][b], arena)
+                if swapped { swap(&cur, &spare) }
                 arena.tap?("layers.\(st).blocks.\(b)", cur, [h, h, d])
             }
-            if st == 0 {
-                // Stage 0's output back in the first buffer (already there after an even number of MBConvs), the
-                // second one freed.
-                if cur != first { first.update(from: cur, count: h * h * d) }
-                cur = first
-                arena.reset(to: peMark)
-            }
+            // The stage's output back in its first buffer (already there after an even number of swaps), the
+            // second one freed.
+            if cur != first { first.update(from: cur, count: h * h * d) }
+            cur = first
+            arena.reset(to: stageMark)
             if st < c.stageCount - 1 {
                 let mg = merges[st]
                 let o = c.embedDims[st + 1], stride = c.mergeStrides[st]
@@ -178,8 +176,10 @@ struct TinyViTEncoder {
         arena.macs = macs &+ h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
     }
 
-    /// TinyViT block: windowed attention (+ residual), depthwise local conv, MLP (+ residual). In place.
-    func block(_ x: UnsafeMutablePointer<Float>, h: Int, d: Int, stage: Int, _ wt: Block, _ arena: Arena) {
+    /// TinyViT block: windowed attention (+ residual), depthwise local conv, MLP (+ residual). Into `y` on int8 MLP
+    /// weights (returns true: the local conv reads `x` around each pixel while `y` is made), else in place on `x`.
+    func block(_ x: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>, h: Int, d: Int, stage: Int, _ wt: Block,
+               _ arena: Arena) -> Bool {
         let heads = c.numHeads[stage], win = c.windowSizes[stage], kd = d / heads
         let n = h * h, wn = win * win
         let mark = arena.mark()
@@ -200,22 +200,24 @@ struct TinyViTEncoder {
             attention(x, h: h, d: d, stage: stage, wt, bias: bias, arena)
         }
         arena.reset(to: mark)
-        // Local depthwise conv (folded BN), no residual, into `lc`, which the MLP reads (x = lc + MLP(lc)).
+        // Local depthwise conv (folded BN), no residual, then the MLP with its own LayerNorm, + residual:
+        // x = lc + MLP(lc). On int8 weights a few rows at a time into `y`.
+        let hid = c.mlpHiddenDims[stage], ks = c.localConvSize
+        if arena.linearInputHook == nil,
+           Ops.localMLPInt8(arena, x, into: y, h: h, d: d, hid: hid, local: wt.local, k: ks, norm: wt.mlpNorm, eps: Self.eps,
+                            fc1: wt.fc1, fc2: wt.fc2) {
+            return true
+        }
         let lc = arena.alloc(n * d)
-        let ks = c.localConvSize
         Ops.depthwiseConv(x, h: h, w: h, c: d, weight: wt.local.w, bias: wt.local.b, k: ks,
                           stride: 1, pad: ks / 2, out: lc, arena: arena)
-        // MLP with its own LayerNorm, + residual.
-        let hid = c.mlpHiddenDims[stage]
-        if arena.linearInputHook != nil
-            || !Ops.mlpInt8(arena, lc, into: x, m: n, d: d, hid: hid, norm: wt.mlpNorm, eps: Self.eps, fc1: wt.fc1, fc2: wt.fc2) {
-            let t = arena.alloc(n * d), a = arena.alloc(n * hid), o = arena.alloc(n * d)
-            Ops.layerNorm(arena, lc, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
-            Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
-            Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
-            Ops.add(arena, lc, o, into: x, n * d)
-        }
+        let t = arena.alloc(n * d), a = arena.alloc(n * hid), o = arena.alloc(n * d)
+        Ops.layerNorm(arena, lc, t, m: n, c: d, wt.mlpNorm, eps: Self.eps)
+        Ops.linear(arena, t, wt.fc1, a, m: n, n: hid, k: d, gelu: true)
+        Ops.linear(arena, a, wt.fc2, o, m: n, n: d, k: hid)
+        Ops.add(arena, lc, o, into: x, n * d)
         arena.reset(to: mark)
+        return false
     }
 
     /// The attention half of `block` as whole-image steps (fp32 weights, or under the calibration hook, which sees

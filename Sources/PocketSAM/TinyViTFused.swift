@@ -145,11 +145,16 @@ extension Ops {
 /// As whole-image steps the fc2 output went to memory and was read back with `lc` for the residual add. The same
 /// values as those steps (row-wise work, exact integer sums, the same fp32 epilogues and the same single add).
 struct MLPJob {
-    let lc: CPtr, x: FPtr
+    /// Where `lc + MLP(lc)` goes.
+    let x: FPtr
     let m: Int, d: Int, hid: Int
+    /// TinyViT's local conv, made here a block of image rows at a time from the block's input `[h, h, d]` (read
+    /// only: the output goes to another buffer): depthwise k × k weights tap-major `[k²][d]`, bias. `rows` is a
+    /// multiple of h.
     let norm: Norm
     let eps: Float
     let fc1: QWeight, fc1Bias: CPtr?, fc2: QWeight, fc2Bias: CPtr?
+    let local: (x: CPtr, h: Int, w: CPtr, b: CPtr?, k: Int)
     let gelu: Int32
     /// Rows per block; one slot's scratch at `scratch + slot · slotFloats`.
     let rows: Int
@@ -157,11 +162,12 @@ struct MLPJob {
     let slotFloats: Int
 
     /// One slot's scratch, in floats: normalised rows (then fc2's output), fc1's output, the quantized rows, their
-    /// scales and zero points.
-    static func layout(rows: Int, d: Int, hid: Int, kp: Int) -> (ln: Int, h: Int, q: Int, scale: Int, zero: Int, total: Int) {
+    /// scales and zero points, the local conv's output rows.
+    static func layout(rows: Int, d: Int, hid: Int, kp: Int) -> (ln: Int, h: Int, q: Int, scale: Int, zero: Int, lc: Int, total: Int) {
         func up(_ n: Int) -> Int { (n + 15) & ~15 }
         let ln = 0, h = ln + up(rows * d), q = h + up(rows * hid), scale = q + up((rows * kp + 3) / 4), zero = scale + up(rows)
-        return (ln, h, q, scale, zero, zero + up(rows))
+        let lc = zero + up(rows)
+        return (ln, h, q, scale, zero, lc, lc + up(rows * d))
     }
 
     func run(block i: Int, slot: Int) {
@@ -173,7 +179,13 @@ struct MLPJob {
         let ln = base + l.ln, hb = base + l.h, scales = base + l.scale
         let q = UnsafeMutableRawPointer(base + l.q).bindMemory(to: UInt8.self, capacity: rows * kp)
         let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
-        psam_layernorm_rows(lc + r0 * d, n, d, d, norm.w, norm.b, eps, ln, d)
+        // The MLP's input: the local conv of image rows [r0 / h, r1 / h) (the kernel indexes output rows from the
+        // image's top, so the destination is shifted back; nothing is written there).
+        let lcb = base + l.lc, y0 = r0 / local.h, y1 = (r1 + local.h - 1) / local.h
+        psam_depthwise_rows(local.x, local.h, local.h, d, local.w, local.b, local.k, 1, local.k / 2, lcb - y0 * local.h * d, local.h,
+                            y0, y1, 0)
+        let input = UnsafePointer(lcb)
+        psam_layernorm_rows(input, n, d, d, norm.w, norm.b, eps, ln, d)
         psam_quantize_rows_u8(ln, n, d, d, q, fc1.kp, scales, zero)
         var p = psam_qgemm_args(a: q, lda: fc1.kp, a_scale: scales, a_zero: zero, w: fc1.data, w_scale: fc1.scales, w_sum: fc1.sums,
                                 bias: fc1Bias, c: hb, ldc: hid, m: n, n: hid, kp: fc1.kp, group: fc1.group, gelu: gelu)
@@ -182,28 +194,38 @@ struct MLPJob {
         p = psam_qgemm_args(a: q, lda: fc2.kp, a_scale: scales, a_zero: zero, w: fc2.data, w_scale: fc2.scales, w_sum: fc2.sums,
                             bias: fc2Bias, c: ln, ldc: d, m: n, n: d, kp: fc2.kp, group: fc2.group, gelu: 0)
         withUnsafePointer(to: p) { psam_qgemm($0, 0, d) }
-        psam_add_rows(x + r0 * d, lc + r0 * d, ln, n * d)
+        psam_add_rows(x + r0 * d, input, ln, n * d)
     }
 }
 
 extension Ops {
-    /// Rows per block of `mlpInt8`: fc1's output for them (hid floats a row) stays in L1/L2.
+    /// Tokens per block of `localMLPInt8` (rounded to whole image rows): fc1's output for them (hid floats a token)
+    /// stays in L1/L2.
     static let mlpRows = 64
 
     /// TinyViT's MLP with its residual, `x = lc + fc2(GELU(fc1(LN(lc))))` over `m` tokens, for int8 fc1 and fc2 (see
     /// `MLPJob`). Returns false (doing nothing) when the session has more threads than `windowSlots`.
-    static func mlpInt8(_ ctx: Arena, _ lc: CPtr, into x: FPtr, m: Int, d: Int, hid: Int, norm: Norm, eps: Float, fc1: Lin, fc2: Lin) -> Bool {
+    /// TinyViT's local conv and MLP with its residual: `y = lc + fc2(GELU(fc1(LN(lc))))`, `lc = local(x)`, for
+    /// `x[h, h, d]` (read only) into `y`, on int8 fc1 and fc2, a few image rows at a time (see `MLPJob`). Returns
+    /// false (doing nothing) when the session has more threads than `windowSlots`.
+    static func localMLPInt8(_ ctx: Arena, _ x: CPtr, into y: FPtr, h: Int, d: Int, hid: Int, local: Lin, k: Int, norm: Norm, eps: Float,
+                             fc1: Lin, fc2: Lin) -> Bool {
         guard let q1 = fc1.q, let q2 = fc2.q, ctx.threads <= windowSlots else { return false }
         precondition(q1.n == hid && q1.k == d && q2.n == d && q2.k == hid, "int8 MLP weights [\(q1.n), \(q1.k)], [\(q2.n), \(q2.k)] for \(d), \(hid)")
-        let mark = ctx.mark()
-        let slotFloats = MLPJob.layout(rows: mlpRows, d: d, hid: hid, kp: max(q1.kp, q2.kp)).total
-        var job = MLPJob(lc: lc, x: x, m: m, d: d, hid: hid, norm: norm, eps: eps, fc1: q1, fc1Bias: fc1.b, fc2: q2, fc2Bias: fc2.b,
-                         gelu: intGELU, rows: mlpRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
-        ctx.macs &+= 2 * m * d * hid
+        let m = h * h, mark = ctx.mark()
+        // Whole image rows per block, about mlpRows tokens.
+        let rows = max(1, mlpRows / h) * h
+        let slotFloats = MLPJob.layout(rows: rows, d: d, hid: hid, kp: max(q1.kp, q2.kp)).total
+        let wt = ctx.alloc(k * k * d)
+        for j in 0..<d { for t in 0..<(k * k) { wt[t * d + j] = local.w[j * k * k + t] } }
+        var job = MLPJob(x: y, m: m, d: d, hid: hid, norm: norm, eps: eps, fc1: q1, fc1Bias: fc1.b, fc2: q2, fc2Bias: fc2.b,
+                         local: (x, h, UnsafePointer(wt), local.b, k), gelu: intGELU, rows: rows,
+                         scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        ctx.macs &+= m * d * k * k + 2 * m * d * hid
         withUnsafeMutablePointer(to: &job) { jp in
             var t = ColumnTask(kind: .mlpBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
             t.context = UnsafeMutableRawPointer(jp)
-            ctx.parallelBlocks(&t, blocks: (m + mlpRows - 1) / mlpRows)
+            ctx.parallelBlocks(&t, blocks: (m + rows - 1) / rows)
         }
         ctx.reset(to: mark)
         return true
