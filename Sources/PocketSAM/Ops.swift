@@ -197,6 +197,16 @@ enum Ops {
         }
     }
 
+    /// `layerNorm` above (the same per-row arithmetic, so the same values) with its rows split across the session's
+    /// threads: the encoders' necks and the ViT blocks' norms.
+    static func layerNormScalar(_ ctx: Arena, _ x: CPtr, _ out: FPtr, m: Int, c: Int, _ nrm: Norm, eps: Float) {
+        var t = ColumnTask(kind: .layerNormScalar, a: x, b: nrm.w, c: out, bias: nrm.b, m: m, n: c, k: 0, lda: c, ldb: 0, ldc: c)
+        t.eps = eps
+        let blocks = m * c < 1 << 15 ? 1 : min(16, max(1, m / 64))
+        t.rowsPer = (m + blocks - 1) / blocks
+        ctx.parallelBlocks(&t, blocks: (m + t.rowsPer - 1) / t.rowsPer)
+    }
+
     /// Layer norm of the rows of `x[M, C]` (stride `ldx`) into `out` (stride `ldo`, may alias `x`), rows
     /// split across the session's threads.
     static func layerNorm(_ ctx: Arena, _ x: CPtr, _ out: FPtr, m: Int, c: Int, _ nrm: Norm, eps: Float,
@@ -501,7 +511,7 @@ enum Ops {
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
-                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock, convBlock }
+                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock, convBlock, layerNormScalar }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -646,6 +656,11 @@ struct ColumnTask {
             guard r0 < r1, let a, let b, let bias else { return }
             psam_layernorm_rows(a + r0 * lda, r1 - r0, n, lda, b, bias, eps, c + r0 * ldc, ldc)
             return
+        case .layerNormScalar:
+            let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
+            guard r0 < r1, let a, let b, let bias else { return }
+            Ops.layerNorm(a + r0 * lda, c + r0 * ldc, m: r1 - r0, c: n, weight: b, bias: bias, eps: eps)
+            return
         case .layerNormQuantize:
             // Rows [r0, r1) in chunks through this block's scratch c + i·chunk·n; quantized into qa (scale in `scratch`).
             let r0 = i * rowsPer, r1 = min(m, r0 + rowsPer)
@@ -738,7 +753,7 @@ struct ColumnTask {
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
              .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
-             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock, .convBlock:
+             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock, .convBlock, .layerNormScalar:
             break
         }
     }

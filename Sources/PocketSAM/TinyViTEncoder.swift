@@ -102,11 +102,11 @@ struct TinyViTEncoder {
         let dl = c.embedDims[c.stageCount - 1], oc = c.outChans
         let n1 = arena.alloc(h * h * oc)
         Ops.linear(arena, cur, neck0, n1, m: h * h, n: oc, k: dl)
-        Ops.layerNorm(n1, n1, m: h * h, c: oc, weight: neck1.w, bias: neck1.b, eps: 1e-6)
+        Ops.layerNormScalar(arena, n1, n1, m: h * h, c: oc, neck1, eps: 1e-6)
         let n2 = arena.alloc(h * h * oc)
         Ops.conv2d(n1, h: h, w: h, cin: oc, weight: neck2, cout: oc, k: 3, stride: 1, pad: 1,
                    out: n2, arena: arena)
-        Ops.layerNorm(n2, n2, m: h * h, c: oc, weight: neck3.w, bias: neck3.b, eps: 1e-6)
+        Ops.layerNormScalar(arena, n2, n2, m: h * h, c: oc, neck3, eps: 1e-6)
         arena.tap?("neck", n2, [h, h, oc])
         return n2
     }

@@ -43,11 +43,11 @@ struct ViTEncoder {
         let oc = c.outChans
         let n1 = arena.alloc(n * oc)
         Ops.linear(arena, tok, neck0, n1, m: n, n: oc, k: E)
-        Ops.layerNorm(n1, n1, m: n, c: oc, weight: neck1.w, bias: neck1.b, eps: 1e-6)
+        Ops.layerNormScalar(arena, n1, n1, m: n, c: oc, neck1, eps: 1e-6)
         let n2 = arena.alloc(n * oc)
         Ops.conv2d(n1, h: g, w: g, cin: oc, weight: neck2, cout: oc, k: 3, stride: 1, pad: 1,
                    out: n2, arena: arena)
-        Ops.layerNorm(n2, n2, m: n, c: oc, weight: neck3.w, bias: neck3.b, eps: 1e-6)
+        Ops.layerNormScalar(arena, n2, n2, m: n, c: oc, neck3, eps: 1e-6)
         arena.tap?("neck", n2, [g, g, oc])
         return n2
     }
@@ -58,7 +58,7 @@ struct ViTEncoder {
         let g = c.gridSize, E = c.embedDim, n = g * g
         let mark = arena.mark()
         let normed = arena.alloc(n * E)
-        Ops.layerNorm(x, normed, m: n, c: E, weight: wt.norm1.w, bias: wt.norm1.b, eps: Self.eps)
+        Ops.layerNormScalar(arena, x, normed, m: n, c: E, wt.norm1, eps: Self.eps)
         let global = c.isGlobal(b)
         let ws = global ? g : c.windowSize
         let nw = (g + ws - 1) / ws, wn = ws * ws
@@ -82,7 +82,7 @@ struct ViTEncoder {
         }
         arena.reset(to: mark)
         let t = arena.alloc(n * E), hid = arena.alloc(n * c.mlpDim), o = arena.alloc(n * E)
-        Ops.layerNorm(x, t, m: n, c: E, weight: wt.norm2.w, bias: wt.norm2.b, eps: Self.eps)
+        Ops.layerNormScalar(arena, x, t, m: n, c: E, wt.norm2, eps: Self.eps)
         Ops.linear(arena, t, wt.lin1, hid, m: n, n: c.mlpDim, k: E, gelu: true)
         Ops.linear(arena, hid, wt.lin2, o, m: n, n: E, k: c.mlpDim)
         Ops.add(x, o, n * E)
