@@ -494,7 +494,7 @@ dw_pixels_avx512(const float *x, size_t w, size_t c, const float *wt, const floa
 #define DW3_PIX 8
 static inline PSAM_AVX512FMA __attribute__((always_inline)) void
 dw3_block_avx512(const float *x, size_t w, size_t c, const float *wt, const float *bias, const size_t stride, size_t iy0,
-                 size_t ix0, float *const *o, size_t j, __mmask16 mk) {
+                 size_t ix0, float *const *o, size_t j, __mmask16 mk, const int lut) {
     __m512 wk[9], acc[DW3_PIX], in[2 * DW3_PIX + 1];
     for (int t = 0; t < 9; t++) wk[t] = _mm512_maskz_loadu_ps(mk, wt + (size_t)t * c + j);
     const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias + j) : _mm512_setzero_ps();
@@ -506,12 +506,18 @@ dw3_block_avx512(const float *x, size_t w, size_t c, const float *wt, const floa
         for (size_t kx = 0; kx < 3; kx++)
             for (int i = 0; i < DW3_PIX; i++) acc[i] = _mm512_fmadd_ps(in[(size_t)i * stride + kx], wk[ky * 3 + kx], acc[i]);
     }
+    if (lut) {
+        /* The integer path's GELU here, on the sums still in registers (psam_gelu_lut512, as the row function). */
+        __m512 tb[8];
+        psam_gelu_lut512_table(tb);
+        for (int i = 0; i < DW3_PIX; i++) acc[i] = psam_gelu_lut512(acc[i], tb);
+    }
     for (int i = 0; i < DW3_PIX; i++) _mm512_mask_storeu_ps(o[i] + j, mk, acc[i]);
 }
 
 static inline PSAM_AVX512FMA __attribute__((always_inline)) void
 dw3_pixels_avx512(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, const size_t stride,
-                  size_t iy0, size_t ix0, float *const *o) {
+                  size_t iy0, size_t ix0, float *const *o, const int lut) {
     /* The input rows the next output row adds, this group's span of them, into L2 ahead of use (the blocks of 16
      * channels walk the rows with a stride of c floats, which the hardware prefetchers do not follow). */
     for (size_t r = iy0 + 3; r < iy0 + 3 + stride && r < h; r++) {
@@ -519,8 +525,8 @@ dw3_pixels_avx512(const float *x, size_t h, size_t w, size_t c, const float *wt,
         for (; p < e; p += 64) _mm_prefetch(p, _MM_HINT_T1);
     }
     size_t j = 0;
-    for (; j + 16 <= c; j += 16) dw3_block_avx512(x, w, c, wt, bias, stride, iy0, ix0, o, j, (__mmask16)0xFFFF);
-    if (j < c) dw3_block_avx512(x, w, c, wt, bias, stride, iy0, ix0, o, j, (__mmask16)((1u << (c - j)) - 1u));
+    for (; j + 16 <= c; j += 16) dw3_block_avx512(x, w, c, wt, bias, stride, iy0, ix0, o, j, (__mmask16)0xFFFF, lut);
+    if (j < c) dw3_block_avx512(x, w, c, wt, bias, stride, iy0, ix0, o, j, (__mmask16)((1u << (c - j)) - 1u), lut);
 }
 
 /* Interior pixels DW_PIX at a time (dw_pixels_avx512; DW3_PIX for 3 × 3 kernels), the border ones one by one;
@@ -547,14 +553,18 @@ PSAM_AVX512FMA static void depthwise_avx512(const float *x, size_t h, size_t w, 
             const size_t np = group ? gp : 1;
             float *o[DW3_PIX];
             for (size_t i = 0; i < np; i++) o[i] = q ? (group ? rows[i] : out) : out + (oy * wo + ox + i) * c;
-            if (group && k3 && stride == 1) dw3_pixels_avx512(x, h, w, c, wt, bias, 1, (size_t)iy0, (size_t)ix0, o);
-            else if (group && k3) dw3_pixels_avx512(x, h, w, c, wt, bias, 2, (size_t)iy0, (size_t)ix0, o);
+            /* The 3 × 3 groups apply the LUT GELU themselves. */
+            const int lut = gelu == PSAM_GELU_LUT, fused = lut && group && k3;
+            if (group && k3 && stride == 1 && lut) dw3_pixels_avx512(x, h, w, c, wt, bias, 1, (size_t)iy0, (size_t)ix0, o, 1);
+            else if (group && k3 && stride == 1) dw3_pixels_avx512(x, h, w, c, wt, bias, 1, (size_t)iy0, (size_t)ix0, o, 0);
+            else if (group && k3 && lut) dw3_pixels_avx512(x, h, w, c, wt, bias, 2, (size_t)iy0, (size_t)ix0, o, 1);
+            else if (group && k3) dw3_pixels_avx512(x, h, w, c, wt, bias, 2, (size_t)iy0, (size_t)ix0, o, 0);
             else if (group) dw_pixels_avx512(x, w, c, wt, bias, k, stride, (size_t)iy0, (size_t)ix0, o);
             else dw_pixel_avx512(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o[0]);
             for (size_t i = 0; i < np; i++) {
                 const size_t p = oy * wo + ox + i;
-                if (gelu == PSAM_GELU_LUT) gelu_lut_avx512(o[i], c);
-                else if (gelu) gelu_avx512(o[i], c);
+                if (lut && !fused) gelu_lut_avx512(o[i], c);
+                else if (gelu && !lut) gelu_avx512(o[i], c);
                 if (q) quantize_avx512(o[i], 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
             }
             ox += np;
