@@ -1,8 +1,8 @@
 import PocketSAMKernels
 
 /// The attention half of a TinyViT block on int8 qkv and projection weights, a few windows at a time through one
-/// thread's scratch that stays in its L2 cache: gather the windows' tokens (zero past the border), layer norm
-/// and quantize them, the qkv GEMM, window attention, quantize, the projection GEMM, and add the result back into
+/// thread's scratch that stays in its L2 cache: layer norm the windows' tokens (zero past the border) and quantize
+/// them, the qkv GEMM, window attention, quantize, the projection GEMM, and add the result back into
 /// the image's tokens. Done as separate whole-image steps, the qkv (three floats per channel of every padded token)
 /// and the projections' input and output went to memory and back, which cost more than the arithmetic in the
 /// 49-token windows. Every value is the one the whole-image steps give: each step works row by row (per-row
@@ -27,7 +27,7 @@ struct WindowAttentionJob {
     var wn: Int { win * win }
     var windows: Int { nw * nw }
 
-    /// One slot's scratch, in floats: gathered tokens (then the attention's output), normalised tokens (then the
+    /// One slot's scratch, in floats: a zero row and its norm (then the attention's output), normalised tokens (then the
     /// projection's output), qkv, the quantized rows, their scales and zero points, the attention kernel's scratch.
     static func layout(rows: Int, d: Int, kp: Int, attention: Int) -> (tok: Int, ln: Int, qkv: Int, q: Int, scale: Int, zero: Int, att: Int, total: Int) {
         func up(_ n: Int) -> Int { (n + 15) & ~15 }
@@ -46,15 +46,20 @@ struct WindowAttentionJob {
         let q = UnsafeMutableRawPointer(base + l.q).bindMemory(to: UInt8.self, capacity: rows * kp)
         let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
         let nw = self.nw, wn = self.wn
-        // Gather (zero rows past the border, as PyTorch pads before the attention's layer norm).
+        // The layer norm of each window row's tokens, read in place (a window row inside the image is contiguous in
+        // x); tokens past the border are zeros (PyTorch pads before the attention's layer norm): their norm, made
+        // once from a zero row in `tok`, is copied.
+        tok.initialize(repeating: 0, count: d)
+        psam_layernorm_rows(tok, 1, d, d, norm.w, norm.b, eps, tok + d, d)
         for w in w0..<w1 {
-            let wy = w / nw, wx = w % nw
-            for t in 0..<wn {
-                let y = wy * win + t / win, xx = wx * win + t % win, dst = tok + ((w - w0) * wn + t) * d
-                if y < h && xx < h { dst.update(from: x + (y * h + xx) * d, count: d) } else { dst.initialize(repeating: 0, count: d) }
+            let wy = w / nw, wx = w % nw, nx = max(0, min(win, h - wx * win))
+            for ty in 0..<win {
+                let y = wy * win + ty, dst = ln + ((w - w0) * wn + ty * win) * d
+                let inside = y < h ? nx : 0
+                if inside > 0 { psam_layernorm_rows(x + (y * h + wx * win) * d, inside, d, d, norm.w, norm.b, eps, dst, d) }
+                for t in inside..<win { (dst + t * d).update(from: tok + d, count: d) }
             }
         }
-        psam_layernorm_rows(tok, rows, d, d, norm.w, norm.b, eps, ln, d)
         psam_quantize_rows_u8(ln, rows, d, d, q, qkv.kp, scales, zero)
         var p = psam_qgemm_args(a: q, lda: qkv.kp, a_scale: scales, a_zero: zero, w: qkv.data, w_scale: qkv.scales, w_sum: qkv.sums,
                                 bias: qkvBias, c: qkvOut, ldc: 3 * d, m: rows, n: 3 * d, kp: qkv.kp, group: qkv.group, gelu: 0)
