@@ -184,17 +184,7 @@ enum Ops {
 
     /// Layer norm over the last dimension of `x[M, C]` into `out` (may alias `x`).
     static func layerNorm(_ x: CPtr, _ out: FPtr, m: Int, c: Int, weight: CPtr, bias: CPtr, eps: Float) {
-        for i in 0..<m {
-            let r = x + i * c, o = out + i * c
-            var mean: Float = 0
-            for j in 0..<c { mean += r[j] }
-            mean /= Float(c)
-            var v: Float = 0
-            for j in 0..<c { let d = r[j] - mean; v += d * d }
-            v /= Float(c)
-            let inv = 1 / (v + eps).squareRoot()
-            for j in 0..<c { o[j] = (r[j] - mean) * inv * weight[j] + bias[j] }
-        }
+        psam_layernorm_rows_seq(x, m, c, weight, bias, eps, out)
     }
 
     /// `layerNorm` above (the same per-row arithmetic, so the same values) with its rows split across the session's

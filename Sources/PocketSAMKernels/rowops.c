@@ -773,6 +773,33 @@ void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const f
     layernorm_generic(x, m, c, ldx, w, b, eps, out, ldo);
 }
 
+/* Layer norm with every sum a left-to-right chain along the row, in one fixed order of operations (rows of c
+ * floats, out may be x): mean = (Σ x)/c, var = (Σ (x − mean)²)/c, out = (x − mean)·(1/√(var + eps))·w + b. R rows'
+ * chains run interleaved (each row's arithmetic is still its own chain, so the same values as one row at a time). */
+#define PSAM_LN_SEQ(R)                                                                                                 \
+    do {                                                                                                               \
+        float mean[R], var[R], inv[R];                                                                                 \
+        for (size_t r = 0; r < R; r++) mean[r] = 0.0f, var[r] = 0.0f;                                                  \
+        for (size_t j = 0; j < c; j++)                                                                                 \
+            for (size_t r = 0; r < R; r++) mean[r] += x[(i + r) * c + j];                                              \
+        for (size_t r = 0; r < R; r++) mean[r] /= (float)c;                                                            \
+        for (size_t j = 0; j < c; j++)                                                                                 \
+            for (size_t r = 0; r < R; r++) {                                                                           \
+                const float d = x[(i + r) * c + j] - mean[r];                                                          \
+                var[r] += d * d;                                                                                       \
+            }                                                                                                          \
+        for (size_t r = 0; r < R; r++) inv[r] = 1.0f / sqrtf(var[r] / (float)c + eps);                                 \
+        for (size_t r = 0; r < R; r++)                                                                                 \
+            for (size_t j = 0; j < c; j++) out[(i + r) * c + j] = (x[(i + r) * c + j] - mean[r]) * inv[r] * w[j] + b[j]; \
+    } while (0)
+
+void psam_layernorm_rows_seq(const float *x, size_t m, size_t c, const float *w, const float *b, float eps, float *out) {
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) PSAM_LN_SEQ(8);
+    for (; i < m; i++) PSAM_LN_SEQ(1);
+}
+#undef PSAM_LN_SEQ
+
 /* Softmax of each row of x[m][ld] (n values), in place: exp(x − max) / Σ. The AVX-512 version uses a
  * degree-6 polynomial exp after range reduction by ln 2 (relative error about 2e-7), not libm's expf. */
 static void softmax_generic(float *x, size_t m, size_t n, size_t ld) {

@@ -163,6 +163,36 @@ static void test_add(void) {
     free(a); free(b); free(ref); free(got);
 }
 
+/* psam_layernorm_rows_seq: every row as the one-row chain (left-to-right sums, the documented order), bit for bit,
+ * for row counts around its 8-row groups, in place too. */
+static void test_layernorm_seq(size_t m, size_t c) {
+    float *x = falloc(m * c), *w = falloc(c), *b = falloc(c), *ref = falloc(m * c), *got = falloc(m * c);
+    fill(x, m * c, -3.0f, 5.0f);
+    fill(w, c, 0.5f, 1.5f);
+    fill(b, c, -1.0f, 1.0f);
+    const float eps = 1e-6f;
+    for (size_t i = 0; i < m; i++) {
+        const float *r = x + i * c;
+        float mean = 0.0f, v = 0.0f;
+        for (size_t j = 0; j < c; j++) mean += r[j];
+        mean /= (float)c;
+        for (size_t j = 0; j < c; j++) {
+            float d = r[j] - mean;
+            v += d * d;
+        }
+        v /= (float)c;
+        float inv = 1.0f / sqrtf(v + eps);
+        for (size_t j = 0; j < c; j++) ref[i * c + j] = (r[j] - mean) * inv * w[j] + b[j];
+    }
+    psam_layernorm_rows_seq(x, m, c, w, b, eps, got);
+    int ok = memcmp(ref, got, m * c * 4) == 0;
+    memcpy(got, x, m * c * 4);
+    psam_layernorm_rows_seq(got, m, c, w, b, eps, got);
+    ok &= memcmp(ref, got, m * c * 4) == 0;
+    CHECK(ok, "layernorm_seq m=%zu c=%zu", m, c);
+    free(x); free(w); free(b); free(ref); free(got);
+}
+
 static void test_bias_gelu(size_t m, size_t n, int with_bias, int gelu) {
     size_t ld = n + next() % 4;
     float *x = falloc(m * ld), *bias = falloc(n), *ref = falloc(m * ld), *got = falloc(m * ld);
@@ -712,6 +742,7 @@ int main(void) {
     for (size_t s = 0; s < nsizes; s++)
         for (int g = 0; g < 4; g++) test_bias_gelu(1 + next() % 4, sizes[s], g & 1, g >> 1);
     test_add();
+    for (size_t m = 1; m <= 19; m++) test_layernorm_seq(m, (size_t[]){1, 7, 32, 256, 320}[m % 5]);
     for (size_t c = 1; c <= 300; c++) {
         test_layernorm(1, c, 0);
         test_layernorm(2 + next() % 4, c, (int)(c & 1));

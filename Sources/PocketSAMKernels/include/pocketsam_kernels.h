@@ -147,6 +147,9 @@ void psam_depthwise_rows_u8(const float *x, size_t h, size_t w, size_t c, const 
 /* Layer norm of each row of x[m][ldx] (c values) into out[m][ldo] (may alias x). */
 void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps,
                          float *out, size_t ldo);
+/* Layer norm whose sums are left-to-right chains along each row (Ops.layerNorm's order: the necks, the ViT blocks,
+ * the decoder), rows of c floats, out may be x; several rows' chains interleaved, each row's values as alone. */
+void psam_layernorm_rows_seq(const float *x, size_t m, size_t c, const float *w, const float *b, float eps, float *out);
 
 /* out[i] = a[i] + b[i] for n floats (out may be a or b); AVX-512 where the CPU has it, the same bits. */
 void psam_add_rows(float *out, const float *a, const float *b, size_t n);
