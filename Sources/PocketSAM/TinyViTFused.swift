@@ -104,6 +104,15 @@ struct WindowAttentionJob {
 }
 
 extension Ops {
+    /// Runs `blocks` blocks of `job` on the session's threads (`kind` names its type for `ColumnTask.run`).
+    static func runJob<J>(_ ctx: Arena, _ job: inout J, kind: ColumnTask.Kind, blocks: Int) {
+        withUnsafeMutablePointer(to: &job) { jp in
+            var t = ColumnTask(kind: kind, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
+            t.context = UnsafeMutableRawPointer(jp)
+            ctx.parallelBlocks(&t, blocks: blocks)
+        }
+    }
+
     /// Threads that `windowAttentionInt8` has scratch for (allocated whatever the session's thread count, so the
     /// planned arena holds for up to this many threads); a session with more threads takes the whole-image steps.
     static let windowSlots = 8
@@ -135,30 +144,27 @@ extension Ops {
                                      group: group, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         let T = windows * wn
         ctx.macs &+= T * 3 * d * d + windows * heads * wn * wn * kd * 2 + T * d * d
-        withUnsafeMutablePointer(to: &job) { jp in
-            var t = ColumnTask(kind: .windowBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
-            t.context = UnsafeMutableRawPointer(jp)
-            ctx.parallelBlocks(&t, blocks: (windows + group - 1) / group)
-        }
+        runJob(ctx, &job, kind: .windowBlock, blocks: (windows + group - 1) / group)
         ctx.reset(to: mark)
         return true
     }
 }
 
-/// The MLP half of a TinyViT block on int8 fc1 and fc2 weights, `rows` tokens at a time through one thread's
-/// scratch: layer norm and quantize the local conv's output `lc`, fc1 with GELU, quantize, fc2, and `x = lc + fc2`.
-/// As whole-image steps the fc2 output went to memory and was read back with `lc` for the residual add. The same
-/// values as those steps (row-wise work, exact integer sums, the same fp32 epilogues and the same single add).
+/// The local conv and MLP half of a TinyViT block on int8 fc1 and fc2 weights, `rows` tokens (whole image rows) at a
+/// time through one thread's scratch: the local conv `lc` of those rows, layer norm and quantize, fc1 with GELU,
+/// quantize, fc2, and `x = lc + fc2`. As whole-image steps `lc` and the fc2 output went to memory and were read
+/// back for the norm and the residual add. The same values as those steps (per-pixel depthwise sums, row-wise work,
+/// exact integer sums, the same fp32 epilogues and the same single add).
 struct MLPJob {
     /// Where `lc + MLP(lc)` goes.
     let x: FPtr
     let m: Int, d: Int, hid: Int
-    /// TinyViT's local conv, made here a block of image rows at a time from the block's input `[h, h, d]` (read
-    /// only: the output goes to another buffer): depthwise k × k weights tap-major `[k²][d]`, bias. `rows` is a
-    /// multiple of h.
     let norm: Norm
     let eps: Float
     let fc1: QWeight, fc1Bias: CPtr?, fc2: QWeight, fc2Bias: CPtr?
+    /// TinyViT's local conv, made here a block of image rows at a time from the block's input `[h, h, d]` (read
+    /// only: the output goes to another buffer): depthwise k × k weights tap-major `[k²][d]`, bias. `rows` is a
+    /// multiple of h.
     let local: (x: CPtr, h: Int, w: CPtr, b: CPtr?, k: Int)
     let gelu: Int32
     /// Rows per block; one slot's scratch at `scratch + slot · slotFloats`.
@@ -227,11 +233,7 @@ extension Ops {
                          local: (x, h, UnsafePointer(wt), local.b, k), gelu: intGELU, rows: rows,
                          scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= m * d * k * k + 2 * m * d * hid
-        withUnsafeMutablePointer(to: &job) { jp in
-            var t = ColumnTask(kind: .mlpBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
-            t.context = UnsafeMutableRawPointer(jp)
-            ctx.parallelBlocks(&t, blocks: (m + rows - 1) / rows)
-        }
+        runJob(ctx, &job, kind: .mlpBlock, blocks: (m + rows - 1) / rows)
         ctx.reset(to: mark)
         return true
     }
@@ -396,11 +398,7 @@ extension Ops {
                             b1: conv1.b, w2: w2, b2: conv2.b, q3: conv3.q, s3: s3, b3: conv3.b, out: out, residual: residual, gelu: intGELU, tileW: tileW,
                             bandRows: bandRows, chunkRows: chunkRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
-        withUnsafeMutablePointer(to: &job) { jp in
-            var t = ColumnTask(kind: .expandBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
-            t.context = UnsafeMutableRawPointer(jp)
-            ctx.parallelBlocks(&t, blocks: jp.pointee.tiles * ((ho + bandRows - 1) / bandRows))
-        }
+        runJob(ctx, &job, kind: .expandBlock, blocks: job.tiles * ((ho + bandRows - 1) / bandRows))
         ctx.reset(to: mark)
         return true
     }
@@ -486,11 +484,7 @@ extension Ops {
                           bias: weight.b, cout: cout, gelu: gelu ? intGELU : 0, out: out, rows: rows, pass: pass,
                           scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= ho * wo * cout * kk
-        withUnsafeMutablePointer(to: &job) { jp in
-            var t = ColumnTask(kind: .convBlock, a: nil, b: nil, c: ctx.alloc(0), bias: nil, m: 0, n: 0, k: 0, lda: 0, ldb: 0, ldc: 0)
-            t.context = UnsafeMutableRawPointer(jp)
-            ctx.parallelBlocks(&t, blocks: (ho * wo + rows - 1) / rows)
-        }
+        runJob(ctx, &job, kind: .convBlock, blocks: (ho * wo + rows - 1) / rows)
         ctx.reset(to: mark)
         return true
     }
