@@ -1641,8 +1641,10 @@ static void attention_bf16_generic_rows(const float *qkv, size_t ldq, size_t wn,
     }
 }
 
-static void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
-                                   const float *bias, float *out, size_t ldo, float *scratch) {
+/* The whole window (the kernel test's reference; the library calls the _rows forms). */
+static __attribute__((unused)) void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd,
+                                                           float scale, const float *bias, float *out, size_t ldo,
+                                                           float *scratch) {
     attention_bf16_generic_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
 }
 
@@ -1839,8 +1841,10 @@ PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t 
     }
 }
 
-PSAM_AVX512BF16 static void attention_bf16_avx512(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd,
-                                                  float scale, const float *bias, float *out, size_t ldo, float *scratch) {
+/* The whole window (the kernel test's vector variant). */
+PSAM_AVX512BF16 static __attribute__((unused)) void attention_bf16_avx512(const float *qkv, size_t ldq, size_t wn, size_t heads,
+                                                                         size_t kd, float scale, const float *bias, float *out,
+                                                                         size_t ldo, float *scratch) {
     attention_bf16_avx512_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
 }
 #endif
