@@ -501,7 +501,8 @@ enum Ops {
 struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
-                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock, convBlock, layerNormScalar }
+                  add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock, convBlock, layerNormScalar,
+                  preprocessBlock }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -606,6 +607,9 @@ struct ColumnTask {
             return
         case .convBlock:
             context?.assumingMemoryBound(to: ConvJob.self).pointee.run(block: i, slot: slot)
+            return
+        case .preprocessBlock:
+            context?.assumingMemoryBound(to: PreprocessJob.self).pointee.run(block: i)
             return
         case .windowGather, .windowScatterAdd:
             // Row i of windows; m = h, n = d, k = win, lda = windows per row. Gather: a = x, c = tok; scatter: a = tok, c = x.
@@ -743,7 +747,8 @@ struct ColumnTask {
             if gelu { psam_gelu_rows(c + j0, j1 - j0) }
         case .windowGather, .windowScatterAdd,
              .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
-             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock, .convBlock, .layerNormScalar:
+             .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock, .convBlock, .layerNormScalar,
+             .preprocessBlock:
             break
         }
     }

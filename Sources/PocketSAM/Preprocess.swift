@@ -49,15 +49,89 @@ enum Preprocess {
 
     /// Resizes 8-bit gray or RGB `src` (`channels` 1 or 3, rows `stride` bytes apart) to RGB
     /// `[oh, ow, 3]` in `out`: horizontal pass then vertical, each rounded to uint8 as PIL does (gray
-    /// is replicated to three equal channels first, which PIL's per-channel filter leaves equal).
+    /// is replicated to three equal channels first, which PIL's per-channel filter leaves equal). Each pass's
+    /// rows in blocks on the session's threads (every output byte is computed the same way whatever the split).
     static func resizeRGB(_ src: UnsafePointer<UInt8>, h: Int, w: Int, channels: Int, stride: Int, oh: Int, ow: Int,
-                          out: UnsafeMutablePointer<UInt8>, scratch: SessionScratch) {
+                          out: UnsafeMutablePointer<UInt8>, scratch: SessionScratch, arena: Arena) {
         let tmp = scratch.bytes.reserve(h * ow * 3)
+        var job = PreprocessJob(phase: .horizontal, src: src, h: h, w: w, channels: channels, stride: stride, oh: oh, ow: ow, tmp: tmp,
+                                out: out, bounds: nil, weights: nil, taps: 0, norm: .minMax, size: 0, input: nil, lo: 0, range: 1)
         if ow != w {
             let taps = maxTaps(inSize: w, outSize: ow)
             let b = scratch.bounds.reserve(2 * ow), k = scratch.weights.reserve(ow * taps)
             coefficients(inSize: w, outSize: ow, taps: taps, bounds: b, weights: k)
-            for y in 0..<h {
+            (job.bounds, job.weights, job.taps) = (UnsafePointer(b), UnsafePointer(k), taps)
+        } else {
+            job.phase = .copy
+        }
+        job.blocks = min(16, h)
+        Ops.runJob(arena, &job, kind: .preprocessBlock, blocks: job.blocks)
+        if oh == h {
+            out.update(from: tmp, count: h * ow * 3)
+            return
+        }
+        let taps = maxTaps(inSize: h, outSize: oh)
+        let b = scratch.bounds.reserve(2 * oh), k = scratch.weights.reserve(oh * taps)
+        coefficients(inSize: h, outSize: oh, taps: taps, bounds: b, weights: k)
+        (job.phase, job.bounds, job.weights, job.taps) = (.vertical, UnsafePointer(b), UnsafePointer(k), taps)
+        job.blocks = min(16, oh)
+        Ops.runJob(arena, &job, kind: .preprocessBlock, blocks: job.blocks)
+    }
+
+    /// Normalises `rgb` (`[h, w, 3]` uint8) per `norm` and pads to `[size, size, 3]` with zeros, rows in blocks on
+    /// the session's threads (min-max: the image's extremes first, exact whatever the split).
+    static func normalizeAndPad(_ rgb: UnsafePointer<UInt8>, h: Int, w: Int, size: Int, norm: Normalization,
+                                out: UnsafeMutablePointer<Float>, scratch: SessionScratch, arena: Arena) {
+        var job = PreprocessJob(phase: .extremes, src: rgb, h: h, w: w, channels: 3, stride: w * 3, oh: h, ow: w, tmp: nil, out: nil,
+                                bounds: nil, weights: nil, taps: 0, norm: norm, size: size, input: out, lo: 0, range: 1)
+        if case .minMax = norm {
+            // Each block's lowest and highest byte, then the image's.
+            job.blocks = min(16, h)
+            let ext = scratch.bounds.reserve(2 * job.blocks)
+            job.extremes = ext
+            Ops.runJob(arena, &job, kind: .preprocessBlock, blocks: job.blocks)
+            var lo: Int32 = 255, hi: Int32 = 0
+            for b in 0..<job.blocks { lo = min(lo, ext[2 * b]); hi = max(hi, ext[2 * b + 1]) }
+            job.lo = Float(lo)
+            job.range = max(Float(hi) - Float(lo), 1e-8)
+        }
+        job.phase = .normalize
+        job.blocks = min(16, size)
+        Ops.runJob(arena, &job, kind: .preprocessBlock, blocks: job.blocks)
+    }
+}
+
+/// One pass of `Preprocess` over a block of rows (`run(block:)` of `blocks` equal parts of the pass's rows).
+struct PreprocessJob {
+    enum Phase { case copy, horizontal, vertical, extremes, normalize }
+    var phase: Phase
+    let src: UnsafePointer<UInt8>, h: Int, w: Int, channels: Int, stride: Int, oh: Int, ow: Int
+    let tmp: UnsafeMutablePointer<UInt8>?, out: UnsafeMutablePointer<UInt8>?
+    var bounds: UnsafePointer<Int32>?, weights: UnsafePointer<Int32>?, taps: Int
+    let norm: Normalization, size: Int
+    let input: UnsafeMutablePointer<Float>?
+    var lo: Float, range: Float
+    /// Blocks the pass's rows are split into; `.extremes` writes block i's lowest and highest byte at 2i, 2i + 1.
+    var blocks = 1
+    var extremes: UnsafeMutablePointer<Int32>?
+
+    func run(block i: Int) {
+        let rows: Int
+        switch phase {
+        case .copy, .horizontal, .extremes: rows = h
+        case .vertical: rows = oh
+        case .normalize: rows = size
+        }
+        let r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks
+        switch phase {
+        case .copy:
+            guard let tmp else { return }
+            for y in r0..<r1 {
+                for x in 0..<w { for ch in 0..<3 { tmp[(y * w + x) * 3 + ch] = src[y * stride + x * channels + (channels == 3 ? ch : 0)] } }
+            }
+        case .horizontal:
+            guard let tmp, let b = bounds, let k = weights else { return }
+            for y in r0..<r1 {
                 let row = src + y * stride
                 for xx in 0..<ow {
                     let xmin = Int(b[2 * xx]), n = Int(b[2 * xx + 1])
@@ -66,54 +140,51 @@ enum Preprocess {
                         let c = channels == 3 ? ch : 0
                         var acc: Int64 = 1 << 21
                         for x in 0..<n { acc += Int64(row[(xmin + x) * channels + c]) * Int64(kk[x]) }
-                        tmp[(y * ow + xx) * 3 + ch] = clip8(acc)
+                        tmp[(y * ow + xx) * 3 + ch] = Preprocess.clip8(acc)
                     }
                 }
             }
-        } else {
-            for y in 0..<h {
-                for x in 0..<w { for ch in 0..<3 { tmp[(y * w + x) * 3 + ch] = src[y * stride + x * channels + (channels == 3 ? ch : 0)] } }
+        case .vertical:
+            guard let tmp, let out, let b = bounds, let k = weights else { return }
+            for yy in r0..<r1 {
+                let ymin = Int(b[2 * yy]), n = Int(b[2 * yy + 1])
+                let kk = k + yy * taps
+                for i in 0..<(ow * 3) {
+                    var acc: Int64 = 1 << 21
+                    for y in 0..<n { acc += Int64(tmp[(ymin + y) * ow * 3 + i]) * Int64(kk[y]) }
+                    out[yy * ow * 3 + i] = Preprocess.clip8(acc)
+                }
             }
-        }
-        if oh == h {
-            out.update(from: tmp, count: h * ow * 3)
-            return
-        }
-        let taps = maxTaps(inSize: h, outSize: oh)
-        let b = scratch.bounds.reserve(2 * oh), k = scratch.weights.reserve(oh * taps)
-        coefficients(inSize: h, outSize: oh, taps: taps, bounds: b, weights: k)
-        for yy in 0..<oh {
-            let ymin = Int(b[2 * yy]), n = Int(b[2 * yy + 1])
-            let kk = k + yy * taps
-            for i in 0..<(ow * 3) {
-                var acc: Int64 = 1 << 21
-                for y in 0..<n { acc += Int64(tmp[(ymin + y) * ow * 3 + i]) * Int64(kk[y]) }
-                out[yy * ow * 3 + i] = clip8(acc)
-            }
-        }
-    }
-
-    /// Normalises `rgb` (`[h, w, 3]` uint8) per `norm` and pads to `[size, size, 3]` with zeros.
-    static func normalizeAndPad(_ rgb: UnsafePointer<UInt8>, h: Int, w: Int, size: Int, norm: Normalization,
-                                out: UnsafeMutablePointer<Float>) {
-        out.initialize(repeating: 0, count: size * size * 3)
-        switch norm {
-        case let .meanStd(mean, std):
-            let m0 = Float(mean[0]), m1 = Float(mean[1]), m2 = Float(mean[2])
-            let s0 = Float(std[0]), s1 = Float(std[1]), s2 = Float(std[2])
-            for y in 0..<h { for x in 0..<w {
-                let i = (y * w + x) * 3, o = (y * size + x) * 3
-                out[o] = (Float(rgb[i]) - m0) / s0
-                out[o + 1] = (Float(rgb[i + 1]) - m1) / s1
-                out[o + 2] = (Float(rgb[i + 2]) - m2) / s2
-            } }
-        case .minMax:
+        case .extremes:
+            guard let extremes else { return }
             var lo: UInt8 = 255, hi: UInt8 = 0
-            for i in 0..<(h * w * 3) { lo = min(lo, rgb[i]); hi = max(hi, rgb[i]) }
-            let l = Float(lo), range = max(Float(hi) - Float(lo), 1e-8)
-            for y in 0..<h { for x in 0..<w { for c in 0..<3 {
-                out[(y * size + x) * 3 + c] = (Float(rgb[(y * w + x) * 3 + c]) - l) / range
-            } } }
+            for j in (r0 * w * 3)..<(r1 * w * 3) { lo = min(lo, src[j]); hi = max(hi, src[j]) }
+            extremes[2 * i] = Int32(lo)
+            extremes[2 * i + 1] = Int32(hi)
+        case .normalize:
+            guard let o = input else { return }
+            let rgb = src
+            for y in r0..<r1 {
+                let row = o + y * size * 3
+                guard y < h else {
+                    row.initialize(repeating: 0, count: size * 3)
+                    continue
+                }
+                switch norm {
+                case let .meanStd(mean, std):
+                    let m0 = Float(mean[0]), m1 = Float(mean[1]), m2 = Float(mean[2])
+                    let s0 = Float(std[0]), s1 = Float(std[1]), s2 = Float(std[2])
+                    for x in 0..<w {
+                        let i = (y * w + x) * 3
+                        row[x * 3] = (Float(rgb[i]) - m0) / s0
+                        row[x * 3 + 1] = (Float(rgb[i + 1]) - m1) / s1
+                        row[x * 3 + 2] = (Float(rgb[i + 2]) - m2) / s2
+                    }
+                case .minMax:
+                    for x in 0..<w { for c in 0..<3 { row[x * 3 + c] = (Float(rgb[(y * w + x) * 3 + c]) - lo) / range } }
+                }
+                (row + w * 3).initialize(repeating: 0, count: (size - w) * 3)
+            }
         }
     }
 }

@@ -182,10 +182,11 @@ public final class Session {
         let (rh, rw) = Preprocess.resizedShape(h: height, w: width, long: size)
         let small = scratch.resized.reserve(rh * rw * 3)
         Preprocess.resizeRGB(pixels, h: height, w: width, channels: channels, stride: rowBytes, oh: rh, ow: rw, out: small,
-                             scratch: scratch)
+                             scratch: scratch, arena: arena)
         arena.reset(to: Arena.bottom)
         let input = arena.alloc(size * size * 3)
-        Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input)
+        Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input, scratch: scratch,
+                                   arena: arena)
         let emb: UnsafeMutablePointer<Float>
         switch model.encoder! {
         case let .tinyViT(enc): emb = enc.run(input, arena: arena)
