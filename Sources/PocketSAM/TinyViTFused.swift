@@ -68,11 +68,29 @@ struct WindowAttentionJob {
             let a = qkvOut + w * wn * 3 * d, o = tok + w * wn * d
             switch attention {
             case .windowAttentionBF16:
-                // A window over the bottom border: its last rows of queries are padding, whose outputs are dropped
-                // (zeros go on to the projection); their keys and values still count.
-                let rows = min(win, h - ((w0 + w) / nw) * win), nq = rows * win
-                psam_window_attention_bf16_rows(a, 3 * d, wn, nq, heads, kd, scale, bias, o, d, att)
-                if nq < wn { (o + nq * d).initialize(repeating: 0, count: (wn - nq) * d) }
+                // A window over the bottom or right border: its queries past the border are padding, whose outputs are
+                // dropped (zeros go on to the projection); their keys and values still count.
+                let wy = (w0 + w) / nw, wx = (w0 + w) % nw
+                let ny = min(win, h - wy * win), nx = min(win, h - wx * win)
+                if nx == win || wn > Int(UInt16.max) {
+                    psam_window_attention_bf16_rows(a, 3 * d, wn, ny * win, nil, heads, kd, scale, bias, o, d, att)
+                    if ny < win { (o + ny * win * d).initialize(repeating: 0, count: (wn - ny * win) * d) }
+                } else {
+                    withUnsafeTemporaryAllocation(of: UInt16.self, capacity: wn) { rows in
+                        var nq = 0
+                        for ty in 0..<win {
+                            for tx in 0..<win {
+                                if ty < ny && tx < nx {
+                                    rows[nq] = UInt16(ty * win + tx)
+                                    nq += 1
+                                } else {
+                                    (o + (ty * win + tx) * d).initialize(repeating: 0, count: d)
+                                }
+                            }
+                        }
+                        psam_window_attention_bf16_rows(a, 3 * d, wn, nq, rows.baseAddress, heads, kd, scale, bias, o, d, att)
+                    }
+                }
             case .windowAttentionFP16: psam_window_attention_fp16(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
             default: psam_window_attention(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
             }

@@ -1606,14 +1606,15 @@ static inline float bf16_value(float x) {
     return y;
 }
 
-static void attention_bf16_generic_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads, size_t kd,
-                                        float scale, const float *bias, float *out, size_t ldo, float *scratch) {
+static void attention_bf16_generic_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads,
+                                        size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch) {
     float *s = scratch;
     /* Pairs (2t, 2t + 1): the odd element's product is added first. Products are exact in fp32, so
      * each += rounds once, as the instruction does; volatile keeps the compiler from reassociating. */
     for (size_t hd = 0; hd < heads; hd++) {
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
-        for (size_t i = 0; i < nq; i++) {
+        for (size_t qi = 0; qi < nq; qi++) {
+            const size_t i = rows ? rows[qi] : qi;
             float mx = -INFINITY;
             for (size_t j = 0; j < wn; j++) {
                 volatile float acc = 0.0f;
@@ -1645,7 +1646,7 @@ static void attention_bf16_generic_rows(const float *qkv, size_t ldq, size_t wn,
 static __attribute__((unused)) void attention_bf16_generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd,
                                                            float scale, const float *bias, float *out, size_t ldo,
                                                            float *scratch) {
-    attention_bf16_generic_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
+    attention_bf16_generic_rows(qkv, ldq, wn, wn, NULL, heads, kd, scale, bias, out, ldo, scratch);
 }
 
 #if defined(__x86_64__)
@@ -1664,7 +1665,7 @@ PSAM_AVX512BF16 static inline __m512i bf16_low(__m512 x) {
  * pair products, + bias (stride wn; keys ≥ wn unbiased, softmax skips them) into s[i][wp]. */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
 scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, size_t kp, size_t i0, size_t j, const int R,
-                 const int NC, const float *bias, float *s) {
+                 const int NC, const float *bias, const uint16_t *rows, float *s) {
     __m512 acc[8][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (size_t p = 0; p < kp; p++) {
@@ -1681,7 +1682,7 @@ scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, s
         const __mmask16 mk = jc >= wn ? 0 : wn - jc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wn - jc)) - 1u);
         for (int r = 0; r < R; r++) {
             __m512 t = acc[r][c];
-            if (bias) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mk, bias + (i0 + r) * wn + jc));
+            if (bias) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mk, bias + (rows ? rows[i0 + r] : i0 + r) * wn + jc));
             _mm512_storeu_ps(s + (i0 + r) * wp + jc, t);
         }
     }
@@ -1690,15 +1691,15 @@ scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, s
 /* Score tiles of the R < 8 rows from i0 (a switch to constant tile heights). */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
 scores_tail_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, size_t kp, size_t i0, size_t j, size_t R,
-                 const int NC, const float *bias, float *s) {
+                 const int NC, const float *bias, const uint16_t *rows, float *s) {
     switch (R) {
-    case 7: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 7, NC, bias, s); break;
-    case 6: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 6, NC, bias, s); break;
-    case 5: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 5, NC, bias, s); break;
-    case 4: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 4, NC, bias, s); break;
-    case 3: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 3, NC, bias, s); break;
-    case 2: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 2, NC, bias, s); break;
-    case 1: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 1, NC, bias, s); break;
+    case 7: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 7, NC, bias, rows, s); break;
+    case 6: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 6, NC, bias, rows, s); break;
+    case 5: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 5, NC, bias, rows, s); break;
+    case 4: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 4, NC, bias, rows, s); break;
+    case 3: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 3, NC, bias, rows, s); break;
+    case 2: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 2, NC, bias, rows, s); break;
+    case 1: scores_tile_bf16(qp, kt, wn, wp, kp, i0, j, 1, NC, bias, rows, s); break;
     default: break;
     }
 }
@@ -1707,7 +1708,7 @@ scores_tail_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, s
  * [d, d + 32) of the key pairs vp[m][kd] (keys 2m, 2m + 1; zero past the window), over the first np pairs. */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
 values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
-                 float *out, size_t ldo) {
+                 const uint16_t *rows, float *out, size_t ldo) {
     __m512 acc[8][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (size_t m = 0; m < np; m++) {
@@ -1722,8 +1723,9 @@ values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, si
         }
     }
     for (int r = 0; r < R; r++) {
-        _mm512_storeu_ps(out + (i0 + r) * ldo + d, acc[r][0]);
-        _mm512_storeu_ps(out + (i0 + r) * ldo + d + 16, acc[r][1]);
+        float *o = out + (rows ? rows[i0 + r] : i0 + r) * ldo + d;
+        _mm512_storeu_ps(o, acc[r][0]);
+        _mm512_storeu_ps(o + 16, acc[r][1]);
     }
 }
 
@@ -1763,12 +1765,12 @@ softmax_rows_bf16(float *s, size_t wn, size_t wp, size_t i0, const int R) {
     }
 }
 
-/* kd a multiple of 32; queries [0, nq) of the wn (keys: all wn). Per head: q·scale, k (pairs through 16 × 16 transposes) and v (pairs of keys) to bf16,
+/* kd a multiple of 32; queries rows[0 .. nq) of the wn (rows NULL: [0, nq); keys: all wn). Per head: q·scale, k (pairs through 16 × 16 transposes) and v (pairs of keys) to bf16,
  * score tiles of 8 queries × 32 keys, softmax per row (bf16 probabilities in place of the row's scores), value
  * tiles of 8 queries × 32 columns. */
-PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads,
-                                                       size_t kd, float scale, const float *bias, float *out, size_t ldo,
-                                                       float *scratch) {
+PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows,
+                                                       size_t heads, size_t kd, float scale, const float *bias, float *out,
+                                                       size_t ldo, float *scratch) {
     const size_t wp = (wn + 31) & ~(size_t)31, kp = kd / 2, np = (wn + 1) / 2;
     float *s = scratch;
     uint32_t *kt = (uint32_t *)(s + wn * wp), *qp = kt + kp * wp, *vp = qp + wn * kp;
@@ -1776,11 +1778,13 @@ PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t 
     for (size_t hd = 0; hd < heads; hd++) {
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
         const float *bh = bias ? bias + hd * wn * wn : NULL;
-        for (size_t i = 0; i < nq; i++)
+        for (size_t i = 0; i < nq; i++) {
+            const float *qi = q + (rows ? rows[i] : i) * ldq;
             for (size_t d = 0; d < kd; d += 32)
                 _mm512_storeu_si512((void *)(qp + i * kp + d / 2),
-                                    (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(q + i * ldq + d + 16), vs),
-                                                                 _mm512_mul_ps(_mm512_loadu_ps(q + i * ldq + d), vs)));
+                                    (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(qi + d + 16), vs),
+                                                                 _mm512_mul_ps(_mm512_loadu_ps(qi + d), vs)));
+        }
         /* Key pairs (2m, 2m + 1) of each value column: the even key in the low half. */
         for (size_t m = 0; m < wp / 2; m++)
             for (size_t d = 0; d < kd; d += 16) {
@@ -1805,11 +1809,11 @@ PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t 
         for (size_t j = 0; j < wp; j += 32) {
             size_t i = 0;
             if (j + 16 >= wn) {
-                for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 1, bh, s);
-                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, nq - i, 1, bh, s);
+                for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 1, bh, rows, s);
+                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, nq - i, 1, bh, rows, s);
             } else {
-                for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 2, bh, s);
-                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, nq - i, 2, bh, s);
+                for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, wn, wp, kp, i, j, 8, 2, bh, rows, s);
+                scores_tail_bf16(qp, kt, wn, wp, kp, i, j, nq - i, 2, bh, rows, s);
             }
         }
         /* Softmax over the wn keys of each row; the probabilities (0 past wn) overwrite the row's start as bf16
@@ -1826,15 +1830,15 @@ PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t 
         float *o = out + hd * kd;
         for (size_t d = 0; d < kd; d += 32) {
             size_t i = 0;
-            for (; i + 8 <= nq; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, o, ldo);
+            for (; i + 8 <= nq; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, rows, o, ldo);
             switch (nq - i) {
-            case 7: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 7, o, ldo); break;
-            case 6: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 6, o, ldo); break;
-            case 5: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 5, o, ldo); break;
-            case 4: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 4, o, ldo); break;
-            case 3: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 3, o, ldo); break;
-            case 2: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 2, o, ldo); break;
-            case 1: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 1, o, ldo); break;
+            case 7: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 7, rows, o, ldo); break;
+            case 6: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 6, rows, o, ldo); break;
+            case 5: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 5, rows, o, ldo); break;
+            case 4: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 4, rows, o, ldo); break;
+            case 3: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 3, rows, o, ldo); break;
+            case 2: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 2, rows, o, ldo); break;
+            case 1: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 1, rows, o, ldo); break;
             default: break;
             }
         }
@@ -1845,7 +1849,7 @@ PSAM_AVX512BF16 static void attention_bf16_avx512_rows(const float *qkv, size_t 
 PSAM_AVX512BF16 static __attribute__((unused)) void attention_bf16_avx512(const float *qkv, size_t ldq, size_t wn, size_t heads,
                                                                          size_t kd, float scale, const float *bias, float *out,
                                                                          size_t ldo, float *scratch) {
-    attention_bf16_avx512_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
+    attention_bf16_avx512_rows(qkv, ldq, wn, wn, NULL, heads, kd, scale, bias, out, ldo, scratch);
 }
 #endif
 
@@ -1858,21 +1862,21 @@ int psam_window_attention_bf16_fast(size_t kd) {
 #endif
 }
 
-void psam_window_attention_bf16_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads, size_t kd, float scale,
-                                     const float *bias, float *out, size_t ldo, float *scratch) {
+void psam_window_attention_bf16_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads,
+                                     size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch) {
     if (nq > wn) nq = wn;
 #if defined(__x86_64__)
     if (psam_window_attention_bf16_fast(kd)) {
-        attention_bf16_avx512_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, out, ldo, scratch);
+        attention_bf16_avx512_rows(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, out, ldo, scratch);
         return;
     }
 #endif
-    attention_bf16_generic_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, out, ldo, scratch);
+    attention_bf16_generic_rows(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, out, ldo, scratch);
 }
 
 void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                                 const float *bias, float *out, size_t ldo, float *scratch) {
-    psam_window_attention_bf16_rows(qkv, ldq, wn, wn, heads, kd, scale, bias, out, ldo, scratch);
+    psam_window_attention_bf16_rows(qkv, ldq, wn, wn, NULL, heads, kd, scale, bias, out, ldo, scratch);
 }
 
 

@@ -462,33 +462,61 @@ struct half_attention {
 };
 static struct half_attention att_fp16, att_bf16;
 
-/* psam_window_attention_bf16_rows: the first nq query rows are the whole call's bit for bit (each path: the
- * dispatched one and the scalar reference), rows from nq are not written. */
+/* psam_window_attention_bf16_rows: the chosen query rows (the first nq, or a list) are the whole call's bit for bit
+ * (each path: the dispatched one and the scalar reference), the other rows are not written. */
+static int attention_rows_match(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads, size_t kd,
+                                const float *bias, const float *full, const float *gfull, float *got, size_t ldo, float *scratch) {
+    const float scale = 1.0f / sqrtf((float)kd);
+    char *chosen = calloc(wn, 1);
+    for (size_t r = 0; r < nq; r++) chosen[rows ? rows[r] : r] = 1;
+    int ok = 1;
+    for (int path = 0; path < 2; path++) {
+        const float *ref = path ? gfull : full;
+        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
+        if (path) attention_bf16_generic_rows(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, got, ldo, scratch);
+        else psam_window_attention_bf16_rows(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, got, ldo, scratch);
+        for (size_t i = 0; i < wn; i++) {
+            if (chosen[i]) ok &= memcmp(got + i * ldo, ref + i * ldo, ldo * 4) == 0;
+            else for (size_t j = 0; j < ldo; j++) ok &= got[i * ldo + j] == 777.0f;
+        }
+    }
+    free(chosen);
+    return ok;
+}
+
 static void test_attention_bf16_rows(size_t wn, size_t heads, size_t kd) {
     size_t ldq = heads * 3 * kd, ldo = heads * kd, ns = psam_window_attention_bf16_scratch(wn, kd);
-    float *qkv = falloc(wn * ldq), *bias = falloc(heads * wn * wn), *full = falloc(wn * ldo), *got = falloc(wn * ldo);
-    float *scratch = falloc(ns + 16);
+    float *qkv = falloc(wn * ldq), *bias = falloc(heads * wn * wn), *full = falloc(wn * ldo), *gfull = falloc(wn * ldo);
+    float *got = falloc(wn * ldo), *scratch = falloc(ns + 16);
     fill(qkv, wn * ldq, -2.0f, 2.0f);
     fill(bias, heads * wn * wn, -3.0f, 3.0f);
     const float scale = 1.0f / sqrtf((float)kd);
     psam_window_attention_bf16(qkv, ldq, wn, heads, kd, scale, bias, full, ldo, scratch);
+    attention_bf16_generic(qkv, ldq, wn, heads, kd, scale, bias, gfull, ldo, scratch);
     const size_t nqs[] = {0, 1, 3, 7, 8, 9, 16, wn / 2, wn - 1, wn};
     for (size_t a = 0; a < sizeof nqs / sizeof nqs[0]; a++) {
         size_t nq = nqs[a] > wn ? wn : nqs[a];
-        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
-        psam_window_attention_bf16_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, got, ldo, scratch);
-        int ok = memcmp(got, full, nq * ldo * 4) == 0;
-        for (size_t i = nq * ldo; i < wn * ldo; i++) ok &= got[i] == 777.0f;
-        for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
-        attention_bf16_generic_rows(qkv, ldq, wn, nq, heads, kd, scale, bias, got, ldo, scratch);
-        float *gfull = falloc(wn * ldo);
-        attention_bf16_generic(qkv, ldq, wn, heads, kd, scale, bias, gfull, ldo, scratch);
-        ok &= memcmp(got, gfull, nq * ldo * 4) == 0;
-        for (size_t i = nq * ldo; i < wn * ldo; i++) ok &= got[i] == 777.0f;
-        free(gfull);
-        CHECK(ok, "bf16 attention rows wn=%zu nq=%zu heads=%zu kd=%zu", wn, nq, heads, kd);
+        CHECK(attention_rows_match(qkv, ldq, wn, nq, NULL, heads, kd, bias, full, gfull, got, ldo, scratch),
+              "bf16 attention first rows wn=%zu nq=%zu heads=%zu kd=%zu", wn, nq, heads, kd);
     }
-    free(qkv); free(bias); free(full); free(got); free(scratch);
+    /* Lists: the rows of a square window's first nx columns (a window over the right border), and every third row
+     * backwards. */
+    uint16_t rows[256];
+    size_t win = 1;
+    while ((win + 1) * (win + 1) <= wn) win++;
+    for (size_t nx = 1; nx <= win && win * win == wn; nx++) {
+        size_t nq = 0;
+        for (size_t y = 0; y < win; y++)
+            for (size_t x = 0; x < nx; x++) rows[nq++] = (uint16_t)(y * win + x);
+        CHECK(attention_rows_match(qkv, ldq, wn, nq, rows, heads, kd, bias, full, gfull, got, ldo, scratch),
+              "bf16 attention column rows wn=%zu nx=%zu heads=%zu kd=%zu", wn, nx, heads, kd);
+    }
+    size_t nq = 0;
+    for (size_t i = wn; i-- > 0;)
+        if (i % 3 == 0) rows[nq++] = (uint16_t)i;
+    CHECK(attention_rows_match(qkv, ldq, wn, nq, rows, heads, kd, bias, full, gfull, got, ldo, scratch),
+          "bf16 attention row list wn=%zu heads=%zu kd=%zu", wn, heads, kd);
+    free(qkv); free(bias); free(full); free(gfull); free(got); free(scratch);
 }
 
 static void test_attention_half(struct half_attention *h, size_t wn, size_t heads, size_t kd, int with_bias) {

@@ -184,10 +184,11 @@ int psam_window_attention_bf16_fast(size_t kd);
 size_t psam_window_attention_bf16_scratch(size_t wn, size_t kd);
 void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                                 const float *bias, float *out, size_t ldo, float *scratch);
-/* psam_window_attention_bf16 for the first nq queries only (the keys and values are all wn): rows [0, nq) of out are
- * the ones the whole call gives, bit for bit; rows from nq are not written. For windows whose last rows are padding. */
-void psam_window_attention_bf16_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, size_t heads, size_t kd, float scale,
-                                     const float *bias, float *out, size_t ldo, float *scratch);
+/* psam_window_attention_bf16 for nq of the wn queries only (the keys and values are all wn): the window rows rows[0 .. nq)
+ * (distinct, each < wn), or [0, nq) when rows is NULL. Those rows of out are the ones the whole call gives, bit for bit;
+ * the others are not written. For windows over the image's border, whose padding queries' outputs are dropped. */
+void psam_window_attention_bf16_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads,
+                                     size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 
 /* Attention with few keys (nk <= 64), rows [r0, r1) of q: per head h (columns h*d of q, k, v, out)
  * softmax(q.k^T * scale) . v into out[row][ldo]. For SAM's image-to-token attention. */
