@@ -289,12 +289,13 @@ struct ExpandJob {
     var kp1: Int { q1?.kp ?? s1?.kp ?? cin }
     var kp3: Int { q3?.kp ?? s3?.kp ?? hid }
 
-    /// One slot's scratch, in floats: the expansion's input rows of a chunk, conv1's quantized input (one image
-    /// row of the tile), conv3's quantized input (the chunk's pixels, u8 or int16), their scales and zero points, a
+    /// One slot's scratch, in floats: the expansion's input rows of a chunk, conv1's quantized input (the chunk's
+    /// input pixels), conv3's quantized input (the chunk's pixels, u8 or int16), their scales and zero points, a
     /// depthwise row, and for an int16 conv3 the depthwise conv's fp32 output (the chunk's pixels).
     static func layout(inRows: Int, inW: Int, hid: Int, kp1: Int, pixels: Int, kp3: Int, f32: Bool) -> (e: Int, a1: Int, s1: Int, z1: Int, a3: Int, s3: Int, z3: Int, row: Int, f: Int, total: Int) {
         func up(_ n: Int) -> Int { (n + 15) & ~15 }
-        let e = 0, a1 = e + up(inRows * inW * hid), s1 = a1 + up((inW * kp1 * 2 + 3) / 4), z1 = s1 + up(inW), a3 = z1 + up(inW)
+        let e = 0, a1 = e + up(inRows * inW * hid), s1 = a1 + up((inRows * inW * kp1 * 2 + 3) / 4), z1 = s1 + up(inRows * inW)
+        let a3 = z1 + up(inRows * inW)
         let s3 = a3 + up((pixels * kp3 * 2 + 3) / 4), z3 = s3 + up(pixels), row = z3 + up(pixels), f = row + up(hid)
         return (e, a1, s1, z1, a3, s3, z3, row, f, f + (f32 ? up(pixels * hid) : 0))
     }
@@ -320,15 +321,22 @@ struct ExpandJob {
                 keep = haveFrom + have - r0
                 (e).update(from: e + (r0 - haveFrom) * iw * hid, count: keep * iw * hid)
             }
-            for r in keep..<nr {
-                let y = r0 + r, dst = e + r * iw * hid
-                guard y >= 0 && y < h && c0 < c1 else {
-                    dst.initialize(repeating: 0, count: iw * hid)
-                    continue
+            // Rows inside the image: one GEMM for all of them where the tile is inside the image's columns (their
+            // pixels then follow each other in `e`), else one per row between the zero halo columns.
+            let ra = max(keep, -r0), rb = min(nr, h - r0)
+            for r in keep..<nr where r < ra || r >= rb || c0 >= c1 { (e + r * iw * hid).initialize(repeating: 0, count: iw * hid) }
+            if ra < rb && c0 < c1 {
+                if c0 == ix0 && c1 == ix0 + iw {
+                    conv1(rows: (r0 + ra)..<(r0 + rb), c0: c0, n: iw, into: e + ra * iw * hid, base: base, l.a1, l.z1, scales1)
+                } else {
+                    for r in ra..<rb {
+                        let dst = e + r * iw * hid
+                        if c0 > ix0 { dst.initialize(repeating: 0, count: (c0 - ix0) * hid) }
+                        if ix0 + iw > c1 { (dst + (c1 - ix0) * hid).initialize(repeating: 0, count: (ix0 + iw - c1) * hid) }
+                        conv1(rows: (r0 + r)..<(r0 + r + 1), c0: c0, n: c1 - c0, into: dst + (c0 - ix0) * hid, base: base, l.a1, l.z1,
+                              scales1)
+                    }
                 }
-                if c0 > ix0 { dst.initialize(repeating: 0, count: (c0 - ix0) * hid) }
-                if ix0 + iw > c1 { (dst + (c1 - ix0) * hid).initialize(repeating: 0, count: (ix0 + iw - c1) * hid) }
-                conv1(x + (y * h + c0) * cin, m: c1 - c0, into: dst + (c0 - ix0) * hid, base: base, l.a1, l.z1, scales1)
             }
             have = nr
             haveFrom = r0
@@ -368,18 +376,24 @@ struct ExpandJob {
         }
     }
 
-    /// conv1 with GELU on `m` pixels of `a` (cin channels each) into `o` (hid channels each).
-    func conv1(_ a: CPtr, m: Int, into o: FPtr, base: FPtr, _ qa: Int, _ qz: Int, _ scales: FPtr) {
+    /// conv1 with GELU on the `n` pixels from column `c0` of each image row in `rows` (cin channels each) into `o`
+    /// (hid channels each, row after row).
+    func conv1(rows: Range<Int>, c0: Int, n: Int, into o: FPtr, base: FPtr, _ qa: Int, _ qz: Int, _ scales: FPtr) {
+        let m = rows.count * n
         if let s1 {
             let q = UnsafeMutableRawPointer(base + qa).bindMemory(to: Int16.self, capacity: m * s1.kp)
-            psam_quantize_rows_s16(a, m, cin, cin, q, s1.kp, scales)
+            for (k, y) in rows.enumerated() {
+                psam_quantize_rows_s16(x + (y * h + c0) * cin, n, cin, cin, q + k * n * s1.kp, s1.kp, scales + k * n)
+            }
             let p = psam_s16gemm_args(a: q, lda: s1.kp, a_scale: scales, w: s1.data, w_scale: s1.scales, bias: b1, c: o, ldc: hid,
                                       m: m, n: hid, kp: s1.kp, gelu: gelu)
             withUnsafePointer(to: p) { psam_s16gemm($0, 0, hid) }
         } else if let q1 {
             let q = UnsafeMutableRawPointer(base + qa).bindMemory(to: UInt8.self, capacity: m * q1.kp)
             let z = UnsafeMutableRawPointer(base + qz).bindMemory(to: Int32.self, capacity: m)
-            psam_quantize_rows_u8(a, m, cin, cin, q, q1.kp, scales, z)
+            for (k, y) in rows.enumerated() {
+                psam_quantize_rows_u8(x + (y * h + c0) * cin, n, cin, cin, q + k * n * q1.kp, q1.kp, scales + k * n, z + k * n)
+            }
             let p = psam_qgemm_args(a: q, lda: q1.kp, a_scale: scales, a_zero: z, w: q1.data, w_scale: q1.scales, w_sum: q1.sums,
                                     bias: b1, c: o, ldc: hid, m: m, n: hid, kp: q1.kp, group: q1.group, gelu: gelu)
             withUnsafePointer(to: p) { psam_qgemm($0, 0, hid) }
