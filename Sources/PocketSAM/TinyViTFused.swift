@@ -61,9 +61,7 @@ struct WindowAttentionJob {
             }
         }
         psam_quantize_rows_u8(ln, rows, d, d, q, qkv.kp, scales, zero)
-        var p = psam_qgemm_args(a: q, lda: qkv.kp, a_scale: scales, a_zero: zero, w: qkv.data, w_scale: qkv.scales, w_sum: qkv.sums,
-                                bias: qkvBias, c: qkvOut, ldc: 3 * d, m: rows, n: 3 * d, kp: qkv.kp, group: qkv.group, gelu: 0)
-        withUnsafePointer(to: p) { psam_qgemm($0, 0, 3 * d) }
+        qkv.gemm(q, scale: scales, zero: zero, m: rows, bias: qkvBias, into: qkvOut, ldc: 3 * d)
         for w in 0..<(w1 - w0) {
             let a = qkvOut + w * wn * 3 * d, o = tok + w * wn * d
             switch attention {
@@ -96,9 +94,7 @@ struct WindowAttentionJob {
             }
         }
         psam_quantize_rows_u8(tok, rows, d, d, q, proj.kp, scales, zero)
-        p = psam_qgemm_args(a: q, lda: proj.kp, a_scale: scales, a_zero: zero, w: proj.data, w_scale: proj.scales, w_sum: proj.sums,
-                            bias: projBias, c: ln, ldc: d, m: rows, n: d, kp: proj.kp, group: proj.group, gelu: 0)
-        withUnsafePointer(to: p) { psam_qgemm($0, 0, d) }
+        proj.gemm(q, scale: scales, zero: zero, m: rows, bias: projBias, into: ln, ldc: d)
         // Add back the tokens inside the image (each belongs to exactly one window).
         for w in w0..<w1 {
             let wy = w / nw, wx = w % nw
@@ -216,13 +212,9 @@ struct MLPJob {
         let input = UnsafePointer(lcb)
         psam_layernorm_rows(input, n, d, d, norm.w, norm.b, eps, ln, d)
         psam_quantize_rows_u8(ln, n, d, d, q, fc1.kp, scales, zero)
-        var p = psam_qgemm_args(a: q, lda: fc1.kp, a_scale: scales, a_zero: zero, w: fc1.data, w_scale: fc1.scales, w_sum: fc1.sums,
-                                bias: fc1Bias, c: hb, ldc: hid, m: n, n: hid, kp: fc1.kp, group: fc1.group, gelu: gelu)
-        withUnsafePointer(to: p) { psam_qgemm($0, 0, hid) }
+        fc1.gemm(q, scale: scales, zero: zero, m: n, bias: fc1Bias, into: hb, ldc: hid, gelu: gelu)
         psam_quantize_rows_u8(hb, n, hid, hid, q, fc2.kp, scales, zero)
-        p = psam_qgemm_args(a: q, lda: fc2.kp, a_scale: scales, a_zero: zero, w: fc2.data, w_scale: fc2.scales, w_sum: fc2.sums,
-                            bias: fc2Bias, c: ln, ldc: d, m: n, n: d, kp: fc2.kp, group: fc2.group, gelu: 0)
-        withUnsafePointer(to: p) { psam_qgemm($0, 0, d) }
+        fc2.gemm(q, scale: scales, zero: zero, m: n, bias: fc2Bias, into: ln, ldc: d)
         psam_add_rows(x + r0 * d, input, ln, n * d)
     }
 }
@@ -355,16 +347,12 @@ struct ExpandJob {
             for yy in 0..<(cy1 - cy0) {
                 if let q3 {
                     let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: UInt8.self, capacity: chunkRows * tileW * q3.kp)
-                    let p = psam_qgemm_args(a: a3 + yy * tw * q3.kp, lda: q3.kp, a_scale: scales3 + yy * tw, a_zero: z3 + yy * tw,
-                                            w: q3.data, w_scale: q3.scales, w_sum: q3.sums, bias: b3,
-                                            c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: q3.kp, group: q3.group,
-                                            gelu: 0)
-                    withUnsafePointer(to: p) { psam_qgemm($0, 0, cout) }
+                    q3.gemm(a3 + yy * tw * q3.kp, scale: scales3 + yy * tw, zero: z3 + yy * tw, m: tw, bias: b3,
+                            into: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout)
                 } else if let s3 {
                     let a3 = UnsafeMutableRawPointer(base + l.a3).bindMemory(to: Int16.self, capacity: chunkRows * tileW * s3.kp)
-                    let p = psam_s16gemm_args(a: a3 + yy * tw * s3.kp, lda: s3.kp, a_scale: scales3 + yy * tw, w: s3.data, w_scale: s3.scales,
-                                              bias: b3, c: out + ((cy0 + yy) * ho + ox0) * cout, ldc: cout, m: tw, n: cout, kp: s3.kp, gelu: 0)
-                    withUnsafePointer(to: p) { psam_s16gemm($0, 0, cout) }
+                    s3.gemm(a3 + yy * tw * s3.kp, scale: scales3 + yy * tw, m: tw, bias: b3, into: out + ((cy0 + yy) * ho + ox0) * cout,
+                            ldc: cout)
                 }
                 if let residual {
                     let o = out + ((cy0 + yy) * ho + ox0) * cout
@@ -385,18 +373,14 @@ struct ExpandJob {
             for (k, y) in rows.enumerated() {
                 psam_quantize_rows_s16(x + (y * h + c0) * cin, n, cin, cin, q + k * n * s1.kp, s1.kp, scales + k * n)
             }
-            let p = psam_s16gemm_args(a: q, lda: s1.kp, a_scale: scales, w: s1.data, w_scale: s1.scales, bias: b1, c: o, ldc: hid,
-                                      m: m, n: hid, kp: s1.kp, gelu: gelu)
-            withUnsafePointer(to: p) { psam_s16gemm($0, 0, hid) }
+            s1.gemm(q, scale: scales, m: m, bias: b1, into: o, ldc: hid, gelu: gelu)
         } else if let q1 {
             let q = UnsafeMutableRawPointer(base + qa).bindMemory(to: UInt8.self, capacity: m * q1.kp)
             let z = UnsafeMutableRawPointer(base + qz).bindMemory(to: Int32.self, capacity: m)
             for (k, y) in rows.enumerated() {
                 psam_quantize_rows_u8(x + (y * h + c0) * cin, n, cin, cin, q + k * n * q1.kp, q1.kp, scales + k * n, z + k * n)
             }
-            let p = psam_qgemm_args(a: q, lda: q1.kp, a_scale: scales, a_zero: z, w: q1.data, w_scale: q1.scales, w_sum: q1.sums,
-                                    bias: b1, c: o, ldc: hid, m: m, n: hid, kp: q1.kp, group: q1.group, gelu: gelu)
-            withUnsafePointer(to: p) { psam_qgemm($0, 0, hid) }
+            q1.gemm(q, scale: scales, zero: z, m: m, bias: b1, into: o, ldc: hid, gelu: gelu)
         }
     }
 }
@@ -411,6 +395,8 @@ extension Ops {
         guard conv3.q != nil || s3 != nil, conv1.q != nil || conv1.s != nil, ctx.threads <= windowSlots, stride == 1 || stride == 2 else {
             return false
         }
+        let n1 = conv1.q?.n ?? conv1.s?.n, k1 = conv1.q?.k ?? conv1.s?.k, n3 = conv3.q?.n ?? s3?.n, k3 = conv3.q?.k ?? s3?.k
+        precondition(n1 == hid && k1 == cin && n3 == cout && k3 == hid, "expansion weights for \(cin) → \(hid) → \(cout) channels")
         let ho = (h + 2 - 3) / stride + 1
         // Tiles of 64 output columns (32 at stride 2: about 65 input columns either way; at most half the image, so
         // that small images have two), chunks of 4 output rows (6 or 9 input rows: about 400 or 600 KB of expansion
@@ -485,14 +471,10 @@ struct ConvJob {
         let m = p1 - p0
         if let s {
             let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: Int16.self, capacity: rows * s.kp)
-            let a = psam_s16gemm_args(a: qa, lda: s.kp, a_scale: scales, w: s.data, w_scale: s.scales, bias: bias, c: out + p0 * cout,
-                                      ldc: cout, m: m, n: cout, kp: s.kp, gelu: gelu)
-            withUnsafePointer(to: a) { psam_s16gemm($0, 0, cout) }
+            s.gemm(qa, scale: scales, m: m, bias: bias, into: out + p0 * cout, ldc: cout, gelu: gelu)
         } else if let q {
             let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: UInt8.self, capacity: rows * q.kp)
-            let a = psam_qgemm_args(a: qa, lda: q.kp, a_scale: scales, a_zero: zero, w: q.data, w_scale: q.scales, w_sum: q.sums,
-                                    bias: bias, c: out + p0 * cout, ldc: cout, m: m, n: cout, kp: q.kp, group: q.group, gelu: gelu)
-            withUnsafePointer(to: a) { psam_qgemm($0, 0, cout) }
+            q.gemm(qa, scale: scales, zero: zero, m: m, bias: bias, into: out + p0 * cout, ldc: cout, gelu: gelu)
         }
     }
 }

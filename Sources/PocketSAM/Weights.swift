@@ -13,6 +13,17 @@ struct QWeight {
     let n: Int, k: Int, kp: Int, group: Int
 }
 
+extension QWeight {
+    /// The int8 GEMM on the calling thread, every column: `m` rows of `a` quantized per row (`scale`, `zero`; stride
+    /// `kp`) into `c` (stride `ldc`), bias and GELU (`gelu`'s mode) fused.
+    func gemm(_ a: UnsafePointer<UInt8>, scale: UnsafePointer<Float>, zero: UnsafePointer<Int32>, m: Int, bias: UnsafePointer<Float>?,
+              into c: UnsafeMutablePointer<Float>, ldc: Int, gelu: Int32 = 0) {
+        let p = psam_qgemm_args(a: a, lda: kp, a_scale: scale, a_zero: zero, w: data, w_scale: scales, w_sum: sums, bias: bias, c: c,
+                                ldc: ldc, m: m, n: n, kp: kp, group: group, gelu: gelu)
+        withUnsafePointer(to: p) { psam_qgemm($0, 0, n) }
+    }
+}
+
 /// An int16 weight matrix `[n, k]` (panels16x2, see `psam_s16gemm_args`) with one scale per channel, built at load
 /// from an fp16 weight an int8 model keeps at higher precision, where `psam_s16gemm_fast()`: there the int16 GEMM
 /// runs those layers about twice as fast as fp32, with every |w| within `psam_s16_weight_limit(kp)` (14 to 15 bits
@@ -43,6 +54,17 @@ struct S16Weight {
             }
         }
         return S16Weight(data: data, scales: scales, n: n, k: k, kp: kp)
+    }
+}
+
+extension S16Weight {
+    /// The int16 GEMM on the calling thread, every column: `m` rows of `a` quantized per row (`scale`; stride `kp`)
+    /// into `c` (stride `ldc`), bias and GELU (`gelu`'s mode) fused.
+    func gemm(_ a: UnsafePointer<Int16>, scale: UnsafePointer<Float>, m: Int, bias: UnsafePointer<Float>?,
+              into c: UnsafeMutablePointer<Float>, ldc: Int, gelu: Int32 = 0) {
+        let p = psam_s16gemm_args(a: a, lda: kp, a_scale: scale, w: data, w_scale: scales, bias: bias, c: c, ldc: ldc, m: m, n: n,
+                                  kp: kp, gelu: gelu)
+        withUnsafePointer(to: p) { psam_s16gemm($0, 0, n) }
     }
 }
 
