@@ -7,6 +7,7 @@
  * body to rounding, not bit for bit. The int8 path's GELU (gelu_lut.h) uses explicit fused multiply-adds in every
  * form, so it too is bit-identical. Tests/KernelTests/rowops_test.c checks both. */
 #include "pocketsam_kernels.h"
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include "gelu_lut.h"
@@ -128,42 +129,79 @@ static void quantize_generic(const float *x, size_t m, size_t k, size_t ldx, uin
 }
 
 #if defined(__x86_64__)
+/* Row extremes with two accumulator pairs (min and max are exact, so the order does not matter for finite values). */
+PSAM_AVX512F static inline void minmax_row_avx512(const float *r, size_t k, float *lo, float *hi) {
+    __m512 l0 = _mm512_setzero_ps(), h0 = _mm512_setzero_ps(), l1 = l0, h1 = h0;
+    size_t j = 0;
+    for (; j + 32 <= k; j += 32) {
+        __m512 v = _mm512_loadu_ps(r + j), u = _mm512_loadu_ps(r + j + 16);
+        l0 = _mm512_min_ps(l0, v);
+        h0 = _mm512_max_ps(h0, v);
+        l1 = _mm512_min_ps(l1, u);
+        h1 = _mm512_max_ps(h1, u);
+    }
+    for (; j < k; j += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u), r + j);
+        l0 = _mm512_min_ps(l0, v);
+        h0 = _mm512_max_ps(h0, v);
+    }
+    *lo = _mm512_reduce_min_ps(_mm512_min_ps(l0, l1));
+    *hi = _mm512_reduce_max_ps(_mm512_max_ps(h0, h1));
+}
+
+/* 0 < s <= FLT_MAX per lane of the first n (false for NaN): quantize_row's test for a usable scale. */
+PSAM_AVX512F static inline __mmask16 usable_scales(__m512 s, size_t n) {
+    return _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ) & _mm512_cmp_ps_mask(s, _mm512_set1_ps(FLT_MAX), _CMP_LE_OQ) &
+           (__mmask16)((1u << n) - 1u);
+}
+
+/* Up to 16 rows at a time: every row's extremes, then the rows' scales and zero points as one vector (the same
+ * IEEE divisions, products and sums quantize_row does one row at a time, so the same bits; a row's long chain of
+ * dependent divisions no longer stalls the next), then the rows, 64 values to one 64-byte store. */
 PSAM_AVX512F static void quantize_avx512(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq,
                                          float *scale, int32_t *zero) {
-    for (size_t i = 0; i < m; i++) {
-        const float *r = x + i * ldx;
-        __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-        size_t j = 0;
-        for (; j + 16 <= k; j += 16) {
-            __m512 v = _mm512_loadu_ps(r + j);
-            lo = _mm512_min_ps(lo, v);
-            hi = _mm512_max_ps(hi, v);
+    /* packus_epi32 then packus_epi16 of four vectors leaves, in 128-bit lane l, four values of each vector in turn:
+     * dword (l·4 + v) holds vector v's values 4l … 4l + 3. */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512 zf_max = _mm512_set1_ps(255.0f), vmax = _mm512_set1_ps(255.5f), half = _mm512_set1_ps(0.5f), z = _mm512_setzero_ps();
+    for (size_t i0 = 0; i0 < m; i0 += 16) {
+        const size_t g = m - i0 < 16 ? m - i0 : 16;
+        const __mmask16 gm = (__mmask16)((1u << g) - 1u);
+        float lo[16], hi[16], inv_row[16], add_row[16];
+        for (size_t i = 0; i < g; i++) minmax_row_avx512(x + (i0 + i) * ldx, k, lo + i, hi + i);
+        const __m512 l = _mm512_maskz_loadu_ps(gm, lo), s = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(gm, hi), l), zf_max);
+        const __mmask16 ok = usable_scales(s, g);
+        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
+        const __m512 zf = _mm512_min_ps(_mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(z, l), inv), half),
+                                                             _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), zf_max);
+        _mm512_mask_storeu_ps(scale + i0, gm, _mm512_mask_blend_ps(ok, _mm512_set1_ps(1.0f), s));
+        _mm512_mask_storeu_epi32(zero + i0, gm, _mm512_maskz_cvttps_epi32(ok, zf));
+        _mm512_storeu_ps(inv_row, inv);
+        _mm512_storeu_ps(add_row, _mm512_add_ps(zf, half));
+        for (size_t i = 0; i < g; i++) {
+            const float *r = x + (i0 + i) * ldx;
+            uint8_t *o = q + (i0 + i) * ldq;
+            if (!((ok >> i) & 1u)) { /* all zero (or not finite): zeros, as quantize_row */
+                memset(o, 0, ldq);
+                continue;
+            }
+            const __m512 vinv = _mm512_set1_ps(inv_row[i]), vadd = _mm512_set1_ps(add_row[i]);
+#define PSAM_Q32(p) _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vadd), z), vmax))
+            size_t j = 0;
+            for (; j + 64 <= k; j += 64) {
+                const __m512i ab = _mm512_packus_epi32(PSAM_Q32(r + j), PSAM_Q32(r + j + 16));
+                const __m512i cd = _mm512_packus_epi32(PSAM_Q32(r + j + 32), PSAM_Q32(r + j + 48));
+                _mm512_storeu_si512((void *)(o + j), _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd)));
+            }
+#undef PSAM_Q32
+            for (; j < k; j += 16) {
+                __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+                __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, r + j), vinv), vadd);
+                t = _mm512_min_ps(_mm512_max_ps(t, z), vmax);
+                _mm_mask_storeu_epi8(o + j, mk, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(t)));
+            }
+            if (ldq > k) memset(o + k, 0, ldq - k);
         }
-        if (j < k) {
-            __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << (k - j)) - 1u), r + j);
-            lo = _mm512_min_ps(lo, v);
-            hi = _mm512_max_ps(hi, v);
-        }
-        float l = _mm512_reduce_min_ps(lo), h = _mm512_reduce_max_ps(hi);
-        uint8_t *o = q + i * ldq;
-        float s = (h - l) / 255.0f;
-        if (!(s > 0.0f) || !isfinite(s)) {
-            quantize_row(r, k, o, ldq, l, h, scale + i, zero + i);
-            continue;
-        }
-        float inv = 1.0f / s;
-        float zf = floorf(-l * inv + 0.5f);
-        if (zf > 255.0f) zf = 255.0f;
-        scale[i] = s;
-        zero[i] = (int32_t)zf;
-        const __m512 vinv = _mm512_set1_ps(inv), vadd = _mm512_set1_ps(zf + 0.5f), vmax = _mm512_set1_ps(255.5f);
-        for (j = 0; j < k; j += 16) {
-            __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
-            __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, r + j), vinv), vadd);
-            t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), vmax);
-            _mm_mask_storeu_epi8(o + j, mk, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(t)));
-        }
-        for (j = k; j < ldq; j++) o[j] = 0;
     }
 }
 
@@ -277,32 +315,58 @@ static void quantize_s16_generic(const float *x, size_t m, size_t k, size_t ldx,
 }
 
 #if defined(__x86_64__)
+/* As quantize_avx512: up to 16 rows' max |x| first, then their scales as one vector (the division
+ * quantize_s16_scale does), then the rows, 32 values to one 64-byte store. */
 PSAM_AVX512F static void quantize_s16_avx512(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq,
                                              float *scale) {
     const __m512 vadd = _mm512_set1_ps((float)PSAM_S16_AMAX + 0.5f), vtop = _mm512_set1_ps(2.0f * (float)PSAM_S16_AMAX + 0.5f);
     const __m512i voff = _mm512_set1_epi32(PSAM_S16_AMAX);
-    for (size_t i = 0; i < m; i++) {
-        const float *r = x + i * ldx;
-        int16_t *o = q + i * ldq;
-        __m512 am = _mm512_setzero_ps();
-        for (size_t j = 0; j < k; j += 16) {
-            __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
-            am = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(mk, r + j)), am); /* a NaN lane keeps am, as the generic loop */
+    /* packs_epi32 leaves, in 128-bit lane l, four values of the first vector then four of the second. */
+    const __m512i order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m512 z = _mm512_setzero_ps();
+    for (size_t i0 = 0; i0 < m; i0 += 16) {
+        const size_t g = m - i0 < 16 ? m - i0 : 16;
+        const __mmask16 gm = (__mmask16)((1u << g) - 1u);
+        float amax[16], inv_row[16];
+        for (size_t i = 0; i < g; i++) {
+            const float *r = x + (i0 + i) * ldx;
+            __m512 a0 = z, a1 = z;
+            size_t j = 0;
+            for (; j + 32 <= k; j += 32) {
+                a0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(r + j)), a0); /* a NaN lane keeps the maximum, as the generic loop */
+                a1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(r + j + 16)), a1);
+            }
+            for (; j < k; j += 16) {
+                __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+                a0 = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(mk, r + j)), a0);
+            }
+            amax[i] = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
         }
-        float inv = 0.0f;
-        if (!quantize_s16_scale(_mm512_reduce_max_ps(am), scale + i, &inv)) {
-            quantize_s16_generic(r, 1, k, ldx, o, ldq, scale + i);
-            continue;
+        const __m512 s = _mm512_div_ps(_mm512_maskz_loadu_ps(gm, amax), _mm512_set1_ps((float)PSAM_S16_AMAX));
+        const __mmask16 ok = usable_scales(s, g);
+        _mm512_mask_storeu_ps(scale + i0, gm, _mm512_mask_blend_ps(ok, _mm512_set1_ps(1.0f), s));
+        _mm512_storeu_ps(inv_row, _mm512_div_ps(_mm512_set1_ps(1.0f), s));
+        for (size_t i = 0; i < g; i++) {
+            const float *r = x + (i0 + i) * ldx;
+            int16_t *o = q + (i0 + i) * ldq;
+            if (!((ok >> i) & 1u)) { /* all zero (or not finite): zeros, as the generic loop */
+                memset(o, 0, ldq * sizeof(int16_t));
+                continue;
+            }
+            const __m512 vinv = _mm512_set1_ps(inv_row[i]);
+#define PSAM_Q16(p) _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vadd), z), vtop)), voff)
+            size_t j = 0;
+            for (; j + 32 <= k; j += 32)
+                _mm512_storeu_si512((void *)(o + j), _mm512_permutexvar_epi64(order, _mm512_packs_epi32(PSAM_Q16(r + j), PSAM_Q16(r + j + 16))));
+#undef PSAM_Q16
+            for (; j < k; j += 16) {
+                __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
+                __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, r + j), vinv), vadd);
+                t = _mm512_min_ps(_mm512_max_ps(t, z), vtop);
+                _mm256_mask_storeu_epi16(o + j, mk, _mm512_cvtepi32_epi16(_mm512_sub_epi32(_mm512_cvttps_epi32(t), voff)));
+            }
+            if (ldq > k) memset(o + k, 0, (ldq - k) * sizeof(int16_t));
         }
-        const __m512 vinv = _mm512_set1_ps(inv);
-        for (size_t j = 0; j < k; j += 16) {
-            __mmask16 mk = k - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - j)) - 1u);
-            __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, r + j), vinv), vadd);
-            t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), vtop);
-            __m512i v = _mm512_sub_epi32(_mm512_cvttps_epi32(t), voff);
-            _mm256_mask_storeu_epi16(o + j, mk, _mm512_cvtepi32_epi16(v));
-        }
-        for (size_t j = k; j < ldq; j++) o[j] = 0;
     }
 }
 #endif
@@ -562,11 +626,12 @@ PSAM_AVX512FMA static void depthwise_avx512(const float *x, size_t h, size_t w, 
             else if (group) dw_pixels_avx512(x, w, c, wt, bias, k, stride, (size_t)iy0, (size_t)ix0, o);
             else dw_pixel_avx512(x, h, w, c, wt, bias, k, stride, pad, oy, ox, o[0]);
             for (size_t i = 0; i < np; i++) {
-                const size_t p = oy * wo + ox + i;
                 if (lut && !fused) gelu_lut_avx512(o[i], c);
                 else if (gelu && !lut) gelu_avx512(o[i], c);
-                if (q) quantize_avx512(o[i], 1, c, c, q + p * ldq, ldq, scale + p, zero + p);
             }
+            /* The group's pixels are consecutive rows of `rows` (and of q): quantized together. */
+            const size_t p = oy * wo + ox;
+            if (q) quantize_avx512(o[0], np, c, group ? 1024 : c, q + p * ldq, ldq, scale + p, zero + p);
             ox += np;
         }
     }

@@ -700,6 +700,7 @@ int main(void) {
         for (int kind = 0; kind < 6; kind++) {
             test_quantize(1, sizes[s], kind);
             test_quantize(1 + next() % 6, sizes[s], kind);
+            test_quantize(17 + next() % 24, sizes[s], kind); /* more than the 16 rows AVX-512 scales at a time */
         }
     test_quantize(3, 0, 0);
     for (size_t n = 0; n <= 300; n++) test_gelu(n);
