@@ -27,82 +27,124 @@ struct WindowAttentionJob {
     var wn: Int { win * win }
     var windows: Int { nw * nw }
 
-    /// One slot's scratch, in floats: a zero row and its norm (then the attention's output), normalised tokens (then the
-    /// projection's output), qkv, the quantized rows, their scales and zero points, the attention kernel's scratch.
-    static func layout(rows: Int, d: Int, kp: Int, attention: Int) -> (tok: Int, ln: Int, qkv: Int, q: Int, scale: Int, zero: Int, att: Int, total: Int) {
+    /// One slot's scratch, in floats: a zero row (then the attention's output), normalised tokens (then the
+    /// projection's output), qkv, the quantized rows, their scales and zero points, the attention kernel's scratch,
+    /// the padding tokens' qkv row.
+    static func layout(rows: Int, d: Int, kp: Int, attention: Int) -> (tok: Int, ln: Int, qkv: Int, q: Int, scale: Int, zero: Int, att: Int, pad: Int, total: Int) {
         func up(_ n: Int) -> Int { (n + 15) & ~15 }
         let tok = 0, ln = tok + up(rows * d), qkv = ln + up(rows * d), q = qkv + up(rows * 3 * d)
-        let scale = q + up((rows * kp + 3) / 4), zero = scale + up(rows), att = zero + up(rows)
-        return (tok, ln, qkv, q, scale, zero, att, att + up(attention))
+        let scale = q + up((rows * kp + 3) / 4), zero = scale + up(rows), att = zero + up(rows), pad = att + up(attention)
+        return (tok, ln, qkv, q, scale, zero, att, pad, pad + up(3 * d))
     }
 
+    /// Window `w`'s rows and columns of tokens inside the image (the rest are padding).
+    @inline(__always)
+    func extent(_ w: Int) -> (wy: Int, wx: Int, ny: Int, nx: Int) {
+        let wy = w / nw, wx = w % nw
+        return (wy, wx, min(win, h - wy * win), min(win, h - wx * win))
+    }
+
+    /// Windows over the bottom or right border hold padding tokens (zeros before the layer norm, as PyTorch pads):
+    /// they all have the same norm, so the same quantized row and the same qkv row. The layer norm, quantization and
+    /// qkv GEMM run over the group's tokens inside the image (in window order, "compact" rows) and one padding row;
+    /// the qkv rows are then spread to their window places (the padding row to every padding place), since the
+    /// attention takes every key and value of a window. Padding queries' outputs are dropped, so the projection runs
+    /// over the compact rows only. Every row's values are those of the whole-window computation: rows are
+    /// independent in the layer norm, the quantization and the GEMMs (exact integer sums, the same epilogue).
     func run(block i: Int, slot: Int) {
         let w0 = i * group, w1 = min(windows, w0 + group)
         guard w0 < w1 else { return }
-        let rows = (w1 - w0) * wn, kp = max(qkv.kp, proj.kp)
+        let rows = (w1 - w0) * wn, kp = max(qkv.kp, proj.kp), d3 = 3 * d
         let l = Self.layout(rows: rows, d: d, kp: kp, attention: Self.attentionScratch(attention, wn: wn, kd: kd))
         let base = scratch + slot * slotFloats
         let tok = base + l.tok, ln = base + l.ln, qkvOut = base + l.qkv, scales = base + l.scale, att = base + l.att
         let q = UnsafeMutableRawPointer(base + l.q).bindMemory(to: UInt8.self, capacity: rows * kp)
         let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
-        let nw = self.nw, wn = self.wn
-        // The layer norm of each window row's tokens, read in place (a window row inside the image is contiguous in
-        // x); tokens past the border are zeros (PyTorch pads before the attention's layer norm): their norm, made
-        // once from a zero row in `tok`, is copied.
-        tok.initialize(repeating: 0, count: d)
-        psam_layernorm_rows(tok, 1, d, d, norm.w, norm.b, eps, tok + d, d)
+        // The layer norm of each window row's tokens inside the image, read in place (contiguous in x).
+        var real = 0
         for w in w0..<w1 {
-            let wy = w / nw, wx = w % nw, nx = max(0, min(win, h - wx * win))
-            for ty in 0..<win {
-                let y = wy * win + ty, dst = ln + ((w - w0) * wn + ty * win) * d
-                let inside = y < h ? nx : 0
-                if inside > 0 { psam_layernorm_rows(x + (y * h + wx * win) * d, inside, d, d, norm.w, norm.b, eps, dst, d) }
-                for t in inside..<win { (dst + t * d).update(from: tok + d, count: d) }
+            let e = extent(w)
+            for ty in 0..<e.ny {
+                psam_layernorm_rows(x + ((e.wy * win + ty) * h + e.wx * win) * d, e.nx, d, d, norm.w, norm.b, eps, ln + real * d, d)
+                real += e.nx
             }
         }
-        psam_quantize_rows_u8(ln, rows, d, d, q, qkv.kp, scales, zero)
-        qkv.gemm(q, scale: scales, zero: zero, m: rows, bias: qkvBias, into: qkvOut, ldc: 3 * d)
+        let padded = real < rows
+        if padded {
+            tok.initialize(repeating: 0, count: d)
+            psam_layernorm_rows(tok, 1, d, d, norm.w, norm.b, eps, ln + real * d, d)
+        }
+        let m1 = real + (padded ? 1 : 0)
+        psam_quantize_rows_u8(ln, m1, d, d, q, qkv.kp, scales, zero)
+        qkv.gemm(q, scale: scales, zero: zero, m: m1, bias: qkvBias, into: qkvOut, ldc: d3)
+        if padded {
+            // Spread the compact rows to their window places, last first (a row's place is at or after its compact
+            // index, and every row not yet moved lies before the place written), padding places from `pad`.
+            let padRow = base + l.pad
+            padRow.update(from: qkvOut + real * d3, count: d3)
+            var c = real - 1
+            for w in (w0..<w1).reversed() {
+                let e = extent(w)
+                for t in (0..<wn).reversed() {
+                    let dst = qkvOut + ((w - w0) * wn + t) * d3
+                    if t / win < e.ny && t % win < e.nx {
+                        if dst != qkvOut + c * d3 { dst.update(from: qkvOut + c * d3, count: d3) }
+                        c -= 1
+                    } else {
+                        dst.update(from: padRow, count: d3)
+                    }
+                }
+            }
+        }
         for w in 0..<(w1 - w0) {
-            let a = qkvOut + w * wn * 3 * d, o = tok + w * wn * d
+            let a = qkvOut + w * wn * d3, o = tok + w * wn * d
             switch attention {
             case .windowAttentionBF16:
-                // A window over the bottom or right border: its queries past the border are padding, whose outputs are
-                // dropped (zeros go on to the projection); their keys and values still count.
-                let wy = (w0 + w) / nw, wx = (w0 + w) % nw
-                let ny = min(win, h - wy * win), nx = min(win, h - wx * win)
-                if nx == win || wn > Int(UInt16.max) {
-                    psam_window_attention_bf16_rows(a, 3 * d, wn, ny * win, nil, heads, kd, scale, bias, o, d, att)
-                    if ny < win { (o + ny * win * d).initialize(repeating: 0, count: (wn - ny * win) * d) }
+                // Only the queries inside the image (padding queries' outputs are dropped).
+                let e = extent(w0 + w)
+                if e.nx == win || wn > Int(UInt16.max) {
+                    psam_window_attention_bf16_rows(a, d3, wn, e.ny * win, nil, heads, kd, scale, bias, o, d, att)
                 } else {
                     withUnsafeTemporaryAllocation(of: UInt16.self, capacity: wn) { rows in
                         var nq = 0
-                        for ty in 0..<win {
-                            for tx in 0..<win {
-                                if ty < ny && tx < nx {
-                                    rows[nq] = UInt16(ty * win + tx)
-                                    nq += 1
-                                } else {
-                                    (o + (ty * win + tx) * d).initialize(repeating: 0, count: d)
-                                }
+                        for ty in 0..<e.ny {
+                            for tx in 0..<e.nx {
+                                rows[nq] = UInt16(ty * win + tx)
+                                nq += 1
                             }
                         }
-                        psam_window_attention_bf16_rows(a, 3 * d, wn, nq, rows.baseAddress, heads, kd, scale, bias, o, d, att)
+                        psam_window_attention_bf16_rows(a, d3, wn, nq, rows.baseAddress, heads, kd, scale, bias, o, d, att)
                     }
                 }
-            case .windowAttentionFP16: psam_window_attention_fp16(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
-            default: psam_window_attention(a, 3 * d, wn, heads, kd, scale, bias, o, d, att)
+            case .windowAttentionFP16: psam_window_attention_fp16(a, d3, wn, heads, kd, scale, bias, o, d, att)
+            default: psam_window_attention(a, d3, wn, heads, kd, scale, bias, o, d, att)
             }
         }
-        psam_quantize_rows_u8(tok, rows, d, d, q, proj.kp, scales, zero)
-        proj.gemm(q, scale: scales, zero: zero, m: rows, bias: projBias, into: ln, ldc: d)
-        // Add back the tokens inside the image (each belongs to exactly one window).
+        if padded {
+            // The outputs of the tokens inside the image to compact rows, first first (a row's compact index is at
+            // or before its place).
+            var c = 0
+            for w in w0..<w1 {
+                let e = extent(w)
+                for ty in 0..<e.ny {
+                    for tx in 0..<e.nx {
+                        let src = tok + ((w - w0) * wn + ty * win + tx) * d
+                        if src != tok + c * d { (tok + c * d).update(from: src, count: d) }
+                        c += 1
+                    }
+                }
+            }
+        }
+        psam_quantize_rows_u8(tok, real, d, d, q, proj.kp, scales, zero)
+        proj.gemm(q, scale: scales, zero: zero, m: real, bias: projBias, into: ln, ldc: d)
+        // Add back the tokens inside the image (each belongs to exactly one window), a window row at a time.
+        var c = 0
         for w in w0..<w1 {
-            let wy = w / nw, wx = w % nw
-            for t in 0..<wn {
-                let y = wy * win + t / win, xx = wx * win + t % win
-                guard y < h && xx < h else { continue }
-                let dst = x + (y * h + xx) * d
-                psam_add_rows(dst, dst, ln + ((w - w0) * wn + t) * d, d)
+            let e = extent(w)
+            for ty in 0..<e.ny {
+                let dst = x + ((e.wy * win + ty) * h + e.wx * win) * d
+                psam_add_rows(dst, dst, ln + c * d, e.nx * d)
+                c += e.nx
             }
         }
     }
