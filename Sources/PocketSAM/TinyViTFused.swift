@@ -37,10 +37,22 @@ struct WindowAttentionJob {
         return (tok, ln, qkv, q, scale, zero, att, pad, pad + up(3 * d))
     }
 
-    /// Window `w`'s rows and columns of tokens inside the image (the rest are padding).
+    /// The `k`-th window in the order the blocks take them: the whole windows first (row by row), then those over the
+    /// right border, then the bottom row. The border windows, whose rows are mostly padding, cost less, so the last
+    /// blocks handed out are the short ones and the threads finish together.
     @inline(__always)
-    func extent(_ w: Int) -> (wy: Int, wx: Int, ny: Int, nx: Int) {
-        let wy = w / nw, wx = w % nw
+    func window(_ k: Int) -> (wy: Int, wx: Int) {
+        let nf = h / win
+        if nf == nw { return (k / nw, k % nw) }
+        if k < nf * nf { return (k / nf, k % nf) }
+        let r = k - nf * nf
+        return r < nf ? (r, nw - 1) : (nw - 1, r - nf)
+    }
+
+    /// The `k`-th window's place and its rows and columns of tokens inside the image (the rest are padding).
+    @inline(__always)
+    func extent(_ k: Int) -> (wy: Int, wx: Int, ny: Int, nx: Int) {
+        let (wy, wx) = window(k)
         return (wy, wx, min(win, h - wy * win), min(win, h - wx * win))
     }
 
