@@ -186,7 +186,10 @@ PSAM_AVX512F static void quantize_avx512(const float *x, size_t m, size_t k, siz
                 continue;
             }
             const __m512 vinv = _mm512_set1_ps(inv_row[i]), vadd = _mm512_set1_ps(add_row[i]);
-#define PSAM_Q32(p) _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vadd), z), vmax))
+/* No clamp to [0, 255.5] before the conversion here: the packs saturate to [0, 255], which is what the clamp gives,
+ * for every t = x·inv + add of a finite row (|t| < 2^31; t < 0 truncates to 0 or packs to 0, t ≥ 256 packs to 255),
+ * and a NaN converts to INT32_MIN, which packs to 0 as the clamp (max(NaN, 0) = 0) does. */
+#define PSAM_Q32(p) _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vadd))
             size_t j = 0;
             for (; j + 64 <= k; j += 64) {
                 const __m512i ab = _mm512_packus_epi32(PSAM_Q32(r + j), PSAM_Q32(r + j + 16));
@@ -354,7 +357,9 @@ PSAM_AVX512F static void quantize_s16_avx512(const float *x, size_t m, size_t k,
                 continue;
             }
             const __m512 vinv = _mm512_set1_ps(inv_row[i]);
-#define PSAM_Q16(p) _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vadd), z), vtop)), voff)
+/* No clamp to 2·AMAX + 0.5 before the conversion here: |x| ≤ max|x| bounds t = x·inv + AMAX + 0.5 to within rounding
+ * of it, and the signed pack saturates at 32767 anyway. max(t, 0) stays: it sends a NaN to 0 (then −AMAX). */
+#define PSAM_Q16(p) _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vadd), z)), voff)
             size_t j = 0;
             for (; j + 32 <= k; j += 32)
                 _mm512_storeu_si512((void *)(o + j), _mm512_permutexvar_epi64(order, _mm512_packs_epi32(PSAM_Q16(r + j), PSAM_Q16(r + j + 16))));
