@@ -164,20 +164,39 @@ PSAM_AVX512F static void quantize_avx512(const float *x, size_t m, size_t k, siz
      * dword (l·4 + v) holds vector v's values 4l … 4l + 3. */
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m512 zf_max = _mm512_set1_ps(255.0f), vmax = _mm512_set1_ps(255.5f), half = _mm512_set1_ps(0.5f), z = _mm512_setzero_ps();
-    for (size_t i0 = 0; i0 < m; i0 += 16) {
-        const size_t g = m - i0 < 16 ? m - i0 : 16;
+    /* Rows per batch: up to 16, about 16 KB of them, so that the second pass reads them from L1. */
+    const size_t batch = k <= 256 ? 16 : k >= 2048 ? 2 : 4096 / k;
+    for (size_t i0 = 0; i0 < m; i0 += batch) {
+        const size_t g = m - i0 < batch ? m - i0 : batch;
         const __mmask16 gm = (__mmask16)((1u << g) - 1u);
         float lo[16], hi[16], inv_row[16], add_row[16];
         for (size_t i = 0; i < g; i++) minmax_row_avx512(x + (i0 + i) * ldx, k, lo + i, hi + i);
-        const __m512 l = _mm512_maskz_loadu_ps(gm, lo), s = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(gm, hi), l), zf_max);
-        const __mmask16 ok = usable_scales(s, g);
-        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
-        const __m512 zf = _mm512_min_ps(_mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(z, l), inv), half),
-                                                             _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), zf_max);
-        _mm512_mask_storeu_ps(scale + i0, gm, _mm512_mask_blend_ps(ok, _mm512_set1_ps(1.0f), s));
-        _mm512_mask_storeu_epi32(zero + i0, gm, _mm512_maskz_cvttps_epi32(ok, zf));
-        _mm512_storeu_ps(inv_row, inv);
-        _mm512_storeu_ps(add_row, _mm512_add_ps(zf, half));
+        __mmask16 ok = 0;
+        if (g >= 2) {
+            const __m512 l = _mm512_maskz_loadu_ps(gm, lo), s = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(gm, hi), l), zf_max);
+            ok = usable_scales(s, g);
+            const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
+            const __m512 zf = _mm512_min_ps(_mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(z, l), inv), half),
+                                                                 _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), zf_max);
+            _mm512_mask_storeu_ps(scale + i0, gm, _mm512_mask_blend_ps(ok, _mm512_set1_ps(1.0f), s));
+            _mm512_mask_storeu_epi32(zero + i0, gm, _mm512_maskz_cvttps_epi32(ok, zf));
+            _mm512_storeu_ps(inv_row, inv);
+            _mm512_storeu_ps(add_row, _mm512_add_ps(zf, half));
+        } else { /* one row: scalar, as quantize_row (the vector divisions' latency would cost more) */
+            const float s = (hi[0] - lo[0]) / 255.0f;
+            if (s > 0.0f && isfinite(s)) {
+                ok = 1;
+                inv_row[0] = 1.0f / s;
+                float zf = floorf(-lo[0] * inv_row[0] + 0.5f);
+                if (zf > 255.0f) zf = 255.0f;
+                scale[i0] = s;
+                zero[i0] = (int32_t)zf;
+                add_row[0] = zf + 0.5f;
+            } else {
+                scale[i0] = 1.0f;
+                zero[i0] = 0;
+            }
+        }
         for (size_t i = 0; i < g; i++) {
             const float *r = x + (i0 + i) * ldx;
             uint8_t *o = q + (i0 + i) * ldq;
@@ -751,56 +770,33 @@ static void layernorm_generic(const float *x, size_t m, size_t c, size_t ldx, co
     LAYERNORM_BODY
 }
 #if defined(__x86_64__)
-/* Up to 16 rows at a time: every row's sum, the means as one vector, every row's squared deviations, the inverse
- * deviations as one vector, then the rows. Each row's sums run as before (one chain per lane, then the same
- * reduction), and the divisions and square roots are the same IEEE operations, so the bits are as one row at a
- * time; only the rows' dependent divisions no longer wait for each other. */
 PSAM_AVX512F static void layernorm_avx512(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b,
                                           float eps, float *out, size_t ldo) {
-    const __m512 vc = _mm512_set1_ps((float)c), ve = _mm512_set1_ps(eps), one = _mm512_set1_ps(1.0f);
-    for (size_t i0 = 0; i0 < m; i0 += 16) {
-        const size_t g = m - i0 < 16 ? m - i0 : 16;
-        const __mmask16 gm = (__mmask16)((1u << g) - 1u);
-        float mean[16], inv[16];
-        for (size_t i = 0; i < g; i++) {
-            const float *r = x + (i0 + i) * ldx;
-            __m512 s = _mm512_setzero_ps();
-            size_t j = 0;
-            for (; j + 16 <= c; j += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(r + j));
-            float t = _mm512_reduce_add_ps(s);
-            for (; j < c; j++) t += r[j];
-            mean[i] = t;
+    for (size_t i = 0; i < m; i++) {
+        const float *r = x + i * ldx;
+        float *o = out + i * ldo;
+        __m512 s = _mm512_setzero_ps();
+        size_t j = 0;
+        for (; j + 16 <= c; j += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(r + j));
+        float mean = _mm512_reduce_add_ps(s);
+        for (; j < c; j++) mean += r[j];
+        mean /= (float)c;
+        const __m512 vm = _mm512_set1_ps(mean);
+        __m512 v = _mm512_setzero_ps();
+        for (j = 0; j + 16 <= c; j += 16) {
+            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(r + j), vm);
+            v = _mm512_add_ps(v, _mm512_mul_ps(d, d));
         }
-        _mm512_storeu_ps(mean, _mm512_div_ps(_mm512_maskz_loadu_ps(gm, mean), vc));
-        for (size_t i = 0; i < g; i++) {
-            const float *r = x + (i0 + i) * ldx;
-            const __m512 vm = _mm512_set1_ps(mean[i]);
-            __m512 v = _mm512_setzero_ps();
-            size_t j = 0;
-            for (; j + 16 <= c; j += 16) {
-                __m512 d = _mm512_sub_ps(_mm512_loadu_ps(r + j), vm);
-                v = _mm512_add_ps(v, _mm512_mul_ps(d, d));
-            }
-            float var = _mm512_reduce_add_ps(v);
-            for (; j < c; j++) {
-                float d = r[j] - mean[i];
-                var += d * d;
-            }
-            inv[i] = var;
+        float var = _mm512_reduce_add_ps(v);
+        for (; j < c; j++) { float d = r[j] - mean; var += d * d; }
+        var /= (float)c;
+        float inv = 1.0f / sqrtf(var + eps);
+        const __m512 vi = _mm512_set1_ps(inv);
+        for (j = 0; j + 16 <= c; j += 16) {
+            __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(r + j), vm), vi), _mm512_loadu_ps(w + j));
+            _mm512_storeu_ps(o + j, _mm512_add_ps(t, _mm512_loadu_ps(b + j)));
         }
-        /* 1 / sqrt(var / c + eps) */
-        _mm512_storeu_ps(inv, _mm512_div_ps(one, _mm512_sqrt_ps(_mm512_add_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(gm, inv), vc), ve))));
-        for (size_t i = 0; i < g; i++) {
-            const float *r = x + (i0 + i) * ldx;
-            float *o = out + (i0 + i) * ldo;
-            const __m512 vm = _mm512_set1_ps(mean[i]), vi = _mm512_set1_ps(inv[i]);
-            size_t j = 0;
-            for (; j + 16 <= c; j += 16) {
-                __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(r + j), vm), vi), _mm512_loadu_ps(w + j));
-                _mm512_storeu_ps(o + j, _mm512_add_ps(t, _mm512_loadu_ps(b + j)));
-            }
-            for (; j < c; j++) o[j] = (r[j] - mean[i]) * inv[i] * w[j] + b[j];
-        }
+        for (; j < c; j++) o[j] = (r[j] - mean) * inv * w[j] + b[j];
     }
 }
 
