@@ -1,4 +1,5 @@
 import PocketSAMFormat
+import PocketSAMKernels
 
 /// Image preprocessing exactly as SAM's `ResizeLongestSide.apply_image` (PIL's bilinear resize with
 /// its antialiasing filter on uint8 RGB), then per-model normalisation and zero padding.
@@ -41,10 +42,6 @@ enum Preprocess {
             bounds[2 * xx] = Int32(xmin)
             bounds[2 * xx + 1] = Int32(max(xmax, 0))
         }
-    }
-
-    @inline(__always) static func clip8(_ acc: Int64) -> UInt8 {
-        UInt8(max(0, min(255, acc >> 22)))
     }
 
     /// Resizes 8-bit gray or RGB `src` (`channels` 1 or 3, rows `stride` bytes apart) to RGB
@@ -131,30 +128,10 @@ struct PreprocessJob {
             }
         case .horizontal:
             guard let tmp, let b = bounds, let k = weights else { return }
-            for y in r0..<r1 {
-                let row = src + y * stride
-                for xx in 0..<ow {
-                    let xmin = Int(b[2 * xx]), n = Int(b[2 * xx + 1])
-                    let kk = k + xx * taps
-                    for ch in 0..<3 {
-                        let c = channels == 3 ? ch : 0
-                        var acc: Int64 = 1 << 21
-                        for x in 0..<n { acc += Int64(row[(xmin + x) * channels + c]) * Int64(kk[x]) }
-                        tmp[(y * ow + xx) * 3 + ch] = Preprocess.clip8(acc)
-                    }
-                }
-            }
+            psam_resample_rows_h(src, stride, channels, r0, r1, ow, b, k, taps, tmp)
         case .vertical:
             guard let tmp, let out, let b = bounds, let k = weights else { return }
-            for yy in r0..<r1 {
-                let ymin = Int(b[2 * yy]), n = Int(b[2 * yy + 1])
-                let kk = k + yy * taps
-                for i in 0..<(ow * 3) {
-                    var acc: Int64 = 1 << 21
-                    for y in 0..<n { acc += Int64(tmp[(ymin + y) * ow * 3 + i]) * Int64(kk[y]) }
-                    out[yy * ow * 3 + i] = Preprocess.clip8(acc)
-                }
-            }
+            psam_resample_rows_v(tmp, ow * 3, r0, r1, b, k, taps, out)
         case .extremes:
             guard let extremes else { return }
             var lo: UInt8 = 255, hi: UInt8 = 0

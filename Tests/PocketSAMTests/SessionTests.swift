@@ -73,6 +73,56 @@ final class SessionTests: XCTestCase {
 
     /// Results do not depend on the thread count (work is split by output columns; every element is the
     /// same dot product in the same order).
+    /// The resize's byte-exact arithmetic against a plain Int64 transcription of PIL's antialiased bilinear resampling
+    /// (ImagingResample: triangle filter widened by the scale, weights normalised to 22-bit fixed point, a horizontal
+    /// pass then a vertical one, each rounded to bytes), on RGB and gray images of odd sizes, shrunk and enlarged.
+    func testResizeIsPILsFixedPointResampling() throws {
+        let s = try session(threads: 2)
+        func coefficients(_ inSize: Int, _ outSize: Int) -> [(first: Int, weights: [Int64])] {
+            let scale = Double(inSize) / Double(outSize), fs = max(scale, 1), ss = 1 / fs
+            return (0..<outSize).map { o in
+                let center = (Double(o) + 0.5) * scale
+                let lo = max(Int(center - fs + 0.5), 0), hi = min(Int(center + fs + 0.5), inSize)
+                let tri = (lo..<hi).map { x -> Double in let t = abs((Double(x) - center + 0.5) * ss); return t < 1 ? 1 - t : 0 }
+                let sum = tri.reduce(0, +)
+                return (lo, tri.map { let f = (sum == 0 ? 0 : $0 / sum) * Double(1 << 22); return Int64(f < 0 ? f - 0.5 : f + 0.5) })
+            }
+        }
+        func byte(_ acc: Int64) -> UInt8 { UInt8(max(0, min(255, acc >> 22))) }
+        var seed: UInt64 = 0x9E3779B97F4A7C15
+        for (w, h, channels) in [(301, 173, 3), (97, 311, 1), (1000, 21, 3), (200, 130, 3)] {
+            let px = (0..<(w * h * channels)).map { _ -> UInt8 in
+                seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                return UInt8(truncatingIfNeeded: seed >> 56)
+            }
+            try px.withUnsafeBufferPointer { try s.setImage(pixels: $0.baseAddress!, width: w, height: h, channels: channels) }
+            let long = 256, scale = Double(long) / Double(max(w, h))
+            let oh = Int(Double(h) * scale + 0.5), ow = Int(Double(w) * scale + 0.5)
+            // Horizontal pass (gray replicated to three channels), then vertical.
+            let cx = coefficients(w, ow), cy = coefficients(h, oh)
+            var tmp = [UInt8](repeating: 0, count: h * ow * 3), ref = [UInt8](repeating: 0, count: oh * ow * 3)
+            for y in 0..<h {
+                for xx in 0..<ow {
+                    for c in 0..<3 {
+                        var acc: Int64 = 1 << 21
+                        for (t, k) in cx[xx].weights.enumerated() { acc += Int64(px[(y * w + cx[xx].first + t) * channels + (channels == 3 ? c : 0)]) * k }
+                        tmp[(y * ow + xx) * 3 + c] = byte(acc)
+                    }
+                }
+            }
+            for yy in 0..<oh {
+                for i in 0..<(ow * 3) {
+                    var acc: Int64 = 1 << 21
+                    for (t, k) in cy[yy].weights.enumerated() { acc += Int64(tmp[(cy[yy].first + t) * ow * 3 + i]) * k }
+                    ref[yy * ow * 3 + i] = byte(acc)
+                }
+            }
+            let got = s.resizedImage()
+            XCTAssertEqual(got.count, ref.count, "\(w)×\(h)×\(channels)")
+            XCTAssertTrue(got == ref, "\(w)×\(h)×\(channels): \(zip(got, ref).filter { $0 != $1 }.count) bytes differ")
+        }
+    }
+
     func testOneAndTwoThreadsGiveTheSameAnswer() throws {
         let (w, h) = (300, 200)
         let px = gradient(w, h)

@@ -281,6 +281,16 @@ void psam_softmax_online_cols(float *s, size_t rows, size_t cols, size_t ld, flo
 /* Softmax across groups, per lane: each of the m rows of x (ld apart) holds n groups of g values; for each lane
  * h < g, softmax over x[t·g + h], t < n, in place (attention to n tokens with g heads, stored token-major). */
 void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g);
+/* PIL's antialiased bilinear resampling passes on 8-bit RGB (Preprocess.coefficients makes the taps: for output
+ * sample o, taps bounds[2o + 1] from input bounds[2o], 22-bit fixed-point weights weights[o·taps …], each ≥ 0 and
+ * summing to about 2^22, so 2^21 + Σ 255·weight stays far inside int32). Each output byte is
+ * clamp((2^21 + Σ in·weight) >> 22, 0, 255), as PIL computes it.
+ * Horizontal: rows [y0, y1) of src (channels 1 or 3 bytes a pixel, rows `stride` bytes apart; gray is replicated to
+ * three equal channels) into rows of tmp[ow·3]. Vertical: output rows [y0, y1) from tmp's rows (ow3 bytes each) into out. */
+void psam_resample_rows_h(const uint8_t *src, size_t stride, size_t channels, size_t y0, size_t y1, size_t ow,
+                          const int32_t *bounds, const int32_t *weights, size_t taps, uint8_t *tmp);
+void psam_resample_rows_v(const uint8_t *tmp, size_t ow3, size_t y0, size_t y1, const int32_t *bounds, const int32_t *weights,
+                          size_t taps, uint8_t *out);
 void psam_rows_affine(float *t, size_t m, size_t n, const float *mean, const float *rstd, const float *u, const float *v);
 
 #ifdef __cplusplus
