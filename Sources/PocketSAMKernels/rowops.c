@@ -91,22 +91,32 @@ PSAM_AVX2 static inline void transpose8x8(__m256 *r) {
 #pragma STDC FP_CONTRACT OFF
 #endif /* GCC in ISO C mode (-std=c11) does not contract */
 
-static inline void quantize_row(const float *r, size_t k, uint8_t *o, size_t ldq, float lo, float hi, float *scale,
-                                int32_t *zero) {
-    float s = (hi - lo) / 255.0f;
+/* A row's scale and zero point from its extremes (lo ≤ 0 ≤ hi), and the factor and offset its values are quantized
+ * with (x·inv + add, truncated). Returns 0, with scale 1 and zero 0, for an all-zero (or non-finite, which upstream
+ * validation excludes) row, which quantizes to zeros. */
+static inline int quantize_params(float lo, float hi, float *scale, int32_t *zero, float *inv, float *add) {
+    const float s = (hi - lo) / 255.0f;
     if (!(s > 0.0f) || !isfinite(s)) {
-        /* All zero (or non-finite input, which upstream validation excludes): quantize to zero. */
         *scale = 1.0f;
         *zero = 0;
-        for (size_t j = 0; j < ldq; j++) o[j] = 0;
-        return;
+        return 0;
     }
-    float inv = 1.0f / s;
-    float zf = floorf(-lo * inv + 0.5f);
+    *inv = 1.0f / s;
+    float zf = floorf(-lo * *inv + 0.5f);
     if (zf > 255.0f) zf = 255.0f;
     *scale = s;
     *zero = (int32_t)zf;
-    float add = zf + 0.5f;
+    *add = zf + 0.5f;
+    return 1;
+}
+
+static inline void quantize_row(const float *r, size_t k, uint8_t *o, size_t ldq, float lo, float hi, float *scale,
+                                int32_t *zero) {
+    float inv = 0.0f, add = 0.0f;
+    if (!quantize_params(lo, hi, scale, zero, &inv, &add)) {
+        for (size_t j = 0; j < ldq; j++) o[j] = 0;
+        return;
+    }
     for (size_t j = 0; j < k; j++) {
         float t = r[j] * inv + add;
         t = t < 0.0f ? 0.0f : (t > 255.5f ? 255.5f : t);
@@ -183,19 +193,7 @@ PSAM_AVX512F static void quantize_avx512(const float *x, size_t m, size_t k, siz
             _mm512_storeu_ps(inv_row, inv);
             _mm512_storeu_ps(add_row, _mm512_add_ps(zf, half));
         } else { /* one row: scalar, as quantize_row (the vector divisions' latency would cost more) */
-            const float s = (hi[0] - lo[0]) / 255.0f;
-            if (s > 0.0f && isfinite(s)) {
-                ok = 1;
-                inv_row[0] = 1.0f / s;
-                float zf = floorf(-lo[0] * inv_row[0] + 0.5f);
-                if (zf > 255.0f) zf = 255.0f;
-                scale[i0] = s;
-                zero[i0] = (int32_t)zf;
-                add_row[0] = zf + 0.5f;
-            } else {
-                scale[i0] = 1.0f;
-                zero[i0] = 0;
-            }
+            ok = (__mmask16)quantize_params(lo[0], hi[0], scale + i0, zero + i0, inv_row, add_row);
         }
         for (size_t i = 0; i < g; i++) {
             const float *r = x + (i0 + i) * ldx;
