@@ -1,6 +1,6 @@
-/* Tests of the fp32 row operations (Sources/PocketSAMKernels/rowops.c), built with the system C compiler.
- * rowops.c is compiled into this program (#include below) so that its static generic bodies are the
- * reference; every x86 variant this CPU has (AVX2 + FMA, AVX-512) and the public, dispatched function are
+/* Tests of the fp32 row operations (Sources/PocketSAMKernels/: a file per operation, e.g. layernorm.c), built with
+ * the system C compiler and linked with every kernel source; rowops_internal.h declares each operation's bodies, so
+ * that the generic ones are the reference; every x86 variant this CPU has (AVX2 + FMA, AVX-512) and the public, dispatched function are
  * run on the same inputs, over many shapes including tails that fill no vector (sizes not a multiple of
  * 8 or 16, one row, c = 1…300, 49- and 196-token windows with kd 16 and 32, 1…64 keys).
  *
@@ -16,7 +16,7 @@
  *
  * Prints "tested: <variant>...", the largest relative difference of each operation, and a final
  * "N passed, M failed"; exit status 1 on any failure. */
-#include "../../Sources/PocketSAMKernels/rowops.c"
+#include "../../Sources/PocketSAMKernels/rowops_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +60,7 @@ typedef struct {
     softmax_fn softmax;
     attention_fn attention;
     depthwise_fn depthwise;
-    fewkeys_fn fewkeys; /* NULL: no own version (the dispatched function covers it) */
+    fewkeys_fn fewkeys; /* NULL (any member): no own version (the dispatched function covers it) */
 } variant;
 
 static variant variants[4];
@@ -116,8 +116,9 @@ static void test_quantize(size_t m, size_t k, int kind) {
     float *rs = falloc(m), *gs = falloc(m);
     int32_t *rz = calloc(m, 4), *gz = calloc(m, 4);
     memset(ref, 0xA5, m * ldq + 1);
-    quantize_generic(x, m, k, ldx, ref, ldq, rs, rz);
+    psam_quantize_u8__generic(x, m, k, ldx, ref, ldq, rs, rz);
     for (size_t v = 0; v < nvariants; v++) {
+        if (!variants[v].quantize) continue; /* this variant has no own body of it */
         memset(got, 0x5A, m * ldq + 1);
         variants[v].quantize(x, m, k, ldx, got, ldq, gs, gz);
         CHECK(memcmp(ref, got, m * ldq) == 0 && got[m * ldq] == 0x5A && memcmp(rs, gs, m * 4) == 0 && memcmp(rz, gz, m * 4) == 0,
@@ -132,8 +133,9 @@ static void test_gelu(size_t n) {
     fill(x, n, -6.0f, 6.0f);
     if (n > 3) { x[0] = 0.0f; x[1] = -0.0f; x[2] = 40.0f; x[3] = -40.0f; }
     memcpy(ref, x, (n + 1) * 4);
-    gelu_generic(ref, n);
+    psam_gelu__generic(ref, n);
     for (size_t v = 0; v < nvariants; v++) {
+        if (!variants[v].gelu) continue; /* this variant has no own body of it */
         memcpy(got, x, (n + 1) * 4);
         got[n] = 12345.0f;
         variants[v].gelu(got, n);
@@ -152,7 +154,7 @@ static void test_add(void) {
     a[3] = NAN, a[5] = INFINITY, b[5] = -INFINITY, b[7] = INFINITY, a[8] = 1e38f, b[8] = 1e38f;
     for (size_t n = 0; n <= cap; n++) {
         for (size_t i = 0; i < n + 16; i++) ref[i] = got[i] = 777.0f;
-        add_generic(ref, a, b, n);
+        psam_add__generic(ref, a, b, n);
         psam_add_rows(got, a, b, n);
         int ok = memcmp(ref, got, (n + 16) * 4) == 0;
         memcpy(got, a, n * 4);
@@ -201,7 +203,7 @@ static void test_bias_gelu(size_t m, size_t n, int with_bias, int gelu) {
     memcpy(ref, x, m * ld * 4);
     for (size_t r = 0; r < m; r++) {
         for (size_t j = 0; j < n && with_bias; j++) ref[r * ld + j] += bias[j];
-        if (gelu) gelu_generic(ref + r * ld, n);
+        if (gelu) psam_gelu__generic(ref + r * ld, n);
     }
     memcpy(got, x, m * ld * 4);
     psam_bias_gelu_rows(got, m, n, ld, with_bias ? bias : NULL, gelu);
@@ -221,8 +223,9 @@ static void test_layernorm(size_t m, size_t c, int alias) {
     fill(b, c, -1.0f, 1.0f);
     float eps = next() & 1 ? 1e-6f : 1e-5f;
     for (size_t i = 0; i < m * ldo; i++) ref[i] = alias ? x[i] : 777.0f;
-    layernorm_generic(alias ? ref : x, m, c, ldx, w, b, eps, ref, ldo);
+    psam_layernorm__generic(alias ? ref : x, m, c, ldx, w, b, eps, ref, ldo);
     for (size_t v = 0; v < nvariants; v++) {
+        if (!variants[v].layernorm) continue; /* this variant has no own body of it */
         for (size_t i = 0; i < m * ldo; i++) got[i] = alias ? x[i] : 777.0f;
         variants[v].layernorm(alias ? got : x, m, c, ldx, w, b, eps, got, ldo);
         double worst = 0.0;
@@ -254,8 +257,9 @@ static void test_softmax(size_t m, size_t n, float spread) {
     float *x = falloc(m * ld), *ref = falloc(m * ld), *got = falloc(m * ld);
     fill(x, m * ld, -spread, spread);
     memcpy(ref, x, m * ld * 4);
-    softmax_generic(ref, m, n, ld);
+    psam_softmax__generic(ref, m, n, ld);
     for (size_t v = 0; v < nvariants; v++) {
+        if (!variants[v].softmax) continue; /* this variant has no own body of it */
         memcpy(got, x, m * ld * 4);
         variants[v].softmax(got, m, n, ld);
         double worst = 0.0;
@@ -281,13 +285,13 @@ static void test_softmax_cols(size_t groups, size_t n, size_t cols, int with_bia
     fill(x, groups * n * ld, -spread, spread);
     fill(bias, groups * n, -spread, spread);
     memcpy(ref, x, groups * n * ld * 4);
-    softmax_cols_generic(ref, groups, n, cols, ld, with_bias ? bias : NULL);
+    psam_softmax_cols__generic(ref, groups, n, cols, ld, with_bias ? bias : NULL);
     const char *names[3] = {"dispatched"};
     softmax_cols_fn fns[3] = {psam_softmax_cols};
     size_t nv = 1;
 #if defined(__x86_64__)
-    if (has_avx2()) { names[nv] = "avx2"; fns[nv++] = softmax_cols_avx2; }
-    if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = softmax_cols_avx512; }
+    if (has_avx2()) { names[nv] = "avx2"; fns[nv++] = psam_softmax_cols__avx2; }
+    if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = psam_softmax_cols__avx512; }
 #endif
     for (size_t v = 0; v < nv; v++) {
         memcpy(got, x, groups * n * ld * 4);
@@ -326,12 +330,12 @@ static void test_softmax_lanes(size_t m, size_t n, size_t g, float spread) {
     float *x = falloc(m * ld), *ref = falloc(m * ld), *got = falloc(m * ld);
     fill(x, m * ld, -spread, spread);
     memcpy(ref, x, m * ld * 4);
-    softmax_lanes_generic(ref, m, ld, n, g);
+    psam_softmax_lanes__generic(ref, m, ld, n, g);
     const char *names[2] = {"dispatched"};
     softmax_lanes_fn fns[2] = {psam_softmax_lanes};
     size_t nv = 1;
 #if defined(__x86_64__)
-    if (g == 8 && has_avx2()) { names[nv] = "avx2"; fns[nv++] = softmax_lanes8_avx2; }
+    if (g == 8 && has_avx2()) { names[nv] = "avx2"; fns[nv++] = psam_softmax_lanes8__avx2; }
 #endif
     for (size_t v = 0; v < nv; v++) {
         memcpy(got, x, m * ld * 4);
@@ -373,9 +377,9 @@ static void test_softmax_online(size_t n, size_t cols, size_t block, size_t accw
     softmax_online_fn fns[2] = {psam_softmax_online_cols};
     size_t nv = 1;
 #if defined(__x86_64__)
-    if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = softmax_online_avx512; }
+    if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = psam_softmax_online__avx512; }
 #endif
-    softmax_online_fn all[3] = {softmax_online_generic, fns[0], nv > 1 ? fns[1] : NULL};
+    softmax_online_fn all[3] = {psam_softmax_online__generic, fns[0], nv > 1 ? fns[1] : NULL};
     const char *all_names[3] = {"generic", names[0], nv > 1 ? names[1] : NULL};
     for (size_t f = 0; f < 1 + nv; f++) {
         float *s = falloc(n * cols), *m = falloc(cols), *l = falloc(cols), *acc = falloc(cols * accw);
@@ -428,8 +432,9 @@ static void test_attention(size_t wn, size_t heads, size_t kd, int with_bias) {
             vmag = m > vmag ? m : vmag;
         }
     for (size_t i = 0; i < wn * ldo; i++) ref[i] = 777.0f;
-    attention_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
+    psam_window_attention__generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
     for (size_t v = 0; v < nvariants; v++) {
+        if (!variants[v].attention) continue; /* this variant has no own body of it */
         for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
         for (size_t i = 0; i < 16; i++) scratch[ns + i] = -555.0f;
         variants[v].attention(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, got, ldo, scratch);
@@ -482,7 +487,7 @@ static int attention_rows_match(const float *qkv, size_t ldq, size_t wn, size_t 
     for (int path = 0; path < 2; path++) {
         const float *ref = path ? gfull : full;
         for (size_t i = 0; i < wn * ldo; i++) got[i] = 777.0f;
-        if (path) attention_bf16_generic_rows(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, got, ldo, scratch);
+        if (path) psam_window_attention_bf16_rows__generic(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, got, ldo, scratch);
         else psam_window_attention_bf16_rows(qkv, ldq, wn, nq, rows, heads, kd, scale, bias, got, ldo, scratch);
         for (size_t i = 0; i < wn; i++) {
             if (chosen[i]) ok &= memcmp(got + i * ldo, ref + i * ldo, ldo * 4) == 0;
@@ -501,7 +506,7 @@ static void test_attention_bf16_rows(size_t wn, size_t heads, size_t kd) {
     fill(bias, heads * wn * wn, -3.0f, 3.0f);
     const float scale = 1.0f / sqrtf((float)kd);
     psam_window_attention_bf16(qkv, ldq, wn, heads, kd, scale, bias, full, ldo, scratch);
-    attention_bf16_generic(qkv, ldq, wn, heads, kd, scale, bias, gfull, ldo, scratch);
+    psam_window_attention_bf16__generic(qkv, ldq, wn, heads, kd, scale, bias, gfull, ldo, scratch);
     const size_t nqs[] = {0, 1, 3, 7, 8, 9, 16, wn / 2, wn - 1, wn};
     for (size_t a = 0; a < sizeof nqs / sizeof nqs[0]; a++) {
         size_t nq = nqs[a] > wn ? wn : nqs[a];
@@ -543,7 +548,7 @@ static void test_attention_half(struct half_attention *h, size_t wn, size_t head
             vmag = m > vmag ? m : vmag;
         }
     h->reference(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, ref, ldo, scratch);
-    attention_generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, f32, ldo, scratch);
+    psam_window_attention__generic(qkv, ldq, wn, heads, kd, scale, with_bias ? bias : NULL, f32, ldo, scratch);
     double far = 0.0;
     for (size_t i = 0; i < wn; i++) {
         double d = reldiff(ref + i * ldo, f32 + i * ldo, heads * kd, vmag);
@@ -595,7 +600,7 @@ static void test_fewkeys(size_t nq, size_t nk, size_t heads, size_t d) {
         vmag = m > vmag ? m : vmag;
     }
     for (size_t i = 0; i < nq * ldo; i++) ref[i] = 777.0f;
-    few_keys_generic(q, ldq, k, ldk, vv, ldv, nk, heads, d, scale, ref, ldo, r0, r1);
+    psam_attention_few_keys__generic(q, ldq, k, ldk, vv, ldv, nk, heads, d, scale, ref, ldo, r0, r1);
     for (size_t v = 0; v <= nvariants; v++) {
         /* Each own version, and last the dispatched function. */
         fewkeys_fn fn = v < nvariants ? variants[v].fewkeys : psam_attention_few_keys;
@@ -603,7 +608,7 @@ static void test_fewkeys(size_t nq, size_t nk, size_t heads, size_t d) {
         if (!fn) continue;
 #if defined(__x86_64__)
         /* Called directly, the AVX2 body needs kᵀ of one head to fit its buffer (the dispatcher checks). */
-        if (fn == few_keys_avx2 && d * psam_round_up(nk, 8) > PSAM_FEW_KEYS_KT) continue;
+        if (fn == psam_attention_few_keys__avx2 && d * psam_round_up(nk, 8) > PSAM_FEW_KEYS_KT) continue;
 #endif
         for (size_t i = 0; i < nq * ldo; i++) got[i] = 777.0f;
         fn(q, ldq, k, ldk, vv, ldv, nk, heads, d, scale, got, ldo, r0, r1);
@@ -643,10 +648,11 @@ static void test_depthwise(size_t h, size_t w, size_t c, size_t k, size_t stride
     for (size_t i = 0; i < k * k * c; i++) awt[i] = fabsf(wt[i]);
     for (size_t i = 0; i < c; i++) abias[i] = fabsf(bias[i]);
     const float *b = with_bias ? bias : NULL;
-    depthwise_generic(x, h, w, c, wt, b, k, stride, pad, ref, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
+    psam_depthwise__generic(x, h, w, c, wt, b, k, stride, pad, ref, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
     /* Magnitude of each output: Σ |x·w| + |bias| (the same convolution on absolute values). */
-    depthwise_generic(ax, h, w, c, awt, with_bias ? abias : NULL, k, stride, pad, mag, wo, y0, y1, 0, NULL, 0, NULL, NULL);
+    psam_depthwise__generic(ax, h, w, c, awt, with_bias ? abias : NULL, k, stride, pad, mag, wo, y0, y1, 0, NULL, 0, NULL, NULL);
     for (size_t v = 0; v < nvariants; v++) {
+        if (!variants[v].depthwise) continue; /* this variant has no own body of it */
         for (size_t i = 0; i < np * c + 8; i++) got[i] = 777.0f;
         variants[v].depthwise(x, h, w, c, wt, b, k, stride, pad, got, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
         double worst = 0.0;
@@ -665,7 +671,7 @@ static void test_depthwise(size_t h, size_t w, size_t c, size_t k, size_t stride
               variants[v].name, h, w, c, k, stride, with_bias, gelu, worst, pad_ok);
         /* Quantized output: exactly the generic quantization of this variant's own float output. */
         for (size_t p = y0 * wo; p < y1 * wo; p++)
-            quantize_generic(got + p * c, 1, c, c, qref + p * ldq, ldq, sref + p, zref + p);
+            psam_quantize_u8__generic(got + p * c, 1, c, c, qref + p * ldq, ldq, sref + p, zref + p);
         memset(qgot, 0x5A, np * ldq + 1);
         variants[v].depthwise(x, h, w, c, wt, b, k, stride, pad, row, wo, y0, y1, gelu, qgot, ldq, sgot, zgot);
         int same = qgot[np * ldq] == 0x5A;
@@ -689,14 +695,22 @@ int main(void) {
     printf("tested: generic dispatched");
 #if defined(__x86_64__)
     if (has_avx2()) {
-        variants[nvariants++] = (variant){"avx2", quantize_avx2, gelu_avx2, layernorm_avx2, softmax_avx2, attention_avx2,
-                                          depthwise_avx2, few_keys_avx2};
+        variants[nvariants++] = (variant){"avx2", psam_quantize_u8__avx2, psam_gelu__avx2, psam_layernorm__avx2, psam_softmax__avx2, psam_window_attention__avx2,
+                                          psam_depthwise__avx2, psam_attention_few_keys__avx2};
         printf(" avx2");
     }
     if (has_avx512()) {
-        variants[nvariants++] = (variant){"avx512", quantize_avx512, gelu_avx512, layernorm_avx512, softmax_avx512,
-                                          attention_avx512, depthwise_avx512, NULL};
+        variants[nvariants++] = (variant){"avx512", psam_quantize_u8__avx512, psam_gelu__avx512, psam_layernorm__avx512, psam_softmax__avx512,
+                                          psam_window_attention__avx512, psam_depthwise__avx512, NULL};
         printf(" avx512");
+    }
+#endif
+#if defined(__aarch64__)
+    /* NEON (every aarch64 core has it): one member per operation's own body. */
+    {
+        variant neon = {"neon", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+        variants[nvariants++] = neon;
+        printf(" neon");
     }
 #endif
     printf("\n");
@@ -722,7 +736,7 @@ int main(void) {
         x[0] = 0.0f, x[1] = -0.0f, x[2] = 1e-30f, x[3] = -40.0f, x[4] = 40.0f;
         memcpy(ref, x, n * 4);
         memcpy(got, x, n * 4);
-        gelu_generic(ref, n);
+        psam_gelu__generic(ref, n);
         psam_gelu_fast_rows(got, n);
         double worst = 0.0;
         for (size_t i = 0; i < n; i++) {
@@ -741,7 +755,7 @@ int main(void) {
         free(x); free(ref); free(got);
     }
     /* The int8 path's piecewise-cubic GELU: every width gives the generic loop's bits (special values included),
-     * nothing written past n, and within 1.7e-6·max(1, |x|) of the exact GELU (gelu_generic, itself ~1e-7 from
+     * nothing written past n, and within 1.7e-6·max(1, |x|) of the exact GELU (psam_gelu__generic, itself ~1e-7 from
      * x·Φ(x); Tests/Reference/gelu_lut_table.py measures 1.63e-6 against x·Φ(x) in float64). */
     {
         size_t n = 100003;
@@ -751,7 +765,7 @@ int main(void) {
                                  1e30f, -1e30f, INFINITY, -INFINITY, NAN, 3.2f, -1.875f, 0.3125f};
         memcpy(x, special, sizeof special);
         memcpy(ref, x, n * 4);
-        gelu_lut_generic(ref, n);
+        psam_gelu_lut__generic(ref, n);
         for (size_t w = 0; w <= 300; w++) {
             memcpy(got, x, (w + 16) * 4);
             psam_gelu_lut_rows(got, w);
@@ -766,7 +780,7 @@ int main(void) {
               "gelu_lut special values: nan %g inf %g -inf %g -1e30 %g 1e30 %g", ref[15], ref[13], ref[14], ref[12], ref[11]);
         float *exact = falloc(n);
         memcpy(exact, x, n * 4);
-        gelu_generic(exact, n);
+        psam_gelu__generic(exact, n);
         double worst = 0.0;
         for (size_t i = 0; i < n; i++) {
             if (isnan(x[i]) || isinf(x[i])) continue;
@@ -819,13 +833,13 @@ int main(void) {
         }
     /* fp16 and bf16 window attention: TinyViT's windows (kd 32 everywhere), odd sizes, and kd the vector bodies do
      * not take (odd kd: the bf16 pairs' last one is half empty). */
-    att_fp16 = (struct half_attention){"fp16", attention_fp16_generic, psam_window_attention_fp16, NULL,
+    att_fp16 = (struct half_attention){"fp16", psam_window_attention_fp16__generic, psam_window_attention_fp16, NULL,
                                        psam_window_attention_fp16_scratch, 1.0 / 1024, 5e-2, 0, 0, 0, 0};
-    att_bf16 = (struct half_attention){"bf16", attention_bf16_generic, psam_window_attention_bf16, NULL,
+    att_bf16 = (struct half_attention){"bf16", psam_window_attention_bf16__generic, psam_window_attention_bf16, NULL,
                                        psam_window_attention_bf16_scratch, 1.0 / 128, 5e-2, 0, 0, 0, 0};
 #if defined(__x86_64__)
-    if (has_avx512fp16()) att_fp16.vector = attention_fp16_avx512;
-    if (has_avx512bf16()) att_bf16.vector = attention_bf16_avx512;
+    if (has_avx512fp16()) att_fp16.vector = psam_window_attention_fp16__avx512fp16;
+    if (has_avx512bf16()) att_bf16.vector = psam_window_attention_bf16__avx512bf16;
 #endif
     struct half_attention *halves[2] = {&att_fp16, &att_bf16};
     size_t bwns[] = {1, 2, 7, 15, 16, 17, 31, 33, 49, 64, 196};

@@ -57,8 +57,8 @@ final class KernelTests: XCTestCase {
         #endif
     }
 
-    /// The fp32 row operations' test program (`Tests/KernelTests/rowops_test.c`, which compiles rowops.c in
-    /// to use its generic bodies as the reference): every variant this CPU has (AVX2 + FMA, AVX-512) and the
+    /// The fp32 row operations' test program (`Tests/KernelTests/rowops_test.c`, linked with every kernel source;
+    /// `rowops_internal.h` declares each operation's bodies, the generic ones being the reference): every variant this CPU has (AVX2 + FMA, AVX-512) and the
     /// dispatched functions against the generic bodies on many shapes, quantization and GELU bit for bit,
     /// layer norm, softmax, attention and depthwise convolution to rounding; the fp16 and bf16 window attentions
     /// (AVX-512 FP16, AVX-512 BF16) against their scalar emulations.
@@ -68,7 +68,7 @@ final class KernelTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: exe) }
         let args = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
                     "-I", Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path,
-                    Self.root.appendingPathComponent("Tests/KernelTests/rowops_test.c").path, "-o", exe, "-lm"]
+                    Self.root.appendingPathComponent("Tests/KernelTests/rowops_test.c").path] + Self.sources + ["-o", exe, "-lm", "-lpthread"]
         let built = try CABITests.run(cc, args)
         XCTAssertEqual(built.status, 0, "\(cc) failed:\n\(built.err)")
         guard built.status == 0 else { return }
