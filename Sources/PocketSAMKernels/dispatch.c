@@ -5,8 +5,8 @@
 #include <string.h>
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1UL << 1)
 #endif
 #endif
 
@@ -22,8 +22,14 @@ static int cpu_has(psam_isa isa) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
-#if defined(__aarch64__) && defined(__linux__)
-    case PSAM_ISA_NEONDOT: return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#if defined(__aarch64__)
+#if defined(__linux__)
+    case PSAM_ISA_NEON: return (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
+#else
+    case PSAM_ISA_NEON: return 1; /* Advanced SIMD is part of the aarch64 base ABI */
+#endif
+    case PSAM_ISA_NEONDOT: return psam_cpu_neon_dot();
+    case PSAM_ISA_I8MM: return psam_cpu_neon_i8mm();
 #endif
     default: return 0;
     }
@@ -38,7 +44,9 @@ psam_qgemm_fn psam_qgemm_kernel(psam_isa isa) {
     case PSAM_ISA_AVX512VNNI: return psam_qgemm__avx512vnni;
 #endif
 #if defined(__aarch64__)
+    case PSAM_ISA_NEON: return psam_qgemm__neon;
     case PSAM_ISA_NEONDOT: return psam_qgemm__neondot;
+    case PSAM_ISA_I8MM: return psam_qgemm__i8mm;
 #endif
     default: return NULL;
     }
@@ -50,6 +58,8 @@ const char *psam_isa_name(psam_isa isa) {
     case PSAM_ISA_AVX2: return "avx2";
     case PSAM_ISA_AVX512VNNI: return "avx512vnni";
     case PSAM_ISA_NEONDOT: return "neondot";
+    case PSAM_ISA_NEON: return "neon";
+    case PSAM_ISA_I8MM: return "i8mm";
     default: return "unknown";
     }
 }
@@ -58,8 +68,10 @@ static psam_isa best = PSAM_ISA_SCALAR;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void choose(void) {
-    /* Preference order: widest first. PSAM_KERNELS caps the choice at a named variant. */
-    static const psam_isa order[] = {PSAM_ISA_AVX512VNNI, PSAM_ISA_NEONDOT, PSAM_ISA_AVX2, PSAM_ISA_SCALAR};
+    /* Preference order: fastest first. PSAM_KERNELS caps the choice at a named variant: the first one this CPU has
+     * from that place in the order on. */
+    static const psam_isa order[] = {PSAM_ISA_AVX512VNNI, PSAM_ISA_I8MM,  PSAM_ISA_NEONDOT,
+                                     PSAM_ISA_AVX2,       PSAM_ISA_NEON, PSAM_ISA_SCALAR};
     const char *cap = getenv("PSAM_KERNELS");
     int known = 0;
     for (size_t i = 0; cap && i < sizeof order / sizeof order[0]; i++) known |= strcmp(cap, psam_isa_name(order[i])) == 0;
@@ -106,6 +118,12 @@ void psam_s16gemm(const psam_s16gemm_args *args, size_t n0, size_t n1) {
         psam_s16gemm__avx512vnni(args, n0, n1);
         return;
     }
+#elif defined(__aarch64__)
+    /* Not faster than fp32 (psam_s16gemm_fast() is 0), but faster than the scalar body when it is called. */
+    if (psam_best_isa() != PSAM_ISA_SCALAR) {
+        psam_s16gemm__neon(args, n0, n1);
+        return;
+    }
 #endif
     psam_s16gemm__scalar(args, n0, n1);
 }
@@ -132,10 +150,77 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static uint64_t peak_vnni
 }
 #endif
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+/* ARMv8.0: the int8 kernel's mix (qgemm_neon.c) for 2 rows × 16 columns × 8 k: 16 smull/smull2, 16 smlal/smlal2 and
+ * 16 sadalp into 16 accumulators; the operands pass through an empty asm each round so nothing is hoisted. */
+static uint64_t peak_neon(uint64_t iters) {
+    int32x4_t acc[16];
+    int8x16_t w[4], a0[2], a1[2];
+    for (int i = 0; i < 16; i++) acc[i] = vdupq_n_s32(i);
+    for (int j = 0; j < 4; j++) w[j] = vdupq_n_s8((int8_t)(j + 1));
+    for (int r = 0; r < 2; r++) a0[r] = vdupq_n_s8((int8_t)(r + 5)), a1[r] = vdupq_n_s8((int8_t)(r - 7));
+    for (uint64_t it = 0; it < iters; it++) {
+        __asm__ volatile("" : "+w"(w[0]), "+w"(w[1]), "+w"(w[2]), "+w"(w[3]), "+w"(a0[0]), "+w"(a0[1]), "+w"(a1[0]),
+                         "+w"(a1[1]));
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < 4; j++)
+            _Pragma("GCC unroll 2")
+            for (int r = 0; r < 2; r++) {
+                int16x8_t lo = vmlal_s8(vmull_s8(vget_low_s8(w[j]), vget_low_s8(a0[r])), vget_low_s8(w[j]), vget_low_s8(a1[r]));
+                int16x8_t hi = vmlal_high_s8(vmull_high_s8(w[j], a0[r]), w[j], a1[r]);
+                acc[4 * j + 2 * r] = vpadalq_s16(acc[4 * j + 2 * r], lo);
+                acc[4 * j + 2 * r + 1] = vpadalq_s16(acc[4 * j + 2 * r + 1], hi);
+            }
+    }
+    int32x4_t s = acc[0];
+    for (int i = 1; i < 16; i++) s = vaddq_s32(s, acc[i]);
+    volatile int sink = vaddvq_s32(s);
+    (void)sink;
+    return iters * 256;
+}
+
+__attribute__((target("arch=armv8.2-a+dotprod"))) static uint64_t peak_neondot(uint64_t iters) {
+    int32x4_t acc[16];
+    const int8x16_t a = vdupq_n_s8(1), b = vdupq_n_s8(-1);
+    for (int i = 0; i < 16; i++) acc[i] = vdupq_n_s32(i);
+    for (uint64_t it = 0; it < iters; it++) {
+        _Pragma("GCC unroll 16")
+        for (int i = 0; i < 16; i++) acc[i] = vdotq_s32(acc[i], a, b);
+    }
+    int32x4_t s = acc[0];
+    for (int i = 1; i < 16; i++) s = vaddq_s32(s, acc[i]);
+    volatile int sink = vaddvq_s32(s);
+    (void)sink;
+    return iters * 16 * 16;
+}
+
+__attribute__((target("arch=armv8.2-a+i8mm"))) static uint64_t peak_i8mm(uint64_t iters) {
+    int32x4_t acc[16];
+    const uint8x16_t a = vdupq_n_u8(1);
+    const int8x16_t b = vdupq_n_s8(-1);
+    for (int i = 0; i < 16; i++) acc[i] = vdupq_n_s32(i);
+    for (uint64_t it = 0; it < iters; it++) {
+        _Pragma("GCC unroll 16")
+        for (int i = 0; i < 16; i++) acc[i] = vusmmlaq_s32(acc[i], a, b);
+    }
+    int32x4_t s = acc[0];
+    for (int i = 1; i < 16; i++) s = vaddq_s32(s, acc[i]);
+    volatile int sink = vaddvq_s32(s);
+    (void)sink;
+    return iters * 16 * 32;
+}
+#endif
+
 uint64_t psam_isa_peak_probe(psam_isa isa, uint64_t iters) {
     if (!psam_qgemm_kernel(isa)) return 0;
 #if defined(__x86_64__)
     if (isa == PSAM_ISA_AVX512VNNI) return peak_vnni(iters);
+#endif
+#if defined(__aarch64__)
+    if (isa == PSAM_ISA_NEON) return peak_neon(iters);
+    if (isa == PSAM_ISA_NEONDOT) return peak_neondot(iters);
+    if (isa == PSAM_ISA_I8MM) return peak_i8mm(iters);
 #endif
     (void)iters;
     return 0;

@@ -7,38 +7,55 @@
 
 #define PSAM_NEONDOT __attribute__((target("arch=armv8.2-a+dotprod")))
 
+/* See qgemm_neon.c: GCC's scheduler before register allocation would spill accumulators in the k-loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-schedule-insns")
+#endif
+
 static inline PSAM_NEONDOT __attribute__((always_inline)) void
 tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR) {
     const size_t kq = p->kp / 4, gq = p->group / 4, groups = p->kp / p->group, np = psam_round_up(p->n, 16);
     const int8_t *panel = p->w + (n / 16) * kq * 64;
-    float32x4_t f[4][4];
-    for (int r = 0; r < MR; r++)
-        for (int j = 0; j < 4; j++) f[r][j] = vdupq_n_f32(0.0f);
+    /* The fp32 sums over the groups, in memory (registers hold the accumulators). */
+    float f[4][16];
+    memset(f, 0, sizeof f);
     for (size_t g = 0; g < groups; g++) {
         int32x4_t acc[4][4];
+        _Pragma("GCC unroll 4")
         for (int r = 0; r < MR; r++)
+            _Pragma("GCC unroll 4")
             for (int j = 0; j < 4; j++) acc[r][j] = vdupq_n_s32(0);
         const int8_t *b = panel + g * gq * 64;
         const uint8_t *a = p->a + m0 * p->lda + g * gq * 4;
         for (size_t q = 0; q < gq; q++) {
-            int8x16_t w[4];
-            for (int j = 0; j < 4; j++) w[j] = vld1q_s8(b + q * 64 + 16 * j);
+            /* Source order is the schedule (GCC note above): every operand loaded, then the dot products. The
+             * activation quads are replicated by ld1r and flipped in vector registers (eor), off the integer side. */
+            int8x16_t w[4], av[4];
+            _Pragma("GCC unroll 4")
             for (int r = 0; r < MR; r++) {
                 uint32_t quad;
                 memcpy(&quad, a + r * p->lda + q * 4, 4);
-                int8x16_t av = vreinterpretq_s8_u32(vdupq_n_u32(quad ^ 0x80808080u));
-                for (int j = 0; j < 4; j++) acc[r][j] = vdotq_s32(acc[r][j], w[j], av);
+                av[r] = vreinterpretq_s8_u8(veorq_u8(vreinterpretq_u8_u32(vdupq_n_u32(quad)), vdupq_n_u8(0x80)));
             }
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) w[j] = vld1q_s8(b + q * 64 + 16 * j);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < MR; r++)
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) acc[r][j] = vdotq_s32(acc[r][j], w[j], av[r]);
         }
+        _Pragma("GCC unroll 4")
         for (int j = 0; j < 4; j++) {
             int32x4_t cs = vld1q_s32(p->w_sum + g * np + n + 4 * j);
             float32x4_t ws = vld1q_f32(p->w_scale + g * np + n + 4 * j);
+            _Pragma("GCC unroll 4")
             for (int r = 0; r < MR; r++) {
                 int32x4_t t = vmlaq_s32(acc[r][j], cs, vdupq_n_s32(128 - p->a_zero[m0 + r]));
-                f[r][j] = vfmaq_f32(f[r][j], vcvtq_f32_s32(t), ws);
+                vst1q_f32(f[r] + 4 * j, vfmaq_f32(vld1q_f32(f[r] + 4 * j), vcvtq_f32_s32(t), ws));
             }
         }
     }
+    _Pragma("GCC unroll 4")
     for (int j = 0; j < 4; j++) {
         size_t c0 = n + 4 * (size_t)j;
         if (c0 >= p->n) break;
@@ -46,8 +63,9 @@ tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR) {
         float bias[4] = {0};
         if (p->bias) memcpy(bias, p->bias + c0, cols * sizeof(float));
         float32x4_t bv = vld1q_f32(bias);
+        _Pragma("GCC unroll 4")
         for (int r = 0; r < MR; r++) {
-            float32x4_t v = vfmaq_f32(bv, f[r][j], vdupq_n_f32(p->a_scale[m0 + r]));
+            float32x4_t v = vfmaq_f32(bv, vld1q_f32(f[r] + 4 * j), vdupq_n_f32(p->a_scale[m0 + r]));
             float tmp[4];
             vst1q_f32(tmp, v);
             memcpy(p->c + (m0 + r) * p->ldc + c0, tmp, cols * sizeof(float));

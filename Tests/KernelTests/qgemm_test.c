@@ -1,13 +1,22 @@
 /* Kernel tests, built with the system C compiler (natively, and cross-compiled for aarch64 to run under
  * qemu-aarch64): the scalar int8 GEMM against a plain triple loop on unpacked weights, and every SIMD
  * variant this CPU has against the scalar kernel, bit for bit, on many shapes (tails that fill no tile,
- * K not a multiple of 4, M = 1, grouped scales, column sub-ranges), plus activation quantization.
- * Prints "tested: <isa>..." and a final "N passed, M failed"; exit status 1 on any failure. */
+ * K not a multiple of 4, M = 1, grouped scales with an odd or even number of k-quads, column sub-ranges), plus
+ * activation quantization, and the int16 GEMM's vector bodies against its scalar one.
+ * Prints "tested: <isa>...", "best: <isa>", the variants exercised, and a final "N passed, M failed"; exit status 1 on
+ * any failure. */
 #include "pocketsam_kernels.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The references below are written as separate roundings (x·inv, then + c), as the kernels compute them; clang
+ * would fuse them into one fma where the target has it (aarch64), so contraction is off here. (GCC with -std=c11
+ * does not contract.) */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 static int passed, failed;
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -36,9 +45,12 @@ static problem make(size_t m, size_t n, size_t k, size_t group, int extreme) {
     p.a_scale = calloc(m, 4); p.a_zero = calloc(m, 4);
     p.w_scale = calloc(p.groups * p.np, 4); p.w_sum = calloc(p.groups * p.np, 4);
     p.bias = calloc(n, 4);
+    /* Weights in −127…127, never −128: the format's range (the loader rejects −128; the ARMv8.0 NEON kernel sums two
+     * products (a − 128)·w in an int16 lane, exact only within it). Extreme: ±127 and activations 255 or 0 (a − 128 =
+     * 127 or −128), the largest products, and pairs of them of one sign. */
     for (size_t i = 0; i < n * k; i++) p.w[i] = extreme ? (next() & 1 ? 127 : -127) : (int8_t)((int)(next() % 255) - 127);
     for (size_t r = 0; r < m; r++) {
-        for (size_t j = 0; j < k; j++) p.a[r * p.lda + j] = extreme ? 255 : (uint8_t)(next() % 256);
+        for (size_t j = 0; j < k; j++) p.a[r * p.lda + j] = extreme ? (r % 2 ? 0 : 255) : (uint8_t)(next() % 256);
         p.a_scale[r] = (float)(next() % 1000 + 1) / 997.0f;
         p.a_zero[r] = (int32_t)(next() % 256);
     }
@@ -128,6 +140,10 @@ static psam_s16gemm_args args16(const problem16 *p, float *c, int with_bias, int
     return a;
 }
 
+/* The int16 GEMM bodies compared with the scalar one: scalar, avx512vnni, neon. */
+static int s16_exercised[3];
+static const char *const s16_names[3] = {"scalar", "avx512vnni", "neon"};
+
 static void check_s16(void) {
     static const size_t ms[] = {1, 2, 5, 7, 8, 9, 17, 64, 65, 130};
     static const size_t ns[] = {1, 15, 16, 17, 32, 33, 47, 64, 100};
@@ -156,9 +172,11 @@ static void check_s16(void) {
                 CHECK(fits, "s16 sums past int32 within the documented bounds (k=%zu)", k);
                 psam_s16gemm_args a = args16(&p, sc, with_bias, 0);
                 psam_s16gemm__scalar(&a, 0, n);
+                s16_exercised[0] = 1;
                 CHECK(same(ref, sc, m, n, ld), "s16 scalar vs triple loop m=%zu n=%zu k=%zu extreme=%d", m, n, k, extreme);
 #if defined(__x86_64__)
                 if (vnni) {
+                    s16_exercised[1] = 1;
                     a = args16(&p, out, with_bias, 0);
                     if (n > 16 && (m + n) % 2) {
                         psam_s16gemm__avx512vnni(&a, 0, 16);
@@ -171,6 +189,23 @@ static void check_s16(void) {
                     for (size_t r = 0; r < m; r++)
                         for (size_t j = n; j < ld; j++) clean &= out[r * ld + j] == 0.0f;
                     CHECK(clean, "s16 avx512vnni wrote past column n (m=%zu n=%zu k=%zu)", m, n, k);
+                }
+#elif defined(__aarch64__)
+                { /* NEON: always present on aarch64 */
+                    s16_exercised[2] = 1;
+                    memset(out, 0, sz * 4);
+                    a = args16(&p, out, with_bias, 0);
+                    if (n > 16 && (m + n) % 2) {
+                        psam_s16gemm__neon(&a, 0, 16);
+                        psam_s16gemm__neon(&a, 16, n);
+                    } else {
+                        psam_s16gemm__neon(&a, 0, n);
+                    }
+                    CHECK(same(sc, out, m, n, ld), "s16 neon vs scalar m=%zu n=%zu k=%zu extreme=%d", m, n, k, extreme);
+                    int clean = 1;
+                    for (size_t r = 0; r < m; r++)
+                        for (size_t j = n; j < ld; j++) clean &= out[r * ld + j] == 0.0f;
+                    CHECK(clean, "s16 neon wrote past column n (m=%zu n=%zu k=%zu)", m, n, k);
                 }
 #endif
                 if (m <= 9) {
@@ -223,6 +258,7 @@ int main(void) {
     static const size_t ns[] = {1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100};
     static const size_t ks[] = {1, 2, 3, 4, 5, 7, 8, 12, 63, 64, 65, 256, 300};
     psam_qgemm_fn fns[PSAM_ISA_COUNT];
+    int exercised[PSAM_ISA_COUNT] = {0};
     printf("tested:");
     for (int i = 0; i < PSAM_ISA_COUNT; i++) {
         fns[i] = psam_qgemm_kernel((psam_isa)i);
@@ -235,11 +271,14 @@ int main(void) {
         for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
                 size_t m = ms[mi], n = ns[ni], k = ks[ki], kp = psam_round_up(k, 4);
-                /* Per channel, and grouped scales where a multiple of 4 divides kp. */
-                size_t groups[3] = {0, 0, 0};
+                /* Per channel, and grouped scales where a multiple of 4 divides kp: groups of an even number of k-quads
+                 * (8, 64) and of an odd one (4: one quad; 12: three), as the ARM kernels pair k-quads. */
+                size_t groups[5] = {0, 0, 0, 0, 0};
                 int ng = 1;
                 if (kp % 8 == 0 && kp > 8) groups[ng++] = 8;
                 if (kp == 256) groups[ng++] = 64;
+                if (kp % 12 == 0 && kp > 12) groups[ng++] = 12;
+                if (kp == 8 || kp == 64) groups[ng++] = 4;
                 for (int gi = 0; gi < ng; gi++) {
                     int extreme = (mi + ni + ki) % 7 == 0;
                     problem p = make(m, n, k, groups[gi], extreme);
@@ -249,9 +288,11 @@ int main(void) {
                     triple_loop(&p, ref, with_bias);
                     psam_qgemm_args a = args(&p, sc, with_bias, 0);
                     fns[PSAM_ISA_SCALAR](&a, 0, n);
+                    exercised[PSAM_ISA_SCALAR] = 1;
                     CHECK(same(ref, sc, m, n, ld), "scalar vs triple loop m=%zu n=%zu k=%zu group=%zu", m, n, k, groups[gi]);
                     for (int i = 1; i < PSAM_ISA_COUNT; i++) {
                         if (!fns[i]) continue;
+                        exercised[i] = 1;
                         memset(out, 0, sz * 4);
                         a = args(&p, out, with_bias, 0);
                         if (n > 16 && (m + n) % 2) {  /* in column sub-ranges, as threads call it */
@@ -306,7 +347,18 @@ int main(void) {
         CHECK(ok, "quantize_rows case %d (m=%zu k=%zu)", t, m, k);
         free(x); free(q);
     }
+    /* The peak probes of the variants that have one run and count their multiply-accumulates. */
+    static const psam_isa probed[] = {PSAM_ISA_AVX512VNNI, PSAM_ISA_NEON, PSAM_ISA_NEONDOT, PSAM_ISA_I8MM};
+    for (size_t i = 0; i < sizeof probed / sizeof *probed; i++)
+        if (fns[probed[i]]) CHECK(psam_isa_peak_probe(probed[i], 3) % 3 == 0 && psam_isa_peak_probe(probed[i], 3) > 0,
+                                  "%s peak probe", psam_isa_name(probed[i]));
     check_s16();
-    printf("%zu shapes\n%d passed, %d failed\n", shapes, passed, failed);
+    printf("qgemm variants exercised:");
+    for (int i = 0; i < PSAM_ISA_COUNT; i++)
+        if (exercised[i]) printf(" %s", psam_isa_name((psam_isa)i));
+    printf("\ns16gemm variants exercised:");
+    for (int i = 0; i < 3; i++)
+        if (s16_exercised[i]) printf(" %s", s16_names[i]);
+    printf("\n%zu shapes\n%d passed, %d failed\n", shapes, passed, failed);
     return failed ? 1 : 0;
 }

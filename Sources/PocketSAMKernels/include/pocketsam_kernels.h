@@ -1,5 +1,5 @@
-/* PocketSAM compute kernels: int8 GEMM on packed weights for AVX-512 VNNI, AVX2, ARM NEON dot-product
- * and a portable scalar reference, with per-row activation quantization and fp32 row operations.
+/* PocketSAM compute kernels: int8 GEMM on packed weights for AVX-512 VNNI, AVX2, ARM NEON (ARMv8.0, the
+ * dot product, I8MM) and a portable scalar reference, with per-row activation quantization and fp32 row operations.
  * Pure functions: no allocation, no state beyond the dispatch table chosen once at first use. */
 #ifndef POCKETSAM_KERNELS_H
 #define POCKETSAM_KERNELS_H
@@ -29,7 +29,8 @@ typedef struct psam_qgemm_args {
     size_t lda;            /* bytes per row, ≥ kp */
     const float *a_scale;  /* [m] */
     const int32_t *a_zero; /* [m] */
-    const int8_t *w;       /* packed panels */
+    const int8_t *w;       /* packed panels; W in −127…127, never −128; the loader enforces it (the ARMv8.0 NEON kernel
+                            * sums two products (a − 128)·w in one int16 lane: 2·128·127 = 32512 ≤ 32767) */
     const float *w_scale;  /* [groups][np]: np = n rounded up to 16, zero past n */
     const int32_t *w_sum;  /* [groups][np]: sum of W[n][k] over the group's k */
     const float *bias;     /* [n] or NULL */
@@ -48,22 +49,28 @@ typedef enum psam_isa {
     PSAM_ISA_AVX2 = 1,
     PSAM_ISA_AVX512VNNI = 2,
     PSAM_ISA_NEONDOT = 3,
-    PSAM_ISA_COUNT = 4
+    PSAM_ISA_NEON = 4, /* ARMv8.0 Advanced SIMD, no dot product (Cortex-A53, A72) */
+    PSAM_ISA_I8MM = 5, /* ARMv8.6 I8MM (usmmla) */
+    PSAM_ISA_COUNT = 6
 } psam_isa;
 
 void psam_qgemm__scalar(const psam_qgemm_args *args, size_t n0, size_t n1);
 void psam_qgemm__avx2(const psam_qgemm_args *args, size_t n0, size_t n1);
 void psam_qgemm__avx512vnni(const psam_qgemm_args *args, size_t n0, size_t n1);
 void psam_qgemm__neondot(const psam_qgemm_args *args, size_t n0, size_t n1);
+void psam_qgemm__neon(const psam_qgemm_args *args, size_t n0, size_t n1);
+void psam_qgemm__i8mm(const psam_qgemm_args *args, size_t n0, size_t n1);
 
 /* The variant for `isa`, or NULL when this build or this CPU does not have it. */
 psam_qgemm_fn psam_qgemm_kernel(psam_isa isa);
-/* The best variant this CPU runs, chosen once (thread-safe). The environment variable PSAM_KERNELS
- * (scalar, avx2, avx512vnni, neondot) caps the choice, e.g. for valgrind, which lacks AVX-512. */
+/* The best variant this CPU runs, chosen once (thread-safe), in the order avx512vnni, i8mm, neondot, avx2, neon,
+ * scalar. The environment variable PSAM_KERNELS (one of those names) caps the choice at that place in the order,
+ * e.g. for valgrind, which lacks AVX-512, or to run the ARMv8.0 kernel on a CPU with the dot product. */
 psam_isa psam_best_isa(void);
 const char *psam_isa_name(psam_isa isa);
-/* Peak probe for benchmarks: `iters` rounds of 16 independent dot-product instructions on registers;
- * returns the multiply-accumulates done (0 when the probe or the ISA is unavailable; AVX-512 VNNI only). */
+/* Peak probe for benchmarks: `iters` rounds of 16 independent dot-product instructions on registers (for neon: 8
+ * independent smull, smlal, sadalp sequences, the ARMv8.0 kernel's mix); returns the multiply-accumulates done (0 when
+ * the probe or the ISA is unavailable; AVX-512 VNNI, neon, neondot, i8mm). */
 uint64_t psam_isa_peak_probe(psam_isa isa, uint64_t iters);
 /* Runs the variant psam_best_isa() names. */
 void psam_qgemm(const psam_qgemm_args *args, size_t n0, size_t n1);
@@ -99,10 +106,13 @@ typedef struct psam_s16gemm_args {
 } psam_s16gemm_args;
 void psam_s16gemm__scalar(const psam_s16gemm_args *args, size_t n0, size_t n1);
 void psam_s16gemm__avx512vnni(const psam_s16gemm_args *args, size_t n0, size_t n1);
-/* Whether psam_s16gemm runs a vector kernel (AVX-512 VNNI, when psam_best_isa() is it): only there is it faster
- * than fp32, so elsewhere the runtime keeps those layers in fp32. */
+/* aarch64 only (smlal/smlal2 into int32 lanes, always available there). */
+void psam_s16gemm__neon(const psam_s16gemm_args *args, size_t n0, size_t n1);
+/* Whether psam_s16gemm runs a kernel faster than fp32 (AVX-512 VNNI, when psam_best_isa() is it): elsewhere the
+ * runtime keeps those layers in fp32. 0 on aarch64: NEON int16 multiply-accumulates run at half the fp32 FMA rate. */
 int psam_s16gemm_fast(void);
-/* Columns [n0, n1) (n0 a multiple of 16) of every row, on the AVX-512 VNNI kernel, else the scalar one. */
+/* Columns [n0, n1) (n0 a multiple of 16) of every row, on the AVX-512 VNNI kernel where psam_s16gemm_fast(), the NEON
+ * kernel on aarch64 (unless PSAM_KERNELS=scalar), else the scalar one; the same bits in every case. */
 void psam_s16gemm(const psam_s16gemm_args *args, size_t n0, size_t n1);
 /* Symmetric per-row int16 quantization: scale = max|x| / PSAM_S16_AMAX, q = trunc(clamp(x·(1/scale) +
  * (AMAX + 0.5), 0, 2·AMAX + 0.5)) − AMAX (round half up, in [−AMAX, AMAX]); an all-zero row gets scale 1 and
@@ -122,7 +132,8 @@ void psam_gelu_rows(float *x, size_t n);
 #define PSAM_GELU_EXACT 1
 #define PSAM_GELU_LUT 2
 /* The int8 path's GELU in place on n floats: a piecewise cubic Φ, within 1.7e-6·max(1, |x|) of x·Φ(x) (gelu_lut.h);
- * the same bits on every CPU, about twice psam_gelu_rows's speed where psam_gelu_lut_fast() (AVX-512). */
+ * the same bits on every CPU, faster than psam_gelu_rows where psam_gelu_lut_fast() (AVX-512: about twice; aarch64
+ * NEON: half the vector instructions and no division, gelu.c). */
 void psam_gelu_lut_rows(float *x, size_t n);
 int psam_gelu_lut_fast(void);
 /* psam_gelu_rows or psam_gelu_lut_rows by mode (0: nothing). */
@@ -169,9 +180,9 @@ void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld
 void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                            const float *bias, float *out, size_t ldo, float *scratch);
 /* psam_window_attention with q·scale, k, v and the probabilities rounded to fp16, each score an fp16 chain of
- * multiply-adds over kd, each output fp32 sums of fp16 chains over 16 keys (for int8 models): AVX-512 FP16
- * where psam_window_attention_fp16_fast(kd) (kd a multiple of 32), else a slow scalar emulation of the same
- * rounding (the reference). Scratch: psam_window_attention_fp16_scratch(wn, kd) floats. */
+ * multiply-adds over kd, each output fp32 sums of fp16 chains over 16 keys (for int8 models): AVX-512 FP16 (kd a
+ * multiple of 32) or aarch64 FP16 arithmetic (kd a multiple of 8) where psam_window_attention_fp16_fast(kd), else
+ * a slow scalar emulation of the same rounding (the reference). Scratch: psam_window_attention_fp16_scratch(wn, kd) floats. */
 int psam_window_attention_fp16_fast(size_t kd);
 size_t psam_window_attention_fp16_scratch(size_t wn, size_t kd);
 void psam_window_attention_fp16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
@@ -261,6 +272,13 @@ void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, 
 /* Whether this CPU has AVX2 + FMA, and AVX-512 F/BW/VL/DQ (0 off x86-64); checked once. */
 int psam_cpu_avx2_fma(void);
 int psam_cpu_avx512(void);
+/* ARM Advanced SIMD extensions (0 off aarch64 and where they cannot be read: Linux's HWCAP/HWCAP2 only); checked once.
+ * fp16: ASIMDHP, ARMv8.2 half-precision arithmetic; dot: ASIMDDP (sdot/udot); i8mm: ARMv8.6 I8MM (usmmla);
+ * bf16: ARMv8.6 BF16 (bfdot, bfmmla). */
+int psam_cpu_neon_fp16(void);
+int psam_cpu_neon_dot(void);
+int psam_cpu_neon_i8mm(void);
+int psam_cpu_neon_bf16(void);
 /* c[r·ldc + j] = alpha · Σ_{t<k} A(r, t) · b[t·ldb + j] + bias[j] (bias may be NULL), + the old c when
  * accumulate, for r < m, j < n; A(r, t) = a[r·ars + t·aks] (row-major A: ars = lda, aks = 1; transposed: ars = 1,
  * aks = lda). A is read in place (never copied): meant for a large A and a small, cache-resident B. */
