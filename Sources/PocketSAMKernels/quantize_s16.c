@@ -94,6 +94,80 @@ PSAM_AVX512F void psam_quantize_s16__avx512(const float *x, size_t m, size_t k, 
 }
 #endif
 
+#if defined(__aarch64__)
+/* t = x·inv + (AMAX + 0.5) clamped to [0, 2·AMAX + 0.5] (vmaxq/vminq: the generic's compares but for a NaN, which
+ * stays NaN in both and converts to 0, as (int32_t)NaN does on aarch64) for 8 values, truncated, then narrowed to
+ * 16 bits (0 … 2·AMAX fits) and AMAX subtracted there. */
+static inline int16x8_t quantize8_s16_neon(const float *p, float32x4_t vinv) {
+    const float32x4_t vadd = vdupq_n_f32((float)PSAM_S16_AMAX + 0.5f), vtop = vdupq_n_f32(2.0f * (float)PSAM_S16_AMAX + 0.5f);
+    const float32x4_t z = vdupq_n_f32(0.0f);
+    const float32x4_t a = vminq_f32(vmaxq_f32(vaddq_f32(vmulq_f32(vld1q_f32(p), vinv), vadd), z), vtop);
+    const float32x4_t b = vminq_f32(vmaxq_f32(vaddq_f32(vmulq_f32(vld1q_f32(p + 4), vinv), vadd), z), vtop);
+    const int16x8_t t = vuzp1q_s16(vreinterpretq_s16_s32(vcvtq_s32_f32(a)), vreinterpretq_s16_s32(vcvtq_s32_f32(b)));
+    return vsubq_s16(t, vdupq_n_s16(PSAM_S16_AMAX));
+}
+
+/* As psam_quantize_s16__avx512: up to 4 rows' max |x| (vmaxnmq: a NaN keeps the maximum, as the generic loop), their
+ * scales as one vector, then the rows, 16 values a step. */
+void psam_quantize_s16__neon(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale) {
+    const size_t batch = k <= 1024 ? 4 : k <= 2048 ? 2 : 1;
+    for (size_t i0 = 0; i0 < m; i0 += batch) {
+        const size_t g = m - i0 < batch ? m - i0 : batch;
+        float amax[4] = {0.0f, 0.0f, 0.0f, 0.0f}, inv_row[4], sc[4];
+        uint32_t ok[4];
+        for (size_t i = 0; i < g; i++) {
+            const float *r = x + (i0 + i) * ldx;
+            float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+            size_t j = 0;
+            for (; j + 16 <= k; j += 16) {
+                a0 = vmaxnmq_f32(a0, vabsq_f32(vld1q_f32(r + j)));
+                a1 = vmaxnmq_f32(a1, vabsq_f32(vld1q_f32(r + j + 4)));
+                a2 = vmaxnmq_f32(a2, vabsq_f32(vld1q_f32(r + j + 8)));
+                a3 = vmaxnmq_f32(a3, vabsq_f32(vld1q_f32(r + j + 12)));
+            }
+            for (; j + 4 <= k; j += 4) a0 = vmaxnmq_f32(a0, vabsq_f32(vld1q_f32(r + j)));
+            if (j < k) /* the last 4 again, or zeros past a short row */
+                a1 = vmaxnmq_f32(a1, vabsq_f32(k >= 4 ? vld1q_f32(r + k - 4) : psam_load_tail4(r, k)));
+            amax[i] = vmaxnmvq_f32(vmaxnmq_f32(vmaxnmq_f32(a0, a1), vmaxnmq_f32(a2, a3)));
+        }
+        /* quantize_s16_scale on 4 lanes: the same two divisions */
+        const float32x4_t s = vdivq_f32(vld1q_f32(amax), vdupq_n_f32((float)PSAM_S16_AMAX));
+        const uint32x4_t okv = vandq_u32(vcgtq_f32(s, vdupq_n_f32(0.0f)), vcleq_f32(s, vdupq_n_f32(FLT_MAX)));
+        vst1q_f32(sc, vbslq_f32(okv, s, vdupq_n_f32(1.0f)));
+        vst1q_f32(inv_row, vdivq_f32(vdupq_n_f32(1.0f), s));
+        vst1q_u32(ok, okv);
+        for (size_t i = 0; i < g; i++) {
+            const float *r = x + (i0 + i) * ldx;
+            int16_t *o = q + (i0 + i) * ldq;
+            scale[i0 + i] = sc[i];
+            if (!ok[i]) { /* all zero (or not finite): zeros, as the generic loop */
+                memset(o, 0, ldq * sizeof(int16_t));
+                continue;
+            }
+            const float32x4_t vinv = vdupq_n_f32(inv_row[i]);
+            size_t j = 0;
+            for (; j + 16 <= k; j += 16) {
+                vst1q_s16(o + j, quantize8_s16_neon(r + j, vinv));
+                vst1q_s16(o + j + 8, quantize8_s16_neon(r + j + 8, vinv));
+            }
+            for (; j + 8 <= k; j += 8) vst1q_s16(o + j, quantize8_s16_neon(r + j, vinv));
+            if (j < k) {
+                if (k >= 8) { /* the last 8 again: the same values for the ones already written */
+                    vst1q_s16(o + k - 8, quantize8_s16_neon(r + k - 8, vinv));
+                } else {
+                    float t[8] = {0.0f};
+                    int16_t b[8];
+                    memcpy(t, r, k * sizeof(float));
+                    vst1q_s16(b, quantize8_s16_neon(t, vinv));
+                    memcpy(o, b, k * sizeof(int16_t));
+                }
+            }
+            if (ldq > k) memset(o + k, 0, (ldq - k) * sizeof(int16_t));
+        }
+    }
+}
+#endif
+
 void psam_quantize_rows_s16(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale) {
 #if defined(__x86_64__)
     if (has_avx512()) {
@@ -101,5 +175,9 @@ void psam_quantize_rows_s16(const float *x, size_t m, size_t k, size_t ldx, int1
         return;
     }
 #endif
+#if defined(__aarch64__)
+    psam_quantize_s16__neon(x, m, k, ldx, q, ldq, scale);
+#else
     psam_quantize_s16__generic(x, m, k, ldx, q, ldq, scale);
+#endif
 }

@@ -59,8 +59,8 @@ static inline void quantize_row(const float *r, size_t k, uint8_t *o, size_t ldq
     for (size_t j = k; j < ldq; j++) o[j] = 0;
 }
 
-/* Floats of kᵀ kept on the stack by the AVX2 few-key attention: one head's d × ⌈nk/8⌉·8 must fit, else the generic
- * body runs. */
+/* Floats of kᵀ kept on the stack by the AVX2 and NEON few-key attentions: one head's d × ⌈nk/8⌉·8 (NEON: ⌈nk/4⌉·4)
+ * must fit, else the generic body runs. */
 #define PSAM_FEW_KEYS_KT 4096
 
 /* quantize_u8.c */
@@ -69,10 +69,16 @@ void psam_quantize_u8__generic(const float *x, size_t m, size_t k, size_t ldx, u
 void psam_quantize_u8__avx512(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
 void psam_quantize_u8__avx2(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
 #endif
+#if defined(__aarch64__)
+void psam_quantize_u8__neon(const float *x, size_t m, size_t k, size_t ldx, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
+#endif
 /* quantize_s16.c */
 void psam_quantize_s16__generic(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale);
 #if defined(__x86_64__)
 void psam_quantize_s16__avx512(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale);
+#endif
+#if defined(__aarch64__)
+void psam_quantize_s16__neon(const float *x, size_t m, size_t k, size_t ldx, int16_t *q, size_t ldq, float *scale);
 #endif
 /* gelu.c */
 void psam_gelu__generic(float *x, size_t n);
@@ -83,17 +89,30 @@ void psam_gelu__avx2(float *x, size_t n);
 void psam_gelu_lut__avx512(float *x, size_t n);
 void psam_gelu_fast__avx512(float *x, size_t n);
 #endif
+#if defined(__aarch64__)
+void psam_gelu__neon(float *x, size_t n);
+void psam_gelu_lut__neon(float *x, size_t n);
+#endif
 /* depthwise.c */
 void psam_depthwise__generic(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
 #if defined(__x86_64__)
 void psam_depthwise__avx512(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
 void psam_depthwise__avx2(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
 #endif
+#if defined(__aarch64__)
+void psam_depthwise__neon(const float *x, size_t h, size_t w, size_t c, const float *wt, const float *bias, size_t k, size_t stride, size_t pad, float *out, size_t wo, size_t y0, size_t y1, int gelu, uint8_t *q, size_t ldq, float *scale, int32_t *zero);
+#endif
 /* layernorm.c */
 void psam_layernorm__generic(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps, float *out, size_t ldo);
 #if defined(__x86_64__)
 void psam_layernorm__avx512(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps, float *out, size_t ldo);
 void psam_layernorm__avx2(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps, float *out, size_t ldo);
+#endif
+/* psam_layernorm_rows_seq's bodies (the same bits) */
+void psam_layernorm_seq__generic(const float *x, size_t m, size_t c, const float *w, const float *b, float eps, float *out);
+#if defined(__aarch64__)
+void psam_layernorm__neon(const float *x, size_t m, size_t c, size_t ldx, const float *w, const float *b, float eps, float *out, size_t ldo);
+void psam_layernorm_seq__neon(const float *x, size_t m, size_t c, const float *w, const float *b, float eps, float *out);
 #endif
 /* softmax.c */
 void psam_softmax__generic(float *x, size_t m, size_t n, size_t ld);
@@ -108,16 +127,29 @@ void psam_softmax_cols__avx2(float *x, size_t groups, size_t n, size_t cols, siz
 void psam_softmax_online__avx512(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc, size_t accw);
 void psam_softmax_lanes8__avx2(float *x, size_t m, size_t ld, size_t n, size_t g);
 #endif
+#if defined(__aarch64__)
+void psam_softmax__neon(float *x, size_t m, size_t n, size_t ld);
+void psam_softmax_cols__neon(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias);
+void psam_softmax_online__neon(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc, size_t accw);
+void psam_softmax_lanes__neon(float *x, size_t m, size_t ld, size_t n, size_t g);
+#endif
 /* window_attention.c */
 void psam_window_attention__generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 #if defined(__x86_64__)
 void psam_window_attention__avx512(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 void psam_window_attention__avx2(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 #endif
+#if defined(__aarch64__)
+void psam_window_attention__neon(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
+#endif
 /* window_attention_fp16.c */
 void psam_window_attention_fp16__generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 #if defined(__x86_64__)
 void psam_window_attention_fp16__avx512fp16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
+#endif
+#if defined(__aarch64__)
+/* kd a multiple of 8; only where psam_cpu_neon_fp16() (ARMv8.2 FP16 arithmetic). */
+void psam_window_attention_fp16__neonfp16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 #endif
 /* window_attention_bf16.c */
 void psam_window_attention_bf16_rows__generic(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
@@ -131,9 +163,22 @@ void psam_add__generic(float *out, const float *a, const float *b, size_t n);
 #if defined(__x86_64__)
 void psam_add__avx512(float *out, const float *a, const float *b, size_t n);
 #endif
+#if defined(__aarch64__)
+void psam_add__neon(float *out, const float *a, const float *b, size_t n);
+#endif
 /* attention_few_keys.c */
 void psam_attention_few_keys__generic(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv, size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo, size_t r0, size_t r1);
 #if defined(__x86_64__)
 void psam_attention_few_keys__avx2(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv, size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo, size_t r0, size_t r1);
+#endif
+#if defined(__aarch64__)
+void psam_attention_few_keys__neon(const float *q, size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv, size_t nk, size_t heads, size_t d, float scale, float *out, size_t ldo, size_t r0, size_t r1);
+#endif
+/* resample.c */
+void psam_resample_h__generic(const uint8_t *src, size_t stride, size_t channels, size_t y0, size_t y1, size_t ow, const int32_t *bounds, const int32_t *weights, size_t taps, uint8_t *tmp);
+void psam_resample_v__generic(const uint8_t *tmp, size_t ow3, size_t y0, size_t y1, const int32_t *bounds, const int32_t *weights, size_t taps, uint8_t *out);
+#if defined(__aarch64__)
+void psam_resample_h__neon(const uint8_t *src, size_t stride, size_t channels, size_t y0, size_t y1, size_t ow, const int32_t *bounds, const int32_t *weights, size_t taps, uint8_t *tmp);
+void psam_resample_v__neon(const uint8_t *tmp, size_t ow3, size_t y0, size_t y1, const int32_t *bounds, const int32_t *weights, size_t taps, uint8_t *out);
 #endif
 #endif

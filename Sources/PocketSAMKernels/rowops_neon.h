@@ -41,5 +41,15 @@ static inline void psam_store_tail4(float *p, float32x4_t v, size_t r) {
     vst1q_f32(t, v);
     for (size_t i = 0; i < r; i++) p[i] = t[i];
 }
+
+/* In-place transpose of 4 vectors of 4 (row i lane j ↔ row j lane i). */
+static inline void psam_transpose4_neon(float32x4_t r[4]) {
+    const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r[0], r[1])), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r[0], r[1]));
+    const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r[2], r[3])), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r[2], r[3]));
+    r[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));
+    r[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
+    r[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
+    r[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+}
 #endif /* __aarch64__ */
 #endif

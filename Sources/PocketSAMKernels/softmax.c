@@ -68,6 +68,85 @@ PSAM_AVX2FMA void psam_softmax__avx2(float *x, size_t m, size_t n, size_t ld) {
 }
 #endif
 
+#if defined(__aarch64__)
+/* GCC at -O2 does not unroll the tiles' small loops by itself, and their arrays then live on the stack. */
+#define PSAM_UNROLL _Pragma("GCC unroll 8")
+/* Lane masks: the r (0 ≤ r ≤ 4) lowest lanes set (lanes_low4), the r highest (lanes_top4). */
+static inline uint32x4_t lanes_low4(size_t r) {
+    static const uint32_t bits[8] = {~0u, ~0u, ~0u, ~0u, 0, 0, 0, 0};
+    return vld1q_u32(bits + 4 - r);
+}
+static inline uint32x4_t lanes_top4(size_t r) {
+    static const uint32_t bits[8] = {0, 0, 0, 0, ~0u, ~0u, ~0u, ~0u};
+    return vld1q_u32(bits + r);
+}
+
+/* One row of n ≥ 4 values. The last n mod 4 go through one vector ending at n, overlapping values of the last
+ * full one: it is loaded before the full ones are rewritten and stored after them (where they overlap, both hold
+ * the same values), and only its top lanes are summed. 4 vectors a step: 4 independent exp chains (one sum of
+ * them: 4 sums and the exp constants would not fit the registers). */
+static inline void softmax_row_neon(float *r, size_t n) {
+    const size_t n4 = n & ~(size_t)3, rem = n - n4;
+    const float32x4_t ninf = vdupq_n_f32(-INFINITY);
+    float32x4_t m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        m0 = vmaxq_f32(m0, vld1q_f32(r + j));
+        m1 = vmaxq_f32(m1, vld1q_f32(r + j + 4));
+        m2 = vmaxq_f32(m2, vld1q_f32(r + j + 8));
+        m3 = vmaxq_f32(m3, vld1q_f32(r + j + 12));
+    }
+    for (; j < n4; j += 4) m0 = vmaxq_f32(m0, vld1q_f32(r + j));
+    float32x4_t last = vld1q_f32(r + n - 4);
+    m1 = vmaxq_f32(m1, last);
+    const float32x4_t mx = vdupq_n_f32(vmaxvq_f32(vmaxq_f32(vmaxq_f32(m0, m1), vmaxq_f32(m2, m3))));
+    float32x4_t s0, s1 = vdupq_n_f32(0.0f);
+    last = psam_exp_neon(vsubq_f32(last, mx));
+    s0 = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(last), lanes_top4(rem)));
+    for (j = 0; j + 16 <= n; j += 16) {
+        const float32x4_t e0 = psam_exp_neon(vsubq_f32(vld1q_f32(r + j), mx));
+        const float32x4_t e1 = psam_exp_neon(vsubq_f32(vld1q_f32(r + j + 4), mx));
+        const float32x4_t e2 = psam_exp_neon(vsubq_f32(vld1q_f32(r + j + 8), mx));
+        const float32x4_t e3 = psam_exp_neon(vsubq_f32(vld1q_f32(r + j + 12), mx));
+        s0 = vaddq_f32(s0, vaddq_f32(vaddq_f32(e0, e1), vaddq_f32(e2, e3)));
+        vst1q_f32(r + j, e0), vst1q_f32(r + j + 4, e1), vst1q_f32(r + j + 8, e2), vst1q_f32(r + j + 12, e3);
+    }
+    for (; j < n4; j += 4) {
+        const float32x4_t e = psam_exp_neon(vsubq_f32(vld1q_f32(r + j), mx));
+        s1 = vaddq_f32(s1, e);
+        vst1q_f32(r + j, e);
+    }
+    vst1q_f32(r + n - 4, last);
+    const float32x4_t inv = vdupq_n_f32(1.0f / vaddvq_f32(vaddq_f32(s0, s1)));
+    last = vmulq_f32(last, inv);
+    for (j = 0; j + 16 <= n; j += 16) {
+        vst1q_f32(r + j, vmulq_f32(vld1q_f32(r + j), inv));
+        vst1q_f32(r + j + 4, vmulq_f32(vld1q_f32(r + j + 4), inv));
+        vst1q_f32(r + j + 8, vmulq_f32(vld1q_f32(r + j + 8), inv));
+        vst1q_f32(r + j + 12, vmulq_f32(vld1q_f32(r + j + 12), inv));
+    }
+    for (; j < n4; j += 4) vst1q_f32(r + j, vmulq_f32(vld1q_f32(r + j), inv));
+    vst1q_f32(r + n - 4, last);
+}
+
+void psam_softmax__neon(float *x, size_t m, size_t n, size_t ld) {
+    if (n == 0) return;
+    if (n >= 4) {
+        for (size_t i = 0; i < m; i++) softmax_row_neon(x + i * ld, n);
+        return;
+    }
+    /* Rows of 1 to 3 values: one vector through the stack, −∞ past n for the maximum. */
+    const uint32x4_t mk = lanes_low4(n);
+    for (size_t i = 0; i < m; i++) {
+        float *r = x + i * ld;
+        const float32x4_t v = vbslq_f32(mk, psam_load_tail4(r, n), vdupq_n_f32(-INFINITY));
+        const float32x4_t e = psam_exp_neon(vsubq_f32(v, vdupq_n_f32(vmaxvq_f32(v))));
+        const float32x4_t em = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(e), mk));
+        psam_store_tail4(r, vmulq_f32(em, vdupq_n_f32(1.0f / vaddvq_f32(em))), n);
+    }
+}
+#endif
+
 void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld) {
 #if defined(__x86_64__)
     if (has_avx512()) {
@@ -78,6 +157,10 @@ void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld) {
         psam_softmax__avx2(x, m, n, ld);
         return;
     }
+#endif
+#if defined(__aarch64__)
+    psam_softmax__neon(x, m, n, ld);
+    return;
 #endif
     psam_softmax__generic(x, m, n, ld);
 }
@@ -170,6 +253,52 @@ PSAM_AVX2FMA void psam_softmax_cols__avx2(float *x, size_t groups, size_t n, siz
 }
 #endif
 
+#if defined(__aarch64__)
+/* Columns [c, c + 4V) of one block (V = 4 or 1; with V = 1, the first r ≤ 4 of them through the stack helpers):
+ * one vector of maxima and of sums per 4 columns, V independent exp chains. */
+static inline __attribute__((always_inline)) void
+cols_tile_neon(float *blk, size_t n, size_t ld, const float *bb, const int V, size_t r) {
+    float32x4_t mx[4], s[4];
+    const int part = V == 1 && r < 4;
+    PSAM_UNROLL for (int v = 0; v < V; v++) mx[v] = vdupq_n_f32(-INFINITY), s[v] = vdupq_n_f32(0.0f);
+    for (size_t i = 0; i < n; i++) {
+        const float *p = blk + i * ld;
+        const float32x4_t b = vdupq_n_f32(bb ? bb[i] : 0.0f);
+        PSAM_UNROLL for (int v = 0; v < V; v++) mx[v] = vmaxq_f32(mx[v], vaddq_f32(part ? psam_load_tail4(p, r) : vld1q_f32(p + 4 * v), b));
+    }
+    for (size_t i = 0; i < n; i++) {
+        float *p = blk + i * ld;
+        const float32x4_t b = vdupq_n_f32(bb ? bb[i] : 0.0f);
+        PSAM_UNROLL for (int v = 0; v < V; v++) {
+            const float32x4_t e = psam_exp_neon(vsubq_f32(vaddq_f32(part ? psam_load_tail4(p, r) : vld1q_f32(p + 4 * v), b), mx[v]));
+            s[v] = vaddq_f32(s[v], e);
+            if (part) psam_store_tail4(p, e, r);
+            else vst1q_f32(p + 4 * v, e);
+        }
+    }
+    PSAM_UNROLL for (int v = 0; v < V; v++) s[v] = vdivq_f32(vdupq_n_f32(1.0f), s[v]);
+    for (size_t i = 0; i < n; i++) {
+        float *p = blk + i * ld;
+        PSAM_UNROLL for (int v = 0; v < V; v++) {
+            if (part) psam_store_tail4(p, vmulq_f32(psam_load_tail4(p, r), s[v]), r);
+            else vst1q_f32(p + 4 * v, vmulq_f32(vld1q_f32(p + 4 * v), s[v]));
+        }
+    }
+}
+
+/* 16 columns at a time, then 4, then the last cols mod 4 through the stack (once per block, not per row). */
+void psam_softmax_cols__neon(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias) {
+    for (size_t g = 0; g < groups; g++) {
+        float *blk = x + g * n * ld;
+        const float *bb = bias ? bias + g * n : NULL;
+        size_t c = 0;
+        for (; c + 16 <= cols; c += 16) cols_tile_neon(blk + c, n, ld, bb, 4, 4);
+        for (; c + 4 <= cols; c += 4) cols_tile_neon(blk + c, n, ld, bb, 1, 4);
+        if (c < cols) cols_tile_neon(blk + c, n, ld, bb, 1, cols - c);
+    }
+}
+#endif
+
 void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias) {
 #if defined(__x86_64__)
     if (has_avx512()) {
@@ -180,6 +309,10 @@ void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld
         psam_softmax_cols__avx2(x, groups, n, cols, ld, bias);
         return;
     }
+#endif
+#if defined(__aarch64__)
+    psam_softmax_cols__neon(x, groups, n, cols, ld, bias);
+    return;
 #endif
     psam_softmax_cols__generic(x, groups, n, cols, ld, bias);
 }
@@ -240,6 +373,81 @@ PSAM_AVX512FMA void psam_softmax_online__avx512(float *s, size_t rows, size_t co
 }
 #endif
 
+#if defined(__aarch64__)
+/* a[0..w) *= f. */
+static inline void scale_row_neon(float *a, size_t w, float f) {
+    const float32x4_t fv = vdupq_n_f32(f);
+    size_t j = 0;
+    for (; j + 16 <= w; j += 16) {
+        vst1q_f32(a + j, vmulq_f32(vld1q_f32(a + j), fv));
+        vst1q_f32(a + j + 4, vmulq_f32(vld1q_f32(a + j + 4), fv));
+        vst1q_f32(a + j + 8, vmulq_f32(vld1q_f32(a + j + 8), fv));
+        vst1q_f32(a + j + 12, vmulq_f32(vld1q_f32(a + j + 12), fv));
+    }
+    for (; j + 4 <= w; j += 4) vst1q_f32(a + j, vmulq_f32(vld1q_f32(a + j), fv));
+    for (; j < w; j++) a[j] *= f;
+}
+
+/* Columns [c0, c0 + 4V) (V = 4 or 1; with V = 1, the first r ≤ 4 through the stack helpers, the lanes past r
+ * kept from growing). */
+static inline __attribute__((always_inline)) void
+online_tile_neon(float *s, size_t rows, size_t ld, float *m, float *l, float *acc, size_t ldacc, size_t accw, const int V,
+                 size_t r) {
+    const int part = V == 1 && r < 4;
+    const uint32x4_t live = lanes_low4(part ? r : 4);
+    float32x4_t mold[4], mx[4], sum[4], f[4];
+    uint32x4_t grew[4], any = vdupq_n_u32(0);
+    PSAM_UNROLL for (int v = 0; v < V; v++) {
+        mold[v] = vbslq_f32(live, part ? psam_load_tail4(m, r) : vld1q_f32(m + 4 * v), vdupq_n_f32(-INFINITY));
+        mx[v] = mold[v], f[v] = vdupq_n_f32(1.0f);
+    }
+    for (size_t i = 0; i < rows; i++)
+        PSAM_UNROLL for (int v = 0; v < V; v++) mx[v] = vmaxq_f32(mx[v], part ? psam_load_tail4(s + i * ld, r) : vld1q_f32(s + i * ld + 4 * v));
+    PSAM_UNROLL for (int v = 0; v < V; v++) {
+        grew[v] = vandq_u32(vcgtq_f32(mx[v], mold[v]), live);
+        any = vorrq_u32(any, grew[v]);
+    }
+    if (vmaxvq_u32(any)) {
+        float fa[16];
+        uint32_t ga[16];
+        PSAM_UNROLL for (int v = 0; v < V; v++) {
+            f[v] = psam_exp_neon(vsubq_f32(mold[v], mx[v]));
+            vst1q_f32(fa + 4 * v, f[v]);
+            vst1q_u32(ga + 4 * v, grew[v]);
+            if (part) psam_store_tail4(m, mx[v], r);
+            else vst1q_f32(m + 4 * v, mx[v]);
+        }
+        for (int c = 0; c < 4 * V; c++)
+            if (ga[c]) scale_row_neon(acc + (size_t)c * ldacc, accw, fa[c]);
+    }
+    PSAM_UNROLL for (int v = 0; v < V; v++) sum[v] = vdupq_n_f32(0.0f);
+    for (size_t i = 0; i < rows; i++)
+        PSAM_UNROLL for (int v = 0; v < V; v++) {
+            float *p = s + i * ld + 4 * v;
+            const float32x4_t e = psam_exp_neon(vsubq_f32(part ? psam_load_tail4(p, r) : vld1q_f32(p), mx[v]));
+            sum[v] = vaddq_f32(sum[v], e);
+            if (part) psam_store_tail4(p, e, r);
+            else vst1q_f32(p, e);
+        }
+    PSAM_UNROLL for (int v = 0; v < V; v++) {
+        float32x4_t lv = part ? psam_load_tail4(l, r) : vld1q_f32(l + 4 * v);
+        if (vmaxvq_u32(any)) lv = vbslq_f32(grew[v], vmulq_f32(lv, f[v]), lv);
+        lv = vaddq_f32(lv, sum[v]);
+        if (part) psam_store_tail4(l, lv, r);
+        else vst1q_f32(l + 4 * v, lv);
+    }
+}
+
+/* As psam_softmax_online__avx512: 16 columns at a time, then 4, then the last cols mod 4 through the stack. */
+void psam_softmax_online__neon(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc,
+                               size_t accw) {
+    size_t c = 0;
+    for (; c + 16 <= cols; c += 16) online_tile_neon(s + c, rows, ld, m + c, l + c, acc + c * ldacc, ldacc, accw, 4, 4);
+    for (; c + 4 <= cols; c += 4) online_tile_neon(s + c, rows, ld, m + c, l + c, acc + c * ldacc, ldacc, accw, 1, 4);
+    if (c < cols) online_tile_neon(s + c, rows, ld, m + c, l + c, acc + c * ldacc, ldacc, accw, 1, cols - c);
+}
+#endif
+
 void psam_softmax_online_cols(float *s, size_t rows, size_t cols, size_t ld, float *m, float *l, float *acc, size_t ldacc,
                               size_t accw) {
 #if defined(__x86_64__)
@@ -247,6 +455,10 @@ void psam_softmax_online_cols(float *s, size_t rows, size_t cols, size_t ld, flo
         psam_softmax_online__avx512(s, rows, cols, ld, m, l, acc, ldacc, accw);
         return;
     }
+#endif
+#if defined(__aarch64__)
+    psam_softmax_online__neon(s, rows, cols, ld, m, l, acc, ldacc, accw);
+    return;
 #endif
     psam_softmax_online__generic(s, rows, cols, ld, m, l, acc, ldacc, accw);
 }
@@ -292,10 +504,67 @@ PSAM_AVX2FMA void psam_softmax_lanes8__avx2(float *x, size_t m, size_t ld, size_
 }
 #endif
 
+#if defined(__aarch64__)
+/* R rows (r0, r1) × lanes [0, 4V) of each group, R·V ≤ 4 independent exp chains. */
+static inline __attribute__((always_inline)) void
+lanes_tile_neon(float *r0, float *r1, size_t n, size_t g, const int R, const int V) {
+    float *const rp[2] = {r0, r1};
+    float32x4_t mx[4], s[4];
+    PSAM_UNROLL for (int a = 0; a < R * V; a++) mx[a] = vdupq_n_f32(-INFINITY), s[a] = vdupq_n_f32(0.0f);
+    for (size_t t = 0; t < n; t++)
+        PSAM_UNROLL for (int a = 0; a < R; a++)
+            PSAM_UNROLL for (int v = 0; v < V; v++) mx[a * V + v] = vmaxq_f32(mx[a * V + v], vld1q_f32(rp[a] + t * g + 4 * v));
+    for (size_t t = 0; t < n; t++)
+        PSAM_UNROLL for (int a = 0; a < R; a++)
+            PSAM_UNROLL for (int v = 0; v < V; v++) {
+                float *p = rp[a] + t * g + 4 * v;
+                const float32x4_t e = psam_exp_neon(vsubq_f32(vld1q_f32(p), mx[a * V + v]));
+                s[a * V + v] = vaddq_f32(s[a * V + v], e);
+                vst1q_f32(p, e);
+            }
+    PSAM_UNROLL for (int a = 0; a < R * V; a++) s[a] = vdivq_f32(vdupq_n_f32(1.0f), s[a]);
+    for (size_t t = 0; t < n; t++)
+        PSAM_UNROLL for (int a = 0; a < R; a++)
+            PSAM_UNROLL for (int v = 0; v < V; v++) {
+                float *p = rp[a] + t * g + 4 * v;
+                vst1q_f32(p, vmulq_f32(vld1q_f32(p), s[a * V + v]));
+            }
+}
+
+/* g a multiple of 4 (the dispatcher checks; others go to the generic body): g = 8 (SAM's heads) two rows at a time,
+ * other g 16, 8 or 4 lanes at a time. */
+void psam_softmax_lanes__neon(float *x, size_t m, size_t ld, size_t n, size_t g) {
+    if (g % 4) {
+        psam_softmax_lanes__generic(x, m, ld, n, g);
+        return;
+    }
+    size_t i = 0;
+    if (g == 8) {
+        for (; i + 2 <= m; i += 2) lanes_tile_neon(x + i * ld, x + (i + 1) * ld, n, 8, 2, 2);
+        if (i < m) lanes_tile_neon(x + i * ld, NULL, n, 8, 1, 2);
+        return;
+    }
+    for (; i < m; i++) {
+        float *r = x + i * ld;
+        size_t h = 0;
+        for (; h + 16 <= g; h += 16) lanes_tile_neon(r + h, NULL, n, g, 1, 4);
+        for (; h + 8 <= g; h += 8) lanes_tile_neon(r + h, NULL, n, g, 1, 2);
+        if (h < g) lanes_tile_neon(r + h, NULL, n, g, 1, 1);
+    }
+}
+#undef PSAM_UNROLL
+#endif
+
 void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g) {
 #if defined(__x86_64__)
     if (g == 8 && has_avx2()) {
         psam_softmax_lanes8__avx2(x, m, ld, n, g);
+        return;
+    }
+#endif
+#if defined(__aarch64__)
+    if (g % 4 == 0) {
+        psam_softmax_lanes__neon(x, m, ld, n, g);
         return;
     }
 #endif

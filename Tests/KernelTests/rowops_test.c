@@ -88,6 +88,17 @@ static double maxabs(const float *a, size_t n) {
 static const double TOL = 1e-5;
 
 /* ---- quantization: bit-exact ---- */
+/* The quantized rows equal, but where the input is NaN (kind 6): the generic body converts a NaN there, which C
+ * leaves undefined; a NaN must not change the row's extremes (scale, zero point) nor its other values. */
+static int same_q(const void *ref, const void *got, size_t esz, const float *x, size_t m, size_t k, size_t ldx, size_t ldq) {
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < ldq; j++)
+            if ((j >= k || !isnan(x[i * ldx + j])) &&
+                memcmp((const char *)ref + (i * ldq + j) * esz, (const char *)got + (i * ldq + j) * esz, esz) != 0)
+                return 0;
+    return 1;
+}
+
 static void test_quantize(size_t m, size_t k, int kind) {
     size_t ldx = k + next() % 5, ldq = k + next() % 9;
     float *x = falloc(m * ldx);
@@ -98,6 +109,7 @@ static void test_quantize(size_t m, size_t k, int kind) {
         case 2: x[i] = frand(-9.0f, -0.25f); break;                         /* all negative: hi = 0 */
         case 3: x[i] = (i / ldx) % 3 == 0 ? 0.0f : (next() & 1 ? -0.0f : 1.5f); break; /* zero rows, ±0 */
         case 4: x[i] = frand(-1e-3f, 1e-3f) * (float)(1u << (next() % 20)); break;   /* wide range */
+        case 6: x[i] = next() % 7 == 0 ? NAN : next() % 7 == 0 ? -0.0f : frand(-3.0f, 5.0f); break; /* NaN, −0 */
         default: break;
         }
     }
@@ -112,6 +124,18 @@ static void test_quantize(size_t m, size_t k, int kind) {
             }
             if (k > 1) { r[0] = lo; r[k - 1] = hi; }
         }
+    if (kind == 7) /* Extremes for which hi·inv + zero + 0.5 rounds to 256 (about 1 row in 36000 of random ones): the
+                    * clamp to 255.5 (or a saturating narrow) must give 255, not a wrapped 0. */
+        for (size_t i = 0; i < m; i++) {
+            static const float ext[5][2] = {{-0x1.0e99d8p+0f, 0x1.24b0d8p+0f}, {-0x1.d0cbp+1f, 0x1.5f0848p-1f},
+                                            {-0x1.37818p-3f, 0x1.c55a2ep+1f}, {-0x1.8faef4p+0f, 0x1.718a2ap+1f},
+                                            {-0x1.e23d72p+1f, 0x1.76b3bep+1f}};
+            const float lo = ext[i % 5][0], hi = ext[i % 5][1];
+            float *r = x + i * ldx;
+            for (size_t j = 0; j < k; j++) r[j] = next() % 3 == 0 ? hi : frand(lo, hi);
+            r[0] = lo;
+            if (k > 1) r[k - 1] = hi;
+        }
     uint8_t *ref = malloc(m * ldq + 1), *got = malloc(m * ldq + 1);
     float *rs = falloc(m), *gs = falloc(m);
     int32_t *rz = calloc(m, 4), *gz = calloc(m, 4);
@@ -121,10 +145,52 @@ static void test_quantize(size_t m, size_t k, int kind) {
         if (!variants[v].quantize) continue; /* this variant has no own body of it */
         memset(got, 0x5A, m * ldq + 1);
         variants[v].quantize(x, m, k, ldx, got, ldq, gs, gz);
-        CHECK(memcmp(ref, got, m * ldq) == 0 && got[m * ldq] == 0x5A && memcmp(rs, gs, m * 4) == 0 && memcmp(rz, gz, m * 4) == 0,
+        CHECK(same_q(ref, got, 1, x, m, k, ldx, ldq) && got[m * ldq] == 0x5A && memcmp(rs, gs, m * 4) == 0 && memcmp(rz, gz, m * 4) == 0,
               "quantize %s m=%zu k=%zu kind=%d", variants[v].name, m, k, kind);
     }
     free(x); free(ref); free(got); free(rs); free(gs); free(rz); free(gz);
+}
+
+/* Symmetric int16 rows: the generic body against the dispatched one and each own body, bit for bit, on
+ * test_quantize's shapes and kinds (kind 5 here: x·inv + AMAX + 0.5 within rounding of an integer). */
+typedef void (*quantize_s16_fn)(const float *, size_t, size_t, size_t, int16_t *, size_t, float *);
+static const char *s16_names[3] = {"dispatched"};
+static quantize_s16_fn s16_fns[3] = {psam_quantize_rows_s16};
+static size_t s16_nv = 1;
+static void test_quantize_s16(size_t m, size_t k, int kind) {
+    size_t ldx = k + next() % 5, ldq = k + next() % 9;
+    float *x = falloc(m * ldx);
+    for (size_t i = 0; i < m * ldx; i++) {
+        switch (kind) {
+        case 0: case 7: x[i] = frand(-3.0f, 5.0f); break;
+        case 1: x[i] = frand(0.5f, 7.0f); break;
+        case 2: x[i] = frand(-9.0f, -0.25f); break;
+        case 3: x[i] = (i / ldx) % 3 == 0 ? 0.0f : (next() & 1 ? -0.0f : 1.5f); break;
+        case 4: x[i] = frand(-1e-3f, 1e-3f) * (float)(1u << (next() % 20)); break;
+        case 6: x[i] = next() % 7 == 0 ? NAN : next() % 7 == 0 ? -0.0f : frand(-3.0f, 5.0f); break;
+        default: break;
+        }
+    }
+    if (kind == 5)
+        for (size_t i = 0; i < m; i++) {
+            float *r = x + i * ldx, amax = frand(0.5f, 4.0f), s = amax / (float)PSAM_S16_AMAX;
+            for (size_t j = 0; j < k; j++) {
+                float t = ((float)(1 + next() % (2 * PSAM_S16_AMAX)) - ((float)PSAM_S16_AMAX + 0.5f)) * s;
+                r[j] = t < -amax ? -amax : (t > amax ? amax : t);
+            }
+            if (k > 1) { r[0] = -amax; r[k - 1] = amax; }
+        }
+    int16_t *ref = malloc((m * ldq + 1) * 2), *got = malloc((m * ldq + 1) * 2);
+    float *rs = falloc(m), *gs = falloc(m);
+    memset(ref, 0xA5, (m * ldq + 1) * 2);
+    psam_quantize_s16__generic(x, m, k, ldx, ref, ldq, rs);
+    for (size_t v = 0; v < s16_nv; v++) {
+        memset(got, 0x5A, (m * ldq + 1) * 2);
+        s16_fns[v](x, m, k, ldx, got, ldq, gs);
+        CHECK(same_q(ref, got, 2, x, m, k, ldx, ldq) && got[m * ldq] == (int16_t)0x5A5A && memcmp(rs, gs, m * 4) == 0,
+              "quantize_s16 %s m=%zu k=%zu kind=%d", s16_names[v], m, k, kind);
+    }
+    free(x); free(ref); free(got); free(rs); free(gs);
 }
 
 /* ---- GELU and bias + GELU: bit-exact ---- */
@@ -161,6 +227,18 @@ static void test_add(void) {
         psam_add_rows(got, got, b, n);
         ok &= memcmp(ref, got, n * 4) == 0;
         CHECK(ok, "add n=%zu", n);
+#if defined(__aarch64__)
+        for (size_t i = 0; i < n + 16; i++) got[i] = 777.0f;
+        psam_add__neon(got, a, b, n);
+        ok = memcmp(ref, got, (n + 16) * 4) == 0;
+        memcpy(got, a, n * 4);
+        psam_add__neon(got, got, b, n); /* out = a */
+        ok &= memcmp(ref, got, n * 4) == 0;
+        memcpy(got, b, n * 4);
+        psam_add__neon(got, a, got, n); /* out = b */
+        ok &= memcmp(ref, got, n * 4) == 0;
+        CHECK(ok, "add neon n=%zu", n);
+#endif
     }
     free(a); free(b); free(ref); free(got);
 }
@@ -186,12 +264,21 @@ static void test_layernorm_seq(size_t m, size_t c) {
         float inv = 1.0f / sqrtf(v + eps);
         for (size_t j = 0; j < c; j++) ref[i * c + j] = (r[j] - mean) * inv * w[j] + b[j];
     }
-    psam_layernorm_rows_seq(x, m, c, w, b, eps, got);
-    int ok = memcmp(ref, got, m * c * 4) == 0;
-    memcpy(got, x, m * c * 4);
-    psam_layernorm_rows_seq(got, m, c, w, b, eps, got);
-    ok &= memcmp(ref, got, m * c * 4) == 0;
-    CHECK(ok, "layernorm_seq m=%zu c=%zu", m, c);
+    typedef void (*seq_fn)(const float *, size_t, size_t, const float *, const float *, float, float *);
+    const char *names[3] = {"dispatched", "generic"};
+    seq_fn fns[3] = {psam_layernorm_rows_seq, psam_layernorm_seq__generic};
+    size_t nv = 2;
+#if defined(__aarch64__)
+    names[nv] = "neon"; fns[nv++] = psam_layernorm_seq__neon;
+#endif
+    for (size_t v = 0; v < nv; v++) {
+        fns[v](x, m, c, w, b, eps, got);
+        int ok = memcmp(ref, got, m * c * 4) == 0;
+        memcpy(got, x, m * c * 4);
+        fns[v](got, m, c, w, b, eps, got);
+        ok &= memcmp(ref, got, m * c * 4) == 0;
+        CHECK(ok, "layernorm_seq %s m=%zu c=%zu", names[v], m, c);
+    }
     free(x); free(w); free(b); free(ref); free(got);
 }
 
@@ -276,6 +363,15 @@ static void test_softmax(size_t m, size_t n, float spread) {
     free(x); free(ref); free(got);
 }
 
+/* The variants softmax_cols, _lanes and _online ran (they have their own lists), for the report. */
+static const char *softmax_ran[3][4];
+static void note_ran(int op, const char *name) {
+    for (int i = 0; i < 4; i++) {
+        if (!softmax_ran[op][i]) softmax_ran[op][i] = name;
+        if (!strcmp(softmax_ran[op][i], name)) return;
+    }
+}
+
 /* ---- softmax down columns of row groups ---- */
 typedef void (*softmax_cols_fn)(float *, size_t, size_t, size_t, size_t, const float *);
 static void test_softmax_cols(size_t groups, size_t n, size_t cols, int with_bias, float spread) {
@@ -293,9 +389,13 @@ static void test_softmax_cols(size_t groups, size_t n, size_t cols, int with_bia
     if (has_avx2()) { names[nv] = "avx2"; fns[nv++] = psam_softmax_cols__avx2; }
     if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = psam_softmax_cols__avx512; }
 #endif
+#if defined(__aarch64__)
+    names[nv] = "neon"; fns[nv++] = psam_softmax_cols__neon;
+#endif
     for (size_t v = 0; v < nv; v++) {
         memcpy(got, x, groups * n * ld * 4);
         fns[v](got, groups, n, cols, ld, with_bias ? bias : NULL);
+        note_ran(0, names[v]);
         double worst = 0.0;
         int pad_ok = 1, sums_ok = 1;
         for (size_t g = 0; g < groups; g++)
@@ -337,9 +437,13 @@ static void test_softmax_lanes(size_t m, size_t n, size_t g, float spread) {
 #if defined(__x86_64__)
     if (g == 8 && has_avx2()) { names[nv] = "avx2"; fns[nv++] = psam_softmax_lanes8__avx2; }
 #endif
+#if defined(__aarch64__)
+    if (g % 4 == 0) { names[nv] = "neon"; fns[nv++] = psam_softmax_lanes__neon; }
+#endif
     for (size_t v = 0; v < nv; v++) {
         memcpy(got, x, m * ld * 4);
         fns[v](got, m, ld, n, g);
+        note_ran(1, names[v]);
         double worst = 0.0;
         int pad_ok = 1, sums_ok = 1;
         for (size_t i = 0; i < m; i++) {
@@ -379,10 +483,14 @@ static void test_softmax_online(size_t n, size_t cols, size_t block, size_t accw
 #if defined(__x86_64__)
     if (has_avx512()) { names[nv] = "avx512"; fns[nv++] = psam_softmax_online__avx512; }
 #endif
+#if defined(__aarch64__)
+    names[nv] = "neon"; fns[nv++] = psam_softmax_online__neon;
+#endif
     softmax_online_fn all[3] = {psam_softmax_online__generic, fns[0], nv > 1 ? fns[1] : NULL};
     const char *all_names[3] = {"generic", names[0], nv > 1 ? names[1] : NULL};
     for (size_t f = 0; f < 1 + nv; f++) {
         float *s = falloc(n * cols), *m = falloc(cols), *l = falloc(cols), *acc = falloc(cols * accw);
+        note_ran(2, all_names[f]);
         memcpy(s, x, n * cols * 4);
         for (size_t c = 0; c < cols; c++) m[c] = -INFINITY;
         for (size_t i0 = 0; i0 < n; i0 += block) {
@@ -689,6 +797,141 @@ static void test_depthwise(size_t h, size_t w, size_t c, size_t k, size_t stride
     free(qref); free(qgot); free(sref); free(sgot); free(zref); free(zgot);
 }
 
+/* ---- resampling passes (psam_resample_rows_h / _v): integer, bit-exact ---- */
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+/* n bytes that end where an inaccessible page begins (Linux; plain memory elsewhere): a read past them faults. */
+typedef struct { unsigned char *base, *p; size_t body; } guarded;
+static void *guarded_alloc(guarded *g, size_t n) {
+#if defined(__linux__)
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    g->body = (n + pg - 1) / pg * pg;
+    g->base = aligned_alloc(pg, g->body + pg);
+    if (!g->base || mprotect(g->base + g->body, pg, PROT_NONE) != 0) { fprintf(stderr, "guard page\n"); exit(2); }
+#else
+    g->body = n;
+    g->base = malloc(n + 1);
+#endif
+    g->p = g->base + g->body - n;
+    return g->p;
+}
+static void guarded_free(guarded *g) {
+#if defined(__linux__)
+    mprotect(g->base + g->body, (size_t)sysconf(_SC_PAGESIZE), PROT_READ | PROT_WRITE);
+#endif
+    free(g->base);
+}
+
+/* Preprocess.maxTaps and Preprocess.coefficients (PIL's antialiased bilinear weights, 22-bit fixed point). */
+static size_t resample_max_taps(size_t in, size_t out) {
+    double s = (double)in / (double)out;
+    return (size_t)ceil((s > 1.0 ? s : 1.0) * 2.0) + 2;
+}
+static void resample_coefficients(size_t in, size_t out, size_t taps, int32_t *bounds, int32_t *weights) {
+    const double scale = (double)in / (double)out, fs = scale > 1.0 ? scale : 1.0, support = fs, ss = 1.0 / fs;
+    for (size_t xx = 0; xx < out; xx++) {
+        const double center = ((double)xx + 0.5) * scale;
+        long xmin = (long)(center - support + 0.5), xmax = (long)(center + support + 0.5);
+        if (xmin < 0) xmin = 0;
+        if (xmax > (long)in) xmax = (long)in;
+        xmax -= xmin;
+        if (xmax > (long)taps) xmax = (long)taps;
+        double ww = 0.0;
+        for (long x = 0; x < xmax; x++) {
+            double t = fabs(((double)(x + xmin) - center + 0.5) * ss);
+            ww += t < 1.0 ? 1.0 - t : 0.0;
+        }
+        for (long x = 0; x < xmax; x++) {
+            double t = fabs(((double)(x + xmin) - center + 0.5) * ss);
+            double f = (ww == 0.0 ? 0.0 : (t < 1.0 ? 1.0 - t : 0.0) / ww) * (double)(1 << 22);
+            weights[xx * taps + (size_t)x] = (int32_t)(f < 0.0 ? f - 0.5 : f + 0.5);
+        }
+        bounds[2 * xx] = (int32_t)xmin;
+        bounds[2 * xx + 1] = (int32_t)(xmax > 0 ? xmax : 0);
+    }
+}
+/* Coefficients for `out` samples of `in`: kind 0 PIL's; 1 random spans (start, 1…taps taps) with nonnegative weights
+ * summing to about 2^22 (up to 1.2·2^22: bytes clamped at 255); 2 signed weights (sums below 0 clamped at 0).
+ * Unused weight slots hold junk. */
+static void resample_table(size_t in, size_t out, size_t taps, int kind, int32_t *bounds, int32_t *weights) {
+    for (size_t i = 0; i < out * taps; i++) weights[i] = (int32_t)(next() & 0x7FFFFF) - 0x400000;
+    if (kind == 0) {
+        resample_coefficients(in, out, taps, bounds, weights);
+        return;
+    }
+    for (size_t xx = 0; xx < out; xx++) {
+        const size_t cap = taps < in ? taps : in, n = 1 + next() % cap, start = next() % (in - n + 1);
+        int32_t *k = weights + xx * taps;
+        if (kind == 1) {
+            double r[64], sum = 0.0, target = (double)(1 << 22) * (next() % 4 == 0 ? 1.2 : 1.0);
+            for (size_t x = 0; x < n; x++) sum += r[x] = (double)(next() % 1000);
+            for (size_t x = 0; x < n; x++) k[x] = sum > 0.0 ? (int32_t)(r[x] / sum * target + 0.5) : 0;
+        } else {
+            const int32_t lo = -(int32_t)((1 << 22) / taps), span = (int32_t)(5 * (1 << 22) / (2 * taps));
+            for (size_t x = 0; x < n; x++) k[x] = lo + (int32_t)(next() % (uint32_t)span);
+        }
+        bounds[2 * xx] = (int32_t)start;
+        bounds[2 * xx + 1] = (int32_t)n;
+    }
+}
+
+typedef void (*resample_h_fn)(const uint8_t *, size_t, size_t, size_t, size_t, size_t, const int32_t *, const int32_t *,
+                              size_t, uint8_t *);
+typedef void (*resample_v_fn)(const uint8_t *, size_t, size_t, size_t, const int32_t *, const int32_t *, size_t, uint8_t *);
+static size_t resample_cases;
+
+/* The horizontal pass from w × h (channels 1 or 3, rows `stride` apart; the image's last byte and the weight
+ * table's last entry just before an inaccessible page) to ow, rows [y0, y1), and the vertical pass from h rows of
+ * ow3 bytes to oh, rows [y0, y1): every variant's bytes (and the rows it must leave alone) as the generic body's. */
+static void test_resample(size_t w, size_t h, size_t channels, size_t pad, size_t ow, size_t oh, int kind) {
+    const char *names[3] = {"dispatched"};
+    resample_h_fn hf[3] = {psam_resample_rows_h};
+    resample_v_fn vf[3] = {psam_resample_rows_v};
+    size_t nv = 1;
+#if defined(__aarch64__)
+    names[nv] = "neon"; hf[nv] = psam_resample_h__neon; vf[nv++] = psam_resample_v__neon;
+#endif
+    const size_t stride = w * channels + pad, y0 = h > 2 ? next() % 2 : 0, y1 = h > 2 && next() % 2 ? h - 1 : h;
+    guarded gs, gk, gt, gkv;
+    uint8_t *src = guarded_alloc(&gs, (h - 1) * stride + w * channels);
+    for (size_t i = 0; i < (h - 1) * stride + w * channels; i++) src[i] = (uint8_t)next();
+    size_t taps = resample_max_taps(w, ow);
+    if (kind && taps > 60) taps = 60;
+    int32_t *bounds = malloc(2 * ow * sizeof(int32_t)), *weights = guarded_alloc(&gk, ow * taps * sizeof(int32_t));
+    resample_table(w, ow, taps, kind, bounds, weights);
+    uint8_t *ref = malloc(h * ow * 3), *got = malloc(h * ow * 3);
+    memset(ref, 0xA5, h * ow * 3);
+    psam_resample_h__generic(src, stride, channels, y0, y1, ow, bounds, weights, taps, ref);
+    for (size_t v = 0; v < nv; v++) {
+        memset(got, 0xA5, h * ow * 3);
+        hf[v](src, stride, channels, y0, y1, ow, bounds, weights, taps, got);
+        CHECK(memcmp(ref, got, h * ow * 3) == 0, "resample_h %s %zux%zu c=%zu pad=%zu -> %zu rows [%zu,%zu) kind=%d",
+              names[v], w, h, channels, pad, ow, y0, y1, kind);
+    }
+    /* Vertical: h rows of ow·3 bytes (the horizontal output, other rows random) to oh rows. */
+    const size_t ow3 = ow * 3, vy0 = oh > 2 ? next() % 2 : 0, vy1 = oh > 2 && next() % 2 ? oh - 1 : oh;
+    uint8_t *tmp = guarded_alloc(&gt, h * ow3);
+    for (size_t i = 0; i < h * ow3; i++) tmp[i] = ref[i] == 0xA5 ? (uint8_t)next() : ref[i];
+    size_t vtaps = resample_max_taps(h, oh);
+    if (kind && vtaps > 60) vtaps = 60;
+    int32_t *vb = malloc(2 * oh * sizeof(int32_t)), *vw = guarded_alloc(&gkv, oh * vtaps * sizeof(int32_t));
+    resample_table(h, oh, vtaps, kind, vb, vw);
+    uint8_t *vref = malloc(oh * ow3), *vgot = malloc(oh * ow3);
+    memset(vref, 0x5A, oh * ow3);
+    psam_resample_v__generic(tmp, ow3, vy0, vy1, vb, vw, vtaps, vref);
+    for (size_t v = 0; v < nv; v++) {
+        memset(vgot, 0x5A, oh * ow3);
+        vf[v](tmp, ow3, vy0, vy1, vb, vw, vtaps, vgot);
+        CHECK(memcmp(vref, vgot, oh * ow3) == 0, "resample_v %s %zu rows of %zu -> %zu rows [%zu,%zu) kind=%d", names[v],
+              h, ow3, oh, vy0, vy1, kind);
+    }
+    resample_cases++;
+    guarded_free(&gs); guarded_free(&gk); guarded_free(&gt); guarded_free(&gkv);
+    free(bounds); free(ref); free(got); free(vb); free(vref); free(vgot);
+}
+
 int main(void) {
     variants[nvariants++] = (variant){"dispatched", psam_quantize_rows_u8, psam_gelu_rows, psam_layernorm_rows,
                                       psam_softmax_rows, psam_window_attention, depthwise_public, NULL};
@@ -709,6 +952,13 @@ int main(void) {
     /* NEON (every aarch64 core has it): one member per operation's own body. */
     {
         variant neon = {"neon", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+        neon.depthwise = psam_depthwise__neon;
+        neon.quantize = psam_quantize_u8__neon;
+        neon.gelu = psam_gelu__neon;
+        neon.layernorm = psam_layernorm__neon;
+        neon.softmax = psam_softmax__neon;
+        neon.attention = psam_window_attention__neon;
+        neon.fewkeys = psam_attention_few_keys__neon;
         variants[nvariants++] = neon;
         printf(" neon");
     }
@@ -719,13 +969,23 @@ int main(void) {
                       128, 129, 160, 191, 192, 196, 255, 256, 257, 300};
     size_t nsizes = sizeof sizes / sizeof sizes[0];
 
+#if defined(__x86_64__)
+    if (has_avx512()) { s16_names[s16_nv] = "avx512"; s16_fns[s16_nv++] = psam_quantize_s16__avx512; }
+#endif
+#if defined(__aarch64__)
+    s16_names[s16_nv] = "neon"; s16_fns[s16_nv++] = psam_quantize_s16__neon;
+#endif
     for (size_t s = 0; s < nsizes; s++)
-        for (int kind = 0; kind < 6; kind++) {
+        for (int kind = 0; kind < 8; kind++) {
             test_quantize(1, sizes[s], kind);
             test_quantize(1 + next() % 6, sizes[s], kind);
             test_quantize(17 + next() % 24, sizes[s], kind); /* more than the 16 rows AVX-512 scales at a time */
+            test_quantize_s16(1, sizes[s], kind);
+            test_quantize_s16(1 + next() % 6, sizes[s], kind);
+            test_quantize_s16(17 + next() % 24, sizes[s], kind);
         }
     test_quantize(3, 0, 0);
+    test_quantize_s16(3, 0, 0);
     for (size_t n = 0; n <= 300; n++) test_gelu(n);
     test_gelu(100003);
     /* The upscaling's GELU (FMA, refined reciprocal) against the generic GELU: within 1e-6 of max(1, |x|). */
@@ -776,6 +1036,22 @@ int main(void) {
         memcpy(got, x, n * 4);
         psam_gelu_lut_rows(got, n);
         CHECK(memcmp(got, ref, n * 4) == 0, "gelu_lut dispatched vs generic n=%zu", n);
+#if defined(__aarch64__)
+        for (size_t w = 0; w <= 300; w++) {
+            memcpy(got, x, (w + 16) * 4);
+            psam_gelu_lut__neon(got, w);
+            int ok = memcmp(got, ref, w * 4) == 0;
+            for (size_t i = w; i < w + 16; i++) ok &= memcmp(&got[i], &x[i], 4) == 0;
+            CHECK(ok, "gelu_lut neon vs generic (or past n) at n=%zu", w);
+        }
+        memcpy(got, x, n * 4);
+        psam_gelu_lut__neon(got, n);
+        CHECK(memcmp(got, ref, n * 4) == 0, "gelu_lut neon vs generic n=%zu", n);
+        int table_ok = 1; /* the NEON body's transposed table holds psam_gelu_lut_c's values */
+        for (int i = 0; i < 32; i++)
+            for (int j = 0; j < 4; j++) table_ok &= memcmp(&psam_gelu_lut_t[i][j], &psam_gelu_lut_c[j][i], 4) == 0;
+        CHECK(table_ok, "gelu_lut neon table");
+#endif
         CHECK(isnan(ref[15]) && ref[13] == INFINITY && ref[14] == 0.0f && ref[12] == 0.0f && fabsf(ref[11] - 1e30f) <= 1e24f,
               "gelu_lut special values: nan %g inf %g -inf %g -1e30 %g 1e30 %g", ref[15], ref[13], ref[14], ref[12], ref[11]);
         float *exact = falloc(n);
@@ -795,6 +1071,8 @@ int main(void) {
         for (int g = 0; g < 4; g++) test_bias_gelu(1 + next() % 4, sizes[s], g & 1, g >> 1);
     test_add();
     for (size_t m = 1; m <= 19; m++) test_layernorm_seq(m, (size_t[]){1, 7, 32, 256, 320}[m % 5]);
+    for (size_t m = 1; m <= 13; m++) /* every row group (8, 4, 1 … 3) with every column tail */
+        for (size_t c = 2; c <= 9; c++) test_layernorm_seq(m, c);
     for (size_t c = 1; c <= 300; c++) {
         test_layernorm(1, c, 0);
         test_layernorm(2 + next() % 4, c, (int)(c & 1));
@@ -841,6 +1119,9 @@ int main(void) {
     if (has_avx512fp16()) att_fp16.vector = psam_window_attention_fp16__avx512fp16;
     if (has_avx512bf16()) att_bf16.vector = psam_window_attention_bf16__avx512bf16;
 #endif
+#if defined(__aarch64__)
+    if (psam_cpu_neon_fp16()) att_fp16.vector = psam_window_attention_fp16__neonfp16;
+#endif
     struct half_attention *halves[2] = {&att_fp16, &att_bf16};
     size_t bwns[] = {1, 2, 7, 15, 16, 17, 31, 33, 49, 64, 196};
     for (int f = 0; f < 2; f++) {
@@ -857,6 +1138,7 @@ int main(void) {
             test_attention_bf16_rows(9, 2, 6);
         }
         test_attention_half(halves[f], 17, 2, 16, 1);
+        test_attention_half(halves[f], 23, 3, 24, 1); /* NEON FP16: a tile of 8 columns after one of 16 */
         test_attention_half(halves[f], 9, 1, 6, 0);
         test_attention_half(halves[f], 5, 1, 7, 1);
     }
@@ -895,15 +1177,66 @@ int main(void) {
     test_depthwise(9, 21, 33, 3, 1, 0, 0);
     test_depthwise(7, 14, 40, 5, 1, 1, 1);
     test_depthwise(6, 9, 1030, 3, 1, 1, 1);
+    test_depthwise(6, 14, 1030, 3, 1, 1, 1); /* groups of interior pixels too (fp32 output) */
+    /* Groups of interior pixels with channel counts not a multiple of 4, through every kernel shape's path. */
+    for (size_t c = 4; c <= 19; c += 3) {
+        test_depthwise(5, 13, c, 3, 1, 1, (int)(c & 1));
+        test_depthwise(7, 21, c, 3, 2, 0, PSAM_GELU_LUT);
+        test_depthwise(9, 23, c, 5, 2, 1, 1);
+        test_depthwise(10, 21, c, 7, 1, 0, 0);
+        test_depthwise(11, 30, c, 3, 3, 1, 1);
+    }
+    /* Resampling: gray and RGB, shrink and enlarge, padded rows, images too narrow for a 16-byte load, PIL's and
+     * random coefficient tables. */
+    {
+        static const size_t rs[][4] = {{4, 3, 2, 5},     {5, 4, 9, 3},     {6, 6, 17, 2},   {1, 5, 3, 2},
+                                       {16, 9, 5, 21},   {37, 20, 16, 7},  {100, 31, 37, 80}, {7, 9, 23, 4},
+                                       {640, 7, 1024, 3}, {1000, 6, 256, 3}, {333, 40, 64, 128}, {48, 1, 11, 1}};
+        for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++)
+            for (size_t ch = 1; ch <= 3; ch += 2)
+                for (int kind = 0; kind < 3; kind++) test_resample(rs[i][0], rs[i][1], ch, next() % 8, rs[i][2], rs[i][3], kind);
+#if defined(__aarch64__)
+        printf("resample h, v: dispatched neon byte for byte as generic (%zu images)\n", resample_cases);
+#else
+        printf("resample h, v: dispatched byte for byte as generic (%zu images)\n", resample_cases);
+#endif
+    }
+    /* Shapes the loops above miss (here, so as not to move their random shapes): the NEON softmax_lanes' 16- and
+     * 4-lane chunks (g 12…28), the online softmax's 16-wide rescaling of wide accumulator rows, window attention
+     * with kd not a multiple of 4 (the value columns' last vector overlapping), with 4 tokens, and with SAM-ViT's kd 64. */
+    for (size_t g = 12; g <= 28; g += 4) test_softmax_lanes(3, 5, g, 8.0f);
+    test_softmax_online(500, 23, 50, 37, 30.0f);
+    test_attention(49, 2, 6, 1);
+    test_attention(25, 3, 13, 0);
+    test_attention(4, 2, 4, 1);
+    test_attention(6, 1, 5, 1);
+    test_attention(196, 2, 64, 1);
 
     printf("largest relative difference: layernorm %.2g, softmax %.2g, window attention %.2g, few-keys attention %.2g, "
            "depthwise %.2g (tolerance %.0g)\n", worst_layernorm, worst_softmax, worst_attention, worst_fewkeys,
            worst_depthwise, TOL);
+#if defined(__aarch64__)
+    const char *fp16_isa = " (neonfp16)";
+#else
+    const char *fp16_isa = " (avx512fp16)";
+#endif
     for (int f = 0; f < 2; f++)
         printf("%s window attention%s: largest relative difference %.2g from the %s reference (tolerance %.2g), "
                "%zu of %zu rows over %.0g; %s against fp32 %.2g\n", halves[f]->name,
-               !halves[f]->vector ? "" : f == 0 ? " (avx512fp16)" : " (avx512bf16)", halves[f]->worst, halves[f]->name,
+               !halves[f]->vector ? "" : f == 0 ? fp16_isa : " (avx512bf16)", halves[f]->worst, halves[f]->name,
                halves[f]->step, halves[f]->rows_moved, halves[f]->rows, TOL, halves[f]->name, halves[f]->worst_fp32);
+    for (int op = 0; op < 3; op++) {
+        printf("%s", (const char *[]){"softmax_cols:", "; softmax_lanes:", "; softmax_online:"}[op]);
+        for (int i = 0; i < 4 && softmax_ran[op][i]; i++) printf(" %s", softmax_ran[op][i]);
+    }
+    printf("\n");
+    printf("bit for bit against the generic body: quantize_s16");
+    for (size_t v = 0; v < s16_nv; v++) printf(" %s", s16_names[v]);
+#if defined(__aarch64__)
+    printf("; add, gelu_lut dispatched neon; layernorm_seq dispatched generic neon\n");
+#else
+    printf("; add, gelu_lut dispatched; layernorm_seq dispatched generic\n");
+#endif
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
