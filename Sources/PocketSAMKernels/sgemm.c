@@ -3,6 +3,7 @@
  * ("packs") the large operand and clears the output on every such call; here the large operand is read where
  * it is, by a register tile, and the small one (a few tens of KB, cache resident) row by row. */
 #include "pocketsam_kernels.h"
+#include "maskpost_internal.h"
 #include <stddef.h>
 #include <string.h>
 
@@ -21,7 +22,7 @@ static void sgemm_generic(SGEMM_PARAMS) {
         }
 }
 
-/* Without x86 vectors (aarch64): each row of C accumulated in a stack row, B row by row (vectorises). */
+/* Without x86 or NEON vectors: each row of C accumulated in a stack row, B row by row (vectorises). */
 static void sgemm_rows(SGEMM_PARAMS) {
     float acc[256];
     for (size_t r = 0; r < m; r++)
@@ -172,6 +173,150 @@ PSAM_SG256 static void sgemm_avx2(SGEMM_PARAMS) {
 }
 #endif
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+/* NEON: tiles of 8 rows × 8 columns (16 accumulators), k in blocks of SGN_KC. Per k block, each row tile of A
+ * (8 × kc: 8 KB, L1 resident) passes over every 8-column tile of B (kc × n, L2 resident), so A is read from
+ * memory once. Row-major A (aks = 1) is loaded 4 k steps at a time per row (one 16-byte load) and multiplied
+ * by lane; transposed A (ars = 1) 8 rows per k step in two loads. A last tile of fewer rows repeats its last row
+ * (no predicates in the k loop; the copies are not stored); the last columns past n come from a zero-padded
+ * copy of B's tail (kc × 8), so every load of B is a full vector. The rows are spelled out by macros so that
+ * the accumulators are indexed by constants only (kept in registers at -O2 by gcc as well as clang). */
+#define SGN_KC 256
+#define SGN_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define SGN_LANE(r, av, L)                                                                 \
+    if ((r) < MR) {                                                                        \
+        acc[r][0] = vfmaq_laneq_f32(acc[r][0], b0, av, L);                                 \
+        acc[r][1] = vfmaq_laneq_f32(acc[r][1], b1, av, L);                                 \
+    }
+#define SGN_LOAD_B(bt)                                                                     \
+    const float32x4_t b0 = vld1q_f32(bt), b1 = vld1q_f32((bt) + 4)
+/* Row-major A: k step t + L with lane L of each row's 4 values. */
+#define SGN_ROW_RM(r) SGN_LANE(r, av[r], SGN_L)
+#define SGN_STEP_RM(L)                                                                     \
+    {                                                                                      \
+        SGN_LOAD_B(b + (t + (L)) * ldb);                                                   \
+        enum { SGN_L = (L) };                                                              \
+        SGN_ROWS(SGN_ROW_RM)                                                               \
+    }
+/* Transposed A: rows 0–3 in a0, 4–7 in a1. */
+#define SGN_ROW_T(r) SGN_LANE(r, (r) < 4 ? a0 : a1, (r) & 3)
+/* Any strides: one broadcast value per row. */
+#define SGN_ROW_N(r)                                                                       \
+    if ((r) < MR) {                                                                        \
+        const float s_ = ar[r][t * aks];                                                   \
+        acc[r][0] = vfmaq_n_f32(acc[r][0], b0, s_);                                        \
+        acc[r][1] = vfmaq_n_f32(acc[r][1], b1, s_);                                        \
+    }
+#define SGN_INIT(r)                                                                        \
+    if ((r) < MR) {                                                                        \
+        acc[r][0] = acc[r][1] = vdupq_n_f32(0.0f);                                         \
+        ar[r] = a + ((size_t)(r) < mr ? (size_t)(r) : mr - 1) * ars;                       \
+    }
+#define SGN_OUT(r)                                                                         \
+    if ((r) < MR && (size_t)(r) < mr) {                                                    \
+        float *cp = c + (r) * ldc;                                                         \
+        float32x4_t v0 = vfmaq_f32(bb0, acc[r][0], al), v1 = vfmaq_f32(bb1, acc[r][1], al); \
+        if (cols == 8) {                                                                   \
+            if (add_c) v0 = vaddq_f32(v0, vld1q_f32(cp)), v1 = vaddq_f32(v1, vld1q_f32(cp + 4)); \
+            vst1q_f32(cp, v0);                                                             \
+            vst1q_f32(cp + 4, v1);                                                         \
+        } else {                                                                           \
+            float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                       \
+            if (add_c) {                                                                   \
+                memcpy(tmp, cp, cols * sizeof(float));                                     \
+                v0 = vaddq_f32(v0, vld1q_f32(tmp)), v1 = vaddq_f32(v1, vld1q_f32(tmp + 4)); \
+            }                                                                              \
+            vst1q_f32(tmp, v0);                                                            \
+            vst1q_f32(tmp + 4, v1);                                                        \
+            memcpy(cp, tmp, cols * sizeof(float));                                         \
+        }                                                                                  \
+    }
+
+/* C[0 .. mr)[0 .. cols) (= alpha·A·B + bias, + C when add_c) for MR ∈ {1, 4, 8} rows, mr ≤ MR of them real;
+ * B's rows hold 8 readable values (cols ≤ 8 of them used). */
+static inline __attribute__((always_inline)) void
+tile_neon(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t kc, size_t cols,
+          const int MR, size_t mr, float alpha, const float *bias, int add_c) {
+    float32x4_t acc[8][2];
+    const float *ar[8];
+    SGN_ROWS(SGN_INIT)
+    if (aks == 1) {
+        size_t t = 0;
+        for (; t + 4 <= kc; t += 4) {
+            float32x4_t av[8];
+#define SGN_LOAD_A(r) if ((r) < MR) av[r] = vld1q_f32(ar[r] + t);
+            SGN_ROWS(SGN_LOAD_A)
+#undef SGN_LOAD_A
+            SGN_STEP_RM(0)
+            SGN_STEP_RM(1)
+            SGN_STEP_RM(2)
+            SGN_STEP_RM(3)
+        }
+        for (; t < kc; t++) {
+            SGN_LOAD_B(b + t * ldb);
+            SGN_ROWS(SGN_ROW_N)
+        }
+    } else if (ars == 1 && MR >= 4 && mr == (size_t)MR) {
+        for (size_t t = 0; t < kc; t++) {
+            const float32x4_t a0 = vld1q_f32(a + t * aks), a1 = MR > 4 ? vld1q_f32(a + t * aks + 4) : a0;
+            SGN_LOAD_B(b + t * ldb);
+            SGN_ROWS(SGN_ROW_T)
+        }
+    } else {
+        for (size_t t = 0; t < kc; t++) {
+            SGN_LOAD_B(b + t * ldb);
+            SGN_ROWS(SGN_ROW_N)
+        }
+    }
+    const float32x4_t al = vdupq_n_f32(alpha);
+    float32x4_t bb0 = vdupq_n_f32(0.0f), bb1 = bb0;
+    if (bias) {
+        float tb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        memcpy(tb, bias, cols * sizeof(float));
+        bb0 = vld1q_f32(tb), bb1 = vld1q_f32(tb + 4);
+    }
+    SGN_ROWS(SGN_OUT)
+}
+
+/* One row tile against every column tile of B's k block (bt: B's last n % 8 columns, zero-padded to 8). */
+static inline __attribute__((always_inline)) void
+rowtile_neon(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, const float *bt, float *c, size_t ldc,
+             size_t n, size_t kc, const int MR, size_t mr, float alpha, const float *bias, int add_c) {
+    for (size_t j0 = 0; j0 < n; j0 += 8) {
+        const size_t cols = n - j0 < 8 ? n - j0 : 8;
+        tile_neon(a, ars, aks, cols == 8 ? b + j0 : bt, cols == 8 ? ldb : 8, c + j0, ldc, kc, cols, MR, mr, alpha,
+                  bias ? bias + j0 : NULL, add_c);
+    }
+}
+
+void psam_sgemm_inplace__neon(SGEMM_PARAMS) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        sgemm_generic(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
+        return;
+    }
+    float bt[SGN_KC * 8];
+    const size_t nt = n % 8;
+    for (size_t k0 = 0; k0 < k; k0 += SGN_KC) {
+        const size_t kc = k - k0 < SGN_KC ? k - k0 : SGN_KC;
+        const int add_c = k0 > 0 || accumulate;
+        const float *bi = k0 + kc == k ? bias : NULL, *bk = b + k0 * ldb;
+        if (nt)
+            for (size_t t = 0; t < kc; t++)
+                for (size_t j = 0; j < 8; j++) bt[t * 8 + j] = j < nt ? bk[t * ldb + n - nt + j] : 0.0f;
+        size_t r0 = 0;
+        for (; r0 + 8 <= m; r0 += 8)
+            rowtile_neon(a + r0 * ars + k0 * aks, ars, aks, bk, ldb, bt, c + r0 * ldc, ldc, n, kc, 8, 8, alpha, bi, add_c);
+        const size_t mr = m - r0;
+        const float *ak = a + r0 * ars + k0 * aks;
+        if (mr > 4) rowtile_neon(ak, ars, aks, bk, ldb, bt, c + r0 * ldc, ldc, n, kc, 8, mr, alpha, bi, add_c);
+        else if (mr > 1) rowtile_neon(ak, ars, aks, bk, ldb, bt, c + r0 * ldc, ldc, n, kc, 4, mr, alpha, bi, add_c);
+        else if (mr == 1) rowtile_neon(ak, ars, aks, bk, ldb, bt, c + r0 * ldc, ldc, n, kc, 1, 1, alpha, bi, add_c);
+    }
+}
+#endif
+
 void psam_sgemm_inplace(SGEMM_PARAMS) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
@@ -187,6 +332,9 @@ void psam_sgemm_inplace(SGEMM_PARAMS) {
         sgemm_avx2(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
         return;
     }
+#elif defined(__aarch64__)
+    psam_sgemm_inplace__neon(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
+    return;
 #endif
     sgemm_rows(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
 }

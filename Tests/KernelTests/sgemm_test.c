@@ -1,9 +1,10 @@
 /* Tests of psam_sgemm_inplace (Sources/PocketSAMKernels/sgemm.c), built with the system C compiler. sgemm.c
  * is compiled into this program (#include below) so that each of its bodies can be run: the plain reference
- * loop, the row-accumulating body (aarch64's), the AVX2 and AVX-512 register tiles when this CPU has them, and
- * the dispatched function. Each is compared with a double-precision triple loop on many shapes: rows that fill
- * no tile (1 … 13, 37, 100), columns that fill no vector (1 … 65, 100, 256, 257), k below, at and above the
- * 256-deep k blocks, A row-major and transposed, with and without bias and accumulation, alpha ≠ 1.
+ * loop, the row-accumulating body (the portable one), the AVX2 and AVX-512 register tiles when this CPU has them,
+ * the NEON tiles on aarch64, and the dispatched function. Each is compared with a double-precision triple loop
+ * on many shapes: rows that fill no tile (1 … 13, 37, 100), columns that fill no vector (1 … 65, 100, 256, 257),
+ * k below, at and above the 256-deep k blocks, A row-major and transposed, with and without bias and
+ * accumulation, alpha ≠ 1.
  *
  * Tolerance: the bodies add the k products in float in different orders (blocks, fused multiply-adds), so
  * each element may differ from the exact sum by the float summation bound, k · 2⁻²⁴ · Σ|products| (plus the
@@ -96,6 +97,9 @@ int main(void) {
 #if defined(__x86_64__)
     if (psam_cpu_avx2_fma()) names[nfns] = "avx2", fns[nfns++] = sgemm_avx2;
     if (psam_cpu_avx512()) names[nfns] = "avx512", fns[nfns++] = sgemm_avx512;
+#endif
+#if defined(__aarch64__)
+    names[nfns] = "neon", fns[nfns++] = psam_sgemm_inplace__neon;
 #endif
     printf("tested:");
     for (size_t v = 0; v < nfns; v++) printf(" %s", names[v]);
