@@ -78,6 +78,9 @@ public final class Model: @unchecked Sendable {
                 let groups = e.groupsPerChannel, group = e.groupSize == 0 ? kp : e.groupSize
                 let src = file.scales(of: e)
                 let raw = file.data(of: e)
+                if let why = PanelLayout.firstInvalidValue(raw, n: n, k: k) {
+                    throw PocketSAMError.model(.malformed(what: "int8 tensor '\(e.name)': \(why)"))
+                }
                 let scales = UnsafeMutablePointer<Float>.allocate(capacity: max(groups * np, 1))
                 let sums = UnsafeMutablePointer<Int32>.allocate(capacity: max(groups * np, 1))
                 scales.initialize(repeating: 0, count: max(groups * np, 1))

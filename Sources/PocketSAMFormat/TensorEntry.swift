@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Element type of a stored tensor.
 public enum DType: UInt8, Sendable, CustomStringConvertible, CaseIterable {
     case f32 = 0
@@ -48,6 +56,26 @@ public enum PanelLayout {
     /// Byte offset of element `(n, k)`; `kp` = `paddedK(K)`.
     @inline(__always)
     public static func offset(n: Int, k: Int, kp: Int) -> Int { ((n / 16) * (kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4 }
+
+    /// The first byte of a packed `[n, k]` matrix that breaks the layout's value rules, described for an error
+    /// message, or nil: weights are −127…127 (never −128: the NEON kernels sum two products of an activation − 128
+    /// and a weight in 16 bits, which only that range keeps exact) and padding bytes are zero (the kernels' zero-point
+    /// corrections cover the real columns only). `bytes` holds `byteCount(n:k:)` bytes.
+    public static func firstInvalidValue(_ bytes: UnsafeRawBufferPointer, n: Int, k: Int) -> String? {
+        let np = paddedN(n), kp = paddedK(k)
+        guard bytes.count == np * kp else { return "\(bytes.count) bytes for a \(n) × \(k) matrix (\(np * kp) expected)" }
+        if let base = bytes.baseAddress, memchr(base, 0x80, bytes.count) != nil {
+            for r in 0..<n { for c in 0..<k where bytes[offset(n: r, k: c, kp: kp)] == 0x80 {
+                return "weight (\(r), \(c)) is −128 (int8 weights are −127…127)"
+            } }
+        }
+        for r in 0..<np {
+            for c in (r < n ? k : 0)..<kp where bytes[offset(n: r, k: c, kp: kp)] != 0 {
+                return "padding byte at (\(r), \(c)) is not zero"
+            }
+        }
+        return nil
+    }
 
     /// Packs row-major `[n, k]` bytes.
     public static func pack(_ rowMajor: [UInt8], n: Int, k: Int) -> [UInt8] {
