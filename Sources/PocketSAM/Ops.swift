@@ -212,8 +212,9 @@ enum Ops {
     /// Attention inside `windows` windows of `wn` tokens each, all at once: `qkv[windows·wn, lda]` holds
     /// per head `[q | k | v]` (`kd` wide each), `bias` (optional) `[heads, wn, wn]` is added to the scaled
     /// scores; output `[windows·wn, ldo]`, head h at columns h·kd. Windows are split across threads.
-    /// With `halfPrecision` (int8 models), on a CPU with AVX-512 FP16, q, k, v and the probabilities are rounded to
-    /// fp16 and multiplied and summed in fp16 in short chains (`psam_window_attention_fp16`), at twice the fp32 rate;
+    /// With `halfPrecision` (int8 models), on a CPU with AVX-512 FP16 or with ARMv8.2 half-precision arithmetic
+    /// (aarch64 ASIMDHP: Cortex-A55/A76 and later, Neoverse), q, k, v and the probabilities are rounded to fp16 and
+    /// multiplied and summed in fp16 in short chains (`psam_window_attention_fp16`), at twice the fp32 rate;
     /// on LiteMedSAM that moves 1 − cosine of the embedding by 3e-7 (Tests/Reference/int8_sensitivity.py
     /// --attention-fp16), against the int8 weights' 9e-4. On a CPU with AVX-512 BF16 but not FP16 (AMD Zen 4,
     /// Intel Cooper Lake) they are rounded to bf16 and summed in fp32 (`psam_window_attention_bf16`, vdpbf16ps, also

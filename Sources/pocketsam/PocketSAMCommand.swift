@@ -269,8 +269,9 @@ struct Bench: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &ru)
         func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
         print("image \(img.width)x\(img.height), threads \(threads), int8 kernels: \(Kernels.name)")
+        print("kernels: \(Kernels.summary)")
         let peak = Kernels.measuredPeakMACsPerSecond(threads: threads)
-        if let peak { print("measured int8 dot-product peak: \(format3(peak / 1e9)) GMAC/s on \(threads) threads") }
+        if let peak { print("measured int8 \(Kernels.name) peak: \(format3(peak / 1e9)) GMAC/s on \(threads) threads") }
         for i in models.indices {
             let m = models[i]
             let e = median(enc[i]), d = median(dec[i])

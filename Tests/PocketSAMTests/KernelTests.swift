@@ -1,12 +1,9 @@
 import Foundation
 import XCTest
 
-/// The C kernels' own test program (`Tests/KernelTests/qgemm_test.c`), built with the system C
-/// compiler and run natively (scalar, AVX2, AVX-512 VNNI: every variant this CPU has against the
-/// scalar kernel, bit for bit, and the scalar kernel against a triple loop), then cross-compiled for
-/// aarch64 and run under qemu-aarch64 (scalar and NEON dot-product). scripts/install-deps.sh installs
-/// the cross compiler and qemu; a missing one is a failure, not a skip. The fp32 row operations have
-/// their own program (`Tests/KernelTests/rowops_test.c`), run natively.
+/// The C kernels' own test programs (`Tests/KernelTests/*_test.c`), built with the system C compiler and run
+/// natively (every variant this CPU has against the scalar or generic body), and all of them cross-compiled for
+/// aarch64 and run under qemu-aarch64 on three CPU models by `scripts/test-arm.sh`.
 final class KernelTests: XCTestCase {
     static let root = LiteMedSAMParityTests.root
     static let sources: [String] = {
@@ -19,13 +16,24 @@ final class KernelTests: XCTestCase {
         ["/usr/bin/", "/usr/local/bin/", "/bin/"].map { $0 + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    func build(compiler: String, output: String) throws {
+    /// Builds `Tests/KernelTests/<program>.c` with every kernel source into `output`.
+    func build(_ program: String = "qgemm_test", compiler: String, output: String) throws {
         XCTAssertFalse(Self.sources.isEmpty)
         let args = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
                     "-I", Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path]
-            + Self.sources + [Self.root.appendingPathComponent("Tests/KernelTests/qgemm_test.c").path, "-o", output, "-lm", "-lpthread"]
+            + Self.sources + [Self.root.appendingPathComponent("Tests/KernelTests/\(program).c").path, "-o", output, "-lm", "-lpthread"]
         let r = try CABITests.run(compiler, args)
         XCTAssertEqual(r.status, 0, "\(compiler) failed:\n\(r.err)")
+    }
+
+    /// Builds a test program natively and runs it (nil when it did not build: the failure is recorded).
+    func buildAndRun(_ program: String) throws -> CABITests.Run? {
+        let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
+        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("\(program)-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: exe) }
+        try build(program, compiler: cc, output: exe)
+        guard FileManager.default.isExecutableFile(atPath: exe) else { return nil }
+        return try CABITests.run(exe, [])
     }
 
     func check(_ r: CABITests.Run, expecting isas: [String], minimumChecks: Int = 5000) {
@@ -58,27 +66,18 @@ final class KernelTests: XCTestCase {
     }
 
     /// The fp32 row operations' test program (`Tests/KernelTests/rowops_test.c`, linked with every kernel source;
-    /// `rowops_internal.h` declares each operation's bodies, the generic ones being the reference): every variant this CPU has (AVX2 + FMA, AVX-512) and the
-    /// dispatched functions against the generic bodies on many shapes, quantization and GELU bit for bit,
-    /// layer norm, softmax, attention and depthwise convolution to rounding; the fp16 and bf16 window attentions
-    /// (AVX-512 FP16, AVX-512 BF16) against their scalar emulations.
+    /// `rowops_internal.h` declares each operation's bodies, the generic ones being the reference): every variant this
+    /// CPU has (AVX2 + FMA, AVX-512) and the dispatched functions against the generic bodies on many shapes,
+    /// quantization, GELU, add and resampling bit for bit, layer norm, softmax, attention and depthwise convolution to
+    /// rounding; the fp16 and bf16 window attentions (AVX-512 FP16, AVX-512 BF16) against their scalar emulations.
     func testRowOpsEqualGenericReference() throws {
-        let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
-        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("rowops-test-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: exe) }
-        let args = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
-                    "-I", Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path,
-                    Self.root.appendingPathComponent("Tests/KernelTests/rowops_test.c").path] + Self.sources + ["-o", exe, "-lm", "-lpthread"]
-        let built = try CABITests.run(cc, args)
-        XCTAssertEqual(built.status, 0, "\(cc) failed:\n\(built.err)")
-        guard built.status == 0 else { return }
+        guard let r = try buildAndRun("rowops_test") else { return }
         var expected = ["generic", "dispatched"]
         #if arch(x86_64)
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         if flags.contains(" avx2") && flags.contains(" fma") { expected.append("avx2") }
         if flags.contains(" avx512f") && flags.contains(" avx512bw") && flags.contains(" avx512vl") { expected.append("avx512") }
         #endif
-        let r = try CABITests.run(exe, [])
         check(r, expecting: expected, minimumChecks: 3000)
         #if arch(x86_64)
         // The fp16 and bf16 window attentions' vector bodies run where the CPU has AVX-512 FP16 or BF16 (else only
@@ -88,9 +87,22 @@ final class KernelTests: XCTestCase {
         #endif
     }
 
+    /// The mask decoder's post-processing (`Tests/KernelTests/maskpost_test.c`, linked with every kernel source;
+    /// `maskpost_internal.h` declares each body): every variant this CPU has against the generic bodies, the upscale's
+    /// mask bytes, counts and box bit for bit, the score and GELU products to rounding.
+    func testMaskPostEqualGenericReference() throws {
+        guard let r = try buildAndRun("maskpost_test") else { return }
+        var expected = ["generic", "dispatched"]
+        #if arch(x86_64)
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        if flags.contains(" avx2") && flags.contains(" fma") { expected.append("avx2") }
+        #endif
+        check(r, expecting: expected, minimumChecks: 500)
+    }
+
     /// The in-place fp32 GEMM (`Tests/KernelTests/sgemm_test.c`, which compiles sgemm.c in): its reference
     /// loop, row body, AVX2 and AVX-512 tiles and the dispatched function against a double-precision triple
-    /// loop on many shapes, natively and (reference, row body, dispatched) under qemu-aarch64.
+    /// loop on many shapes, natively (under qemu-aarch64: testKernelsUnderQEMUOnThreeARMCores).
     func testInPlaceGEMMAgainstTripleLoop() throws {
         let source = Self.root.appendingPathComponent("Tests/KernelTests/sgemm_test.c").path
         let include = Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path
@@ -111,26 +123,26 @@ final class KernelTests: XCTestCase {
         }
         #endif
         check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 4000)
-
-        let armcc = try XCTUnwrap(Self.which("aarch64-linux-gnu-gcc"), "aarch64-linux-gnu-gcc missing (scripts/install-deps.sh installs it)")
-        let qemu = try XCTUnwrap(Self.which("qemu-aarch64") ?? Self.which("qemu-aarch64-static"), "qemu-aarch64 missing")
-        let arm = exe + "-arm"
-        defer { try? FileManager.default.removeItem(atPath: arm) }
-        let armBuilt = try CABITests.run(armcc, flags + ["-o", arm])
-        XCTAssertEqual(armBuilt.status, 0, "\(armcc) failed:\n\(armBuilt.err)")
-        guard armBuilt.status == 0 else { return }
-        check(try CABITests.run(qemu, ["-L", "/usr/aarch64-linux-gnu", arm]), expecting: ["generic", "rows", "dispatched"],
-              minimumChecks: 4000)
     }
 
-    func testNEONKernelsUnderQEMU() throws {
-        let cc = try XCTUnwrap(Self.which("aarch64-linux-gnu-gcc"), "aarch64-linux-gnu-gcc missing (scripts/install-deps.sh installs gcc-aarch64-linux-gnu)")
-        let qemu = try XCTUnwrap(Self.which("qemu-aarch64") ?? Self.which("qemu-aarch64-static"), "qemu-aarch64 missing (scripts/install-deps.sh installs qemu-user)")
-        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("qgemm-test-arm-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: exe) }
-        try build(compiler: cc, output: exe)
-        let r = try CABITests.run(qemu, ["-L", "/usr/aarch64-linux-gnu", exe])
-        check(r, expecting: ["scalar", "neondot"])
-        XCTAssertTrue(r.out.contains("best: neondot"), r.out)
+    /// `scripts/test-arm.sh`: the kernel library and every kernel test program cross-compiled for aarch64 and run under
+    /// qemu-aarch64 on cortex-a53 (ARMv8.0 NEON, no dot product), cortex-a76 (dot product, FP16) and max (I8MM, BF16),
+    /// each run checked for the variants its CPU calls for (the ARMv8.0 NEON int8 GEMM on cortex-a53, the dot-product
+    /// one on cortex-a76, I8MM on max; the NEON fp16 attention where FP16 arithmetic exists). A missing cross compiler
+    /// or qemu is a failure, not a skip (scripts/install-deps.sh installs them).
+    func testKernelsUnderQEMUOnThreeARMCores() throws {
+        let script = Self.root.appendingPathComponent("scripts/test-arm.sh").path
+        let r = try CABITests.run("/bin/bash", [script])
+        print(r.out)
+        XCTAssertEqual(r.status, 0, r.out + r.err)
+        for cpu in ["cortex-a53", "cortex-a76", "max"] { XCTAssertTrue(r.out.contains("== \(cpu): ok"), "\(cpu) did not pass:\n\(r.out)") }
+        XCTAssertTrue(r.out.contains("test-arm: 3 passed, 0 failed"), r.out)
+        // Every kernel test program ran on every CPU model (a test that did not build or start would show no line).
+        let programs = ((try? FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent("Tests/KernelTests").path)) ?? [])
+            .filter { $0.hasSuffix("_test.c") }.map { String($0.dropLast(2)) }
+        XCTAssertGreaterThanOrEqual(programs.count, 3)
+        for cpu in ["cortex-a53", "cortex-a76", "max"] {
+            for p in programs { XCTAssertTrue(r.out.contains("== \(cpu) \(p) (exit 0)"), "\(p) on \(cpu):\n\(r.out)") }
+        }
     }
 }

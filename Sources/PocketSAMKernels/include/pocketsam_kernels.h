@@ -272,6 +272,9 @@ void psam_weighted_rows(const float *p, size_t ldp, const float *v, size_t ldv, 
 /* Whether this CPU has AVX2 + FMA, and AVX-512 F/BW/VL/DQ (0 off x86-64); checked once. */
 int psam_cpu_avx2_fma(void);
 int psam_cpu_avx512(void);
+/* The bodies the fp32 row operations (layer norm, softmax, GELU, quantization, attention, depthwise, …) run on this CPU:
+ * "avx512", "avx2", "neon" or "generic". */
+const char *psam_rowops_isa_name(void);
 /* ARM Advanced SIMD extensions (0 off aarch64 and where they cannot be read: Linux's HWCAP/HWCAP2 only); checked once.
  * fp16: ASIMDHP, ARMv8.2 half-precision arithmetic; dot: ASIMDDP (sdot/udot); i8mm: ARMv8.6 I8MM (usmmla);
  * bf16: ARMv8.6 BF16 (bfdot, bfmmla). */
