@@ -217,9 +217,14 @@ final class Int8AccuracyTests: XCTestCase {
         XCTAssertEqual(Self.differing(out[0], out[1]), 0, "values where bands and groups differ from whole-image steps")
         XCTAssertEqual(Self.differing(out[0], out[2]), 0, "values where groups differ from whole-image attention and MLP")
         // The default file (its fp16 layers on the int16 kernel, which the hook would turn off): tiles with int16 conv1s
-        // against bands, 2 threads against 9.
+        // against bands, 2 threads against 9. Where the int16 GEMM is not fast (no AVX-512 VNNI) those layers stay on
+        // the fp32 path and the comparison is of fp32 conv1s in tiles against bands.
         let int8 = try Self.int8Model()
-        XCTAssertGreaterThan(int8.int16Layers, 0)
+        if psam_s16gemm_fast() != 0 {
+            XCTAssertGreaterThan(int8.int16Layers, 0)
+        } else {
+            XCTAssertEqual(int8.int16Layers, 0, "the int16 form is only built where it is fast")
+        }
         var dflt: [[Float]] = []
         for threads in [2, 9] {
             let s = Session(model: int8, threads: threads)
@@ -228,7 +233,7 @@ final class Int8AccuracyTests: XCTestCase {
             }
             dflt.append(try s.imageEmbedding())
         }
-        XCTAssertEqual(Self.differing(dflt[0], dflt[1]), 0, "values where int16 tiles differ from int16 bands")
+        XCTAssertEqual(Self.differing(dflt[0], dflt[1]), 0, "values where tiles differ from bands in the default file")
     }
 
     /// The int8 path gives the same bits for 1 and 2 threads (integer GEMMs, splits fixed or exact).
