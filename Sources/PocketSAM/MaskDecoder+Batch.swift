@@ -1,5 +1,9 @@
 import PocketSAMKernels
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Many prompts against one image embedding (automatic mask generation): the decoder of `run`, on a
 /// batch of prompts that have the same number of sparse tokens and no mask input.
 ///
@@ -39,9 +43,17 @@ extension MaskDecoder {
         let up3t: [Float]
     }
 
-    /// The prompt-independent part, in `arena` (kept until the caller resets past it).
+    /// The weights-only part of `Shared` (the same for every image; built on the heap, once per model or session).
+    struct Folded {
+        let folded: [String: [Float]]
+        let upN: [[Float]], upU: [[Float]], upV: [[Float]]
+        let up3t: [Float]
+    }
+
+    /// The prompt-independent part, in `arena` (kept until the caller resets past it); `folded` from `folded(model:)`
+    /// (built here when not given).
     func shared(image: UnsafePointer<Float>, pe: UnsafePointer<Float>, dense: UnsafePointer<Float>, hw: Int,
-                model: Model, arena: Arena) -> Shared {
+                model: Model, folded given: Folded? = nil, arena: Arena) -> Shared {
         let D = c.transformerDim, inner = D / c.attentionDownsampleRate
         let keys = Self.sum(image, dense, hw * D, arena)
         let k0t = arena.alloc(hw * inner), v0 = arena.alloc(hw * inner), q0t = arena.alloc(hw * inner)
@@ -52,13 +64,20 @@ extension MaskDecoder {
         Ops.linear(arena, kpe, L.t2i.k, k0, m: hw, n: inner, k: D)
         Ops.linear(arena, keys, L.t2i.v, v0, m: hw, n: inner, k: D)
         Ops.linear(arena, kpe, L.i2t.q, q0, m: hw, n: inner, k: D)
-        for j in 0..<hw {
-            for t in 0..<inner {
-                k0t[t * hw + j] = k0[j * inner + t]
-                q0t[t * hw + j] = q0[j * inner + t]
-            }
-        }
+        psam_transpose(k0, hw, inner, inner, k0t, hw)
+        psam_transpose(q0, hw, inner, inner, q0t, hw)
         arena.reset(to: mark)
+        let f = given ?? folded(model: model)
+        let n4 = 4 * (D / 4)
+        let upS = arena.alloc(hw * n4)
+        f.upN[0].withUnsafeBufferPointer { Ops.matmul(arena, keys, $0.baseAddress!, upS, m: hw, n: n4, k: D, lda: D, ldb: n4, ldc: n4) }
+        return Shared(keys: keys, k0t: k0t, v0: v0, q0t: q0t, folded: f.folded, upS: upS, upN: f.upN, upU: f.upU, upV: f.upV,
+                      up3t: f.up3t)
+    }
+
+    /// The fp32 weights the folded attentions multiply by and the upscaling fold's matrices (see `Shared`).
+    func folded(model: Model) -> Folded {
+        let D = c.transformerDim, inner = D / c.attentionDownsampleRate
         var folded: [String: [Float]] = [:]
         func keep(_ l: Lin, _ n: Int, _ k: Int) {
             if let w = l.w {
@@ -102,9 +121,7 @@ extension MaskDecoder {
         let d8 = D / 8
         var up3t = [Float](repeating: 0, count: 4 * d8 * d4)
         for sp in 0..<4 { for c in 0..<d8 { for k in 0..<d4 { up3t[(sp * d8 + c) * d4 + k] = up3.w[k * 4 * d8 + c * 4 + sp] } } }
-        let upS = arena.alloc(hw * n4)
-        upN[0].withUnsafeBufferPointer { Ops.matmul(arena, keys, $0.baseAddress!, upS, m: hw, n: n4, k: D, lda: D, ldb: n4, ldc: n4) }
-        return Shared(keys: keys, k0t: k0t, v0: v0, q0t: q0t, folded: folded, upS: upS, upN: upN, upU: upU, upV: upV, up3t: up3t)
+        return Folded(folded: folded, upN: upN, upU: upU, upV: upV, up3t: up3t)
     }
 
     /// Token self-attention per prompt: projected `q`, `k`, `v` (`nt` ≤ 64 rows per prompt, `stride` floats
@@ -120,9 +137,14 @@ extension MaskDecoder {
 
     /// Decodes `batch` prompts: `sparse[B, ns, D]`. Writes the low-res logits (transposed: column-major) of mask tokens
     /// `first ..< first + count` to `masks[B, count, 4G, 4G]` and every token's predicted IoU to `iou[B, T]`.
+    ///
+    /// `parts`: the image tokens' passes and the upscaling run as that many independent parts on `arena`'s threads (one
+    /// prompt on all of a session's threads). The token→image attention's online softmax keeps running maxima, sums and
+    /// weighted sums per part, merged in part order at the end, so the result depends on `parts` (at rounding level)
+    /// but never on the thread count. With 1 (many prompts, a prompt per thread) it is the single sequential pass.
     func runBatch(shared s: Shared, pe: UnsafePointer<Float>, grid g: Int, sparse: UnsafePointer<Float>, ns: Int,
                   batch B: Int, first: Int, count: Int, masks: UnsafeMutablePointer<Float>, iou: UnsafeMutablePointer<Float>,
-                  arena: Arena) {
+                  parts P: Int = 1, arena: Arena) {
         let D = c.transformerDim, T = c.numMaskTokens, nt = 1 + T + ns, hw = g * g, rows = B * nt
         let inner = D / c.attentionDownsampleRate
         let mark = arena.mark()
@@ -208,17 +230,22 @@ extension MaskDecoder {
         /// `keepKeys`: the updated keys are written back for a later layer; otherwise (the last layer) they only pass
         /// through a block buffer. Keys + pe always stay in a block buffer (the next pass adds pe again).
         func fusedPass(i2t a: Attn, layer: Int, norm nrm: Norm, kp: UnsafePointer<Float>, vp: UnsafePointer<Float>,
-                       next t: Attn, qp: UnsafePointer<Float>, used: [Int]?, keepKeys: Bool, o: UnsafeMutablePointer<Float>) {
+                       next t: Attn, qp: UnsafePointer<Float>, used: Bool, keepKeys: Bool, o: UnsafeMutablePointer<Float>) {
+            // With `used`: token 0 (IoU) and the wanted mask tokens 1 + first ..< 1 + first + count (no array: no heap).
+            func token(_ u: Int) -> Int { used ? (u == 0 ? 0 : first + u) : u }
             let m = arena.mark()
             let wo = s.folded[a.out.name]!, wq = s.folded[a.q.name]
             let wk = s.folded[t.k.name]!, wv = s.folded[t.v.name]!
             let vt = arena.alloc(hk * D), kq = arena.alloc(hk * D), cq = arena.alloc(hk), kqt = arena.alloc(D * hk)
-            let tmp = arena.alloc(hk * blk)
-            let nu = used?.count ?? nt, hu = heads * nu
+            let nu = used ? 1 + count : nt, hu = heads * nu
             let qu = arena.alloc(nu * inner), qk = arena.alloc(hu * D), qkt = arena.alloc(D * hu), ou = arena.alloc(nu * inner)
-            let px = arena.alloc(hu * D), mx = arena.alloc(hu), sm = arena.alloc(hu), sb = arena.alloc(blk * hu)
-            let xs = arena.alloc(blk * D), ks = arena.alloc(blk * D), ki = arena.alloc(blk * D)
-            if used != nil { o.update(repeating: 0, count: rows * inner) }
+            // Per part: the online softmax's state (px, mx, sm) and the block buffers.
+            let tmpP = arena.alloc(P * hk * blk)
+            let pxP = arena.alloc(P * hu * D), mxP = arena.alloc(P * hu), smP = arena.alloc(P * hu), sbP = arena.alloc(P * blk * hu)
+            let xsP = arena.alloc(P * blk * D), ksP = arena.alloc(P * blk * D), kiP = arena.alloc(P * blk * D)
+            let px = pxP, sm = smP
+            let nBlocks = (hw + blk - 1) / blk, perPart = (nBlocks + P - 1) / P
+            if used { o.update(repeating: 0, count: rows * inner) }
             for b in 0..<B {
                 let p = pAll + (b * depth + layer) * hw * hk
                 let xb = keys + b * hw * D, kb = kp + b * nt * inner, vb = vp + b * nt * inner
@@ -258,8 +285,8 @@ extension MaskDecoder {
                     Ops.matmul(arena, vt, $0.baseAddress!, qAll + (b * depth + layer) * hk * n4, m: hk, n: n4, k: D, lda: D, ldb: n4, ldc: n4)
                 }
                 // Token→image setup: qk[h, u] = W_k,hᵀ q_h,u for the used tokens (row h·nu + u), transposed as B.
-                if let used {
-                    for (u, tk) in used.enumerated() { (qu + u * inner).update(from: qp + (b * nt + tk) * inner, count: inner) }
+                if used {
+                    for u in 0..<nu { (qu + u * inner).update(from: qp + (b * nt + token(u)) * inner, count: inner) }
                 } else {
                     qu.update(from: qp + b * nt * inner, count: nt * inner)
                 }
@@ -270,40 +297,32 @@ extension MaskDecoder {
                     }
                 }
                 psam_transpose(qk, hu, D, D, qkt, hu)
-                mx.update(repeating: -.infinity, count: hu)
-                sm.update(repeating: 0, count: hu)
-                px.update(repeating: 0, count: hu * D)
+                mxP.update(repeating: -.infinity, count: P * hu)
+                smP.update(repeating: 0, count: P * hu)
+                pxP.update(repeating: 0, count: P * hu * D)
 
                 let mu = muAll + (b * depth + layer) * hw, rs = rAll + (b * depth + layer) * hw
-                for j0 in stride(from: 0, to: hw, by: blk) {
-                    let nr = min(blk, hw - j0), pj = p + j0 * hk
-                    // Image→token: scores, softmax over each head's tokens.
-                    if layer == 0 {
-                        // Queries W_q(x + pe) + b_q are the same for every prompt (`Shared.q0t`): scores per head
-                        // (row i·heads + h of [nt·heads, nr]), transposed to token-major.
-                        for h in 0..<heads {
-                            psam_scores_shared(kb + h * dh, inner, s.q0t + h * dh * hw + j0, hw, nt, nr, dh, scale, tmp + h * blk,
-                                               heads * blk)
+                var pass = DecoderImagePass(layer: layer, heads: heads, dh: dh, inner: inner, D: D, hw: hw, nt: nt, hk: hk, hu: hu, blk: blk,
+                                            perPart: perPart, scale: scale, keepKeys: keepKeys, p: p, xb: xb, kb: kb, pe: pe,
+                                            sharedKeys: s.keys, q0t: s.q0t, kqt: kqt, cq: cq, vt: vt, qkt: qkt, normW: nrm.w, normB: nrm.b,
+                                            mu: mu, rs: rs, tmp: tmpP, px: pxP, mx: mxP, sm: smP, sb: sbP, xs: xsP, ks: ksP, ki: kiP)
+                arena.runParts(&pass, P, DecoderImagePass.thunk)
+                // The parts' running states into part 0's, in part order: rescaled to the common maximum and summed.
+                if P > 1 {
+                    for r in 0..<hu {
+                        var top = -Float.infinity
+                        for q in 0..<P { top = max(top, mxP[q * hu + r]) }
+                        let f0 = exp(mxP[r] - top)
+                        var l = smP[r] * f0
+                        let acc = pxP + r * D
+                        for e in 0..<D { acc[e] *= f0 }
+                        for q in 1..<P {
+                            let f = exp(mxP[q * hu + r] - top), src = pxP + (q * hu + r) * D
+                            l += smP[q * hu + r] * f
+                            for e in 0..<D { acc[e] += f * src[e] }
                         }
-                        psam_transpose(tmp, hk, nr, blk, pj, hk)
-                    } else {
-                        // keys + pe of the block (not kept from the previous pass: adding pe again costs less memory
-                        // traffic than writing and reading it back).
-                        Ops.sumInto(ki, xb + j0 * D, pe + j0 * D, nr * D)
-                        psam_sgemm_inplace(ki, D, 1, kqt, hk, pj, hk, nr, hk, D, scale, cq, 0)
+                        smP[r] = l
                     }
-                    psam_softmax_lanes(pj, nr, hk, nt, heads)
-                    // keys += p · vt (the first layer's keys are the shared ones: p · vt, then + keys in the norm), then
-                    // norm4, keeping the row statistics for the upscaling fold, and keys + pe.
-                    let xd = keepKeys ? xb + j0 * D : xs, kd = ks
-                    if !keepKeys && layer > 0 { xs.update(from: xb + j0 * D, count: nr * D) }
-                    psam_sgemm_inplace(pj, hk, 1, vt, D, xd, D, nr, D, hk, 1, nil, layer > 0 ? 1 : 0)
-                    psam_keys_norm(xd, layer == 0 ? UnsafePointer(s.keys + j0 * D) : nil, nr, D, nrm.w, nrm.b, 1e-5,
-                                   mu + j0, rs + j0, pe + j0 * D, kd)
-                    // Token→image on the updated block: scores, online softmax, weighted sums.
-                    psam_sgemm_inplace(kd, D, 1, qkt, hu, sb, hu, nr, hu, D, scale, nil, 0)
-                    psam_softmax_online_cols(sb, nr, hu, hu, mx, sm, px, D, D)
-                    psam_sgemm_inplace(sb, 1, hu, xd, D, px, D, hu, D, nr, 1, nil, 1)
                 }
                 arena.macs &+= hw * hk * (layer == 0 ? dh : D) + hw * hk * D + 2 * hu * hw * D
                 // Σ_j p x_j (normalised), then W_v,h of it (+ b_v: the weights sum to 1).
@@ -318,7 +337,7 @@ extension MaskDecoder {
                     }
                 }
                 if let bv = t.v.b { for u in 0..<nu { Ops.add(ou + u * inner, bv, inner) } }
-                for u in 0..<nu { (o + (b * nt + (used?[u] ?? u)) * inner).update(from: ou + u * inner, count: inner) }
+                for u in 0..<nu { (o + (b * nt + token(u)) * inner).update(from: ou + u * inner, count: inner) }
             }
             arena.reset(to: m)
         }
@@ -354,7 +373,7 @@ extension MaskDecoder {
             Ops.linear(arena, q3, next.q, qp, m: rows, n: inner, k: D)
             // Only the IoU token and the wanted mask tokens are read after the final attention.
             fusedPass(i2t: L.i2t, layer: l, norm: L.norm4, kp: kp, vp: vp, next: next, qp: qp,
-                      used: last ? [0] + Array((1 + first)..<(1 + first + count)) : nil, keepKeys: !last, o: o)
+                      used: last, keepKeys: !last, o: o)
             Ops.linear(arena, o, next.out, r, m: rows, n: D, k: inner)
             Ops.add(queries, r, rows * D)
             if last {
@@ -396,39 +415,22 @@ extension MaskDecoder {
         let chunk = 4
         // Each chunk of first-stage rows goes through the second stage at once (its 2·chunk output rows), so the
         // once-upscaled grid only ever exists one chunk at a time (in cache).
-        let u1 = arena.alloc(2 * chunk * g2 * d4), t1 = arena.alloc(chunk * g * d4 * 4), t2 = arena.alloc(chunk * g2 * d8 * 4)
-        let u1t = arena.alloc(chunk * g2 * d4)
-        let sc = arena.alloc(count * chunk * g2)
+        let u1P = arena.alloc(P * 2 * chunk * g2 * d4), t1P = arena.alloc(P * chunk * g * d4 * 4)
+        let t2P = arena.alloc(P * chunk * g2 * d8 * 4), u1tP = arena.alloc(P * chunk * g2 * d4), scP = arena.alloc(P * count * chunk * g2)
+        // The upscaling fold's small tables in the arena (the job holds pointers).
+        let upUV = arena.alloc(2 * depth * n4), up3t = arena.alloc(s.up3t.count)
+        for l in 0..<depth {
+            (upUV + l * n4).update(from: s.upU[l], count: n4)
+            (upUV + (depth + l) * n4).update(from: s.upV[l], count: n4)
+        }
+        up3t.update(from: s.up3t, count: s.up3t.count)
         for b in 0..<B {
-            let mb = masks + b * count * g4 * g4
-            for y0 in stride(from: 0, to: g, by: chunk) {
-                let n = min(chunk, g - y0)
-                // src · W from the shared part and each layer's low-rank update (see `Shared.upS`).
-                let rows0 = y0 * g, nr = n * g
-                t1.update(from: s.upS + rows0 * n4, count: nr * n4)
-                for l in 0..<depth {
-                    let o = b * depth + l
-                    psam_sgemm_inplace(pAll + (o * hw + rows0) * hk, hk, 1, qAll + o * hk * n4, n4, t1, n4, nr, n4, hk, 1, nil, 1)
-                    arena.macs &+= nr * n4 * hk
-                    s.upU[l].withUnsafeBufferPointer { u in s.upV[l].withUnsafeBufferPointer { v in
-                        psam_rows_affine(t1, nr, n4, muAll + o * hw + rows0, rAll + o * hw + rows0, u.baseAddress!, v.baseAddress!)
-                    } }
-                }
-                // Rows 2·y0 … 2·(y0 + n) − 1 of the once-upscaled grid, at rows 0 … 2n − 1 of u1.
-                for y in y0..<(y0 + n) {
-                    psam_upscale_ln_gelu_row(t1 + (y - y0) * g * d4 * 4, g, d4, y - y0, up0.b!, up1.w, up1.b, 1e-6, u1)
-                }
-                s.up3t.withUnsafeBufferPointer { w3 in
-                    for z0 in stride(from: 2 * y0, to: 2 * (y0 + n), by: chunk) {
-                        let m2 = min(chunk, 2 * (y0 + n) - z0), np = m2 * g2
-                        // The chunk's pixels transposed ([D/4, np], 128 KB at SAM's sizes) as the in-place GEMM's B.
-                        psam_transpose(u1 + (z0 - 2 * y0) * g2 * d4, np, d4, d4, u1t, np)
-                        psam_sgemm_inplace(w3.baseAddress!, d4, 1, u1t, np, t2, np, 4 * d8, np, d4, 1, nil, 0)
-                        arena.macs &+= 4 * d8 * np * d4
-                        psam_upscale_masks_t(t2, np, m2, g2, d8, z0, up3.b!, hyperOut + b * count * d8, count, mb, sc)
-                    }
-                }
-            }
+            var job = DecoderUpscale(g: g, g2: g2, d4: d4, d8: d8, n4: n4, hw: hw, hk: hk, depth: depth, chunk: chunk, parts: P,
+                                     count: count, prompt: b, upS: s.upS, pAll: pAll, qAll: qAll, muAll: muAll, rAll: rAll,
+                                     upU: upUV, upV: upUV + depth * n4, up3t: up3t, up0b: up0.b!, lnW: up1.w, lnB: up1.b, up3b: up3.b!,
+                                     hyper: hyperOut, masks: masks, u1: u1P, t1: t1P, t2: t2P, u1t: u1tP, sc: scP)
+            arena.runParts(&job, P, DecoderUpscale.thunk)
+            arena.macs &+= hw * n4 * hk * depth + 4 * d8 * g2 * g2 * d4
         }
         arena.reset(to: mask)
         arena.reset(to: mark)

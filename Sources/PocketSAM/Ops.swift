@@ -468,9 +468,12 @@ enum Ops {
     /// head: `bias(h)` is a `[Nq, Nk]` matrix. Output `[Nq, heads · dv]`.
     /// Attention of `nq` query rows over `nk` ≤ 64 keys (SAM's image→token attention), heads side by
     /// side in the columns (head `h` at column `h·d` of q, k, v and out); rows split across threads.
+    /// Most keys `attentionFewKeys` takes.
+    static let fewKeysMax = 64
+
     static func attentionFewKeys(_ ctx: Arena, q: CPtr, ldq: Int, k: CPtr, ldk: Int, v: CPtr, ldv: Int, nq: Int, nk: Int,
                                  heads: Int, d: Int, scale: Float, out: FPtr, ldo: Int) {
-        precondition(nk <= 64, "attentionFewKeys: \(nk) keys")
+        precondition(nk <= fewKeysMax, "attentionFewKeys: \(nk) keys")
         var t = ColumnTask(kind: .fewKeysAttention, a: q, b: k, c: out, bias: nil, m: nq, n: nk, k: d, lda: ldq, ldb: ldk, ldc: ldo)
         t.v = v
         t.ldv = ldv
@@ -503,7 +506,7 @@ struct ColumnTask {
     enum Kind { case linear, linearInPlace, matmul, gelu, quantize, quantizeS16, qgemm, s16gemm, depthwise, layerNorm, layerNormQuantize,
                   windowAttention, windowAttentionFP16, windowAttentionBF16, fewKeysAttention, maskUpscale, callback, im2col,
                   add, windowGather, windowScatterAdd, windowBlock, mlpBlock, expandBlock, convBlock, layerNormScalar,
-                  preprocessBlock }
+                  preprocessBlock, vitAttentionBlock }
     var kind: Kind
     var a: CPtr?
     var b: CPtr?
@@ -602,6 +605,9 @@ struct ColumnTask {
             return
         case .mlpBlock:
             context?.assumingMemoryBound(to: MLPJob.self).pointee.run(block: i, slot: slot)
+            return
+        case .vitAttentionBlock:
+            context?.assumingMemoryBound(to: ViTAttentionJob.self).pointee.run(block: i, slot: slot)
             return
         case .expandBlock:
             context?.assumingMemoryBound(to: ExpandJob.self).pointee.run(block: i, slot: slot)
@@ -749,7 +755,7 @@ struct ColumnTask {
         case .windowGather, .windowScatterAdd,
              .linearInPlace, .quantize, .quantizeS16, .qgemm, .s16gemm, .depthwise, .layerNorm, .layerNormQuantize, .windowAttention,
              .windowAttentionFP16, .windowAttentionBF16, .fewKeysAttention, .maskUpscale, .callback, .im2col, .windowBlock, .mlpBlock, .expandBlock, .convBlock, .layerNormScalar,
-             .preprocessBlock:
+             .preprocessBlock, .vitAttentionBlock:
             break
         }
     }

@@ -58,6 +58,9 @@ struct PromptEncoder {
         xy.withUnsafeBufferPointer { fourier($0.baseAddress!, g * g, out: out) }
     }
 
+    /// How many sparse tokens `sparse` makes of `points` points and a box or none (a padding point without a box).
+    func sparseCount(points: Int, box: Bool) -> Int { points + (box ? 2 : 1) }
+
     /// Sparse embeddings `[N, C]` of points and a box given in original-image pixels, scaled by
     /// (`sx`, `sy`) to the resized image as SAM's `apply_coords` does (in double precision). Without a
     /// box a padding point (label −1) is appended, as SAM does.
@@ -65,7 +68,7 @@ struct PromptEncoder {
                 arena: Arena) -> (UnsafeMutablePointer<Float>, Int) {
         let s = Float(c.inputImageSize), C = c.embedDim
         let np = points.count
-        let n = np + (box == nil ? 1 : 2)
+        let n = sparseCount(points: np, box: box != nil)
         let out = arena.alloc(n * C)
         let mark = arena.mark()
         let xy = arena.alloc(2 * n)

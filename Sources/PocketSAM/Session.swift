@@ -3,6 +3,7 @@ import COpenBLAS
 import Glibc
 #endif
 import PocketSAMFormat
+import PocketSAMKernels
 
 /// A point prompt in original-image pixels (x right, y down) with its label.
 public struct PointPrompt: Sendable, Equatable {
@@ -75,6 +76,16 @@ public final class Session {
     private var imageSize: (h: Int, w: Int)?
     private var resized: (h: Int, w: Int)?
     private let scratch = SessionScratch()
+    /// The decoder's prompt-independent part for the current image (`MaskDecoder.Shared`, in the arena above the
+    /// embedding), made by the first prompt without a mask input; its weights-only part, made once per session.
+    private var decoderShared: MaskDecoder.Shared?
+    private var decoderFolded: MaskDecoder.Folded?
+    /// Seconds the current image's first prompt spent making `decoderShared` (0 until then).
+    public private(set) var decoderSetupSeconds: Double = 0
+
+    /// Parts one prompt's image-side decoder work is cut into (`MaskDecoder.runBatch`'s `parts`): fixed, so that the
+    /// answer does not depend on the thread count; up to this many threads share a prompt.
+    static let decoderParts = 4
 
     /// A session whose arena grows during its first image (chunks of 32 MB) and is reused after.
     public init(model: Model, threads: Int = 1) {
@@ -121,6 +132,8 @@ public final class Session {
         let lowRes = 4 * model.config.prompt.embeddingSize
         let points = (0..<maxPoints).map { PointPrompt(x: Float($0 % size), y: Float($0 / size)) }
         var r = Prediction()
+        // A prompt without a mask input first (it keeps the decoder's per-image part in the arena), then the largest.
+        try s.predict(box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)), multimask: true, into: &r)
         try s.predict(points: points, box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)),
                       maskInput: [Float](repeating: 0, count: lowRes * lowRes), multimask: true, into: &r)
         return arena.peakBytes
@@ -178,6 +191,8 @@ public final class Session {
         let rowBytes = stride ?? width * channels
         guard rowBytes >= width * channels else { throw PocketSAMError.invalidImage("stride \(rowBytes) < \(width * channels)") }
         embedding = nil
+        decoderShared = nil
+        decoderSetupSeconds = 0
         let size = model.config.encoder.imageSize
         let (rh, rw) = Preprocess.resizedShape(h: height, w: width, long: size)
         let small = scratch.resized.reserve(rh * rw * 3)
@@ -263,22 +278,46 @@ public final class Session {
             }
             guard mi.allSatisfy(\.isFinite) else { throw PocketSAMError.invalidPrompt("mask input is not finite") }
         }
-        arena.reset(to: keep)
-        let pen = model.promptEncoder!
+        let pen = model.promptEncoder!, T = cfg.decoder.numMaskTokens
+        let first = multimask ? 1 : 0, count = multimask ? T - 1 : 1
+        // The folded decoder (`MaskDecoder.runBatch`) where the keys are the shared ones (no mask input) and the
+        // tokens fit its few-token attention; else (and under the debug tap, for the plain decoder's steps) the plain one.
+        let folded = maskInput == nil && arena.tap == nil && 1 + T + pen.sparseCount(points: points.count, box: box != nil) <= Ops.fewKeysMax
+        if folded && decoderShared == nil {
+            let t0 = Stopwatch.now()
+            arena.reset(to: keep)
+            let dense = pen.dense(mask: nil, arena: arena)
+            let f = decoderFolded ?? model.maskDecoder.folded(model: model)
+            decoderFolded = f
+            decoderShared = model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, model: model, folded: f, arena: arena)
+            persistentMark = arena.mark()
+            decoderSetupSeconds = Stopwatch.since(t0)
+        }
+        let top = persistentMark ?? keep
+        arena.reset(to: top)
         let (sparse, ns) = pen.sparse(points: points, box: box, sx: Double(rw) / Double(w), sy: Double(rh) / Double(h),
                                       arena: arena)
-        let dense: UnsafeMutablePointer<Float>
-        if let mi = maskInput {
-            dense = mi.withUnsafeBufferPointer { pen.dense(mask: $0.baseAddress, arena: arena) }
-        } else {
-            dense = pen.dense(mask: nil, arena: arena)
-        }
-        let T = cfg.decoder.numMaskTokens
-        let allMasks = arena.alloc(T * lowN)
         let allIoU = arena.alloc(T)
-        model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns, masks: allMasks, iou: allIoU,
-                              arena: arena)
-        let first = multimask ? 1 : 0, count = multimask ? T - 1 : 1
+        // `count` masks' low-res logits, row-major.
+        let low: UnsafeMutablePointer<Float>
+        if folded, let shared = decoderShared {
+            low = arena.alloc(count * lowN)
+            let lowT = arena.alloc(count * lowN)
+            model.maskDecoder.runBatch(shared: shared, pe: pe, grid: g, sparse: sparse, ns: ns, batch: 1, first: first, count: count,
+                                       masks: lowT, iou: allIoU, parts: Self.decoderParts, arena: arena)
+            for i in 0..<count { psam_transpose(lowT + i * lowN, lowRes, lowRes, lowRes, low + i * lowN, lowRes) }
+        } else {
+            let dense: UnsafeMutablePointer<Float>
+            if let mi = maskInput {
+                dense = mi.withUnsafeBufferPointer { pen.dense(mask: $0.baseAddress, arena: arena) }
+            } else {
+                dense = pen.dense(mask: nil, arena: arena)
+            }
+            let allMasks = arena.alloc(T * lowN)
+            model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns, masks: allMasks, iou: allIoU,
+                                  arena: arena)
+            low = allMasks + first * lowN
+        }
         func resize<E>(_ a: inout [E], _ n: Int, _ zero: E) {
             a.removeAll(keepingCapacity: true)
             a.append(contentsOf: repeatElement(zero, count: n))
@@ -291,14 +330,14 @@ public final class Session {
         result.width = w
         result.height = h
         result.lowResSize = lowRes
-        result.lowResLogits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: allMasks + first * lowN, count: count * lowN) }
+        result.lowResLogits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: low, count: count * lowN) }
         for i in 0..<count { result.iou[i] = allIoU[first + i] }
         // Postprocess: upscale to the padded input, crop the valid region, upscale to the image.
         let size = cfg.encoder.imageSize
         let up = arena.alloc(size * size), crop = arena.alloc(size * size)
         let thr = Float(cfg.maskThreshold)
         for i in 0..<count {
-            Ops.bilinear(allMasks + (first + i) * lowN, h: lowRes, w: lowRes, out: up, ho: size, wo: size)
+            Ops.bilinear(low + i * lowN, h: lowRes, w: lowRes, out: up, ho: size, wo: size)
             for y in 0..<rh { (crop + y * rw).update(from: up + y * size, count: rw) }
             // The last upscale goes straight into the mask, row by row: nothing of the image's size is
             // kept in the arena, so its size depends on the model only.
@@ -313,6 +352,6 @@ public final class Session {
             }
             result.stability[i] = union == 0 ? 0 : Float(inter) / Float(union)
         }
-        arena.reset(to: keep)
+        arena.reset(to: top)
     }
 }

@@ -232,8 +232,8 @@ struct MLPJob {
     let fc1: QWeight, fc1Bias: CPtr?, fc2: QWeight, fc2Bias: CPtr?
     /// TinyViT's local conv, made here a block of image rows at a time from the block's input `[h, h, d]` (read
     /// only: the output goes to another buffer): depthwise k × k weights tap-major `[k²][d]`, bias. `rows` is a
-    /// multiple of h.
-    let local: (x: CPtr, h: Int, w: CPtr, b: CPtr?, k: Int)
+    /// multiple of h. Without it (SAM ViT's MLP) the input is `x` itself: `x += fc2(GELU(fc1(LN(x))))`.
+    let local: (x: CPtr, h: Int, w: CPtr, b: CPtr?, k: Int)?
     let gelu: Int32
     /// Rows per block; one slot's scratch at `scratch + slot · slotFloats`.
     let rows: Int
@@ -259,11 +259,14 @@ struct MLPJob {
         let q = UnsafeMutableRawPointer(base + l.q).bindMemory(to: UInt8.self, capacity: rows * kp)
         let zero = UnsafeMutableRawPointer(base + l.zero).bindMemory(to: Int32.self, capacity: rows)
         // The MLP's input: the local conv of image rows [r0 / h, r1 / h) (the kernel indexes output rows from the
-        // image's top, so the destination is shifted back; nothing is written there).
-        let lcb = base + l.lc, y0 = r0 / local.h, y1 = (r1 + local.h - 1) / local.h
-        psam_depthwise_rows(local.x, local.h, local.h, d, local.w, local.b, local.k, 1, local.k / 2, lcb - y0 * local.h * d, local.h,
-                            y0, y1, 0)
-        let input = UnsafePointer(lcb)
+        // image's top, so the destination is shifted back; nothing is written there), or x's rows.
+        var input = UnsafePointer(x + r0 * d)
+        if let local {
+            let lcb = base + l.lc, y0 = r0 / local.h, y1 = (r1 + local.h - 1) / local.h
+            psam_depthwise_rows(local.x, local.h, local.h, d, local.w, local.b, local.k, 1, local.k / 2, lcb - y0 * local.h * d,
+                                local.h, y0, y1, 0)
+            input = UnsafePointer(lcb)
+        }
         psam_layernorm_rows(input, n, d, d, norm.w, norm.b, eps, ln, d)
         psam_quantize_rows_u8(ln, n, d, d, q, fc1.kp, scales, zero)
         fc1.gemm(q, scale: scales, zero: zero, m: n, bias: fc1Bias, into: hb, ldc: hid, gelu: gelu)
@@ -297,6 +300,23 @@ extension Ops {
                          local: (x, h, UnsafePointer(wt), local.b, k), gelu: intGELU, rows: rows,
                          scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= m * d * k * k + 2 * m * d * hid
+        runJob(ctx, &job, kind: .mlpBlock, blocks: (m + rows - 1) / rows)
+        ctx.reset(to: mark)
+        return true
+    }
+
+    /// SAM ViT's MLP with its residual, `x += lin2(GELU(lin1(LN(x))))` over `m` tokens in place, on int8 lin1 and
+    /// lin2, `mlpRows` tokens at a time (see `MLPJob`): the hidden activations (`m × hid` floats, 84 MB for ViT-H)
+    /// only ever exist a block at a time. Returns false (doing nothing) when the session has more threads than
+    /// `windowSlots`.
+    static func mlpInt8(_ ctx: Arena, _ x: FPtr, m: Int, d: Int, hid: Int, norm: Norm, eps: Float, fc1: Lin, fc2: Lin) -> Bool {
+        guard let q1 = fc1.q, let q2 = fc2.q, ctx.threads <= windowSlots else { return false }
+        precondition(q1.n == hid && q1.k == d && q2.n == d && q2.k == hid, "int8 MLP weights [\(q1.n), \(q1.k)], [\(q2.n), \(q2.k)] for \(d), \(hid)")
+        let mark = ctx.mark(), rows = mlpRows
+        let slotFloats = MLPJob.layout(rows: rows, d: d, hid: hid, kp: max(q1.kp, q2.kp)).total
+        var job = MLPJob(x: x, m: m, d: d, hid: hid, norm: norm, eps: eps, fc1: q1, fc1Bias: fc1.b, fc2: q2, fc2Bias: fc2.b,
+                         local: nil, gelu: intGELU, rows: rows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        ctx.macs &+= 2 * m * d * hid
         runJob(ctx, &job, kind: .mlpBlock, blocks: (m + rows - 1) / rows)
         ctx.reset(to: mark)
         return true

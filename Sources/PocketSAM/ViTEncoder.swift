@@ -1,4 +1,5 @@
 import PocketSAMFormat
+import PocketSAMKernels
 
 /// SAM's ViT image encoder (ViT-B/L/H and any other size), fp32, channels-last.
 struct ViTEncoder {
@@ -53,67 +54,65 @@ struct ViTEncoder {
     }
 
     /// One block: x += attn(norm1(x)) (windowed or global), x += mlp(norm2(x)). In place.
+    ///
+    /// The qkv projection runs once over the image's tokens (not over padded windows: 4096 rows instead of 4900 at
+    /// SAM's sizes) plus, when windows hang over the border, one zero row, the qkv of every padding token (SAM pads
+    /// after norm1). The attention runs in blocks of windows × heads or heads × query rows (`ViTAttentionJob`), the
+    /// projection over the image's tokens again. On int8 weights norm1 goes straight into quantized rows and the MLP
+    /// runs 64 tokens at a time (`Ops.mlpInt8`); otherwise (fp32, the calibration hook) in whole-image steps, the MLP
+    /// in chunks of rows so that its hidden activations stay small.
     func block(_ x: UnsafeMutablePointer<Float>, _ b: Int, _ arena: Arena) {
         let wt = blocks[b]
         let g = c.gridSize, E = c.embedDim, n = g * g
         let mark = arena.mark()
-        let normed = arena.alloc(n * E)
-        Ops.layerNormScalar(arena, x, normed, m: n, c: E, wt.norm1, eps: Self.eps)
         let global = c.isGlobal(b)
         let ws = global ? g : c.windowSize
-        let nw = (g + ws - 1) / ws, wn = ws * ws
-        let win = arena.alloc(wn * E), att = arena.alloc(wn * E), out = arena.alloc(wn * E)
-        for wy in 0..<nw {
-            for wx in 0..<nw {
-                // Window partition: zero rows past the border (SAM pads after norm1).
-                for i in 0..<wn {
-                    let y = wy * ws + i / ws, xx = wx * ws + i % ws
-                    if y < g && xx < g { (win + i * E).update(from: normed + (y * g + xx) * E, count: E) } else {
-                        (win + i * E).initialize(repeating: 0, count: E)
-                    }
+        let padded = !global && g % ws != 0
+        let rows = n + (padded ? 1 : 0)
+        let qkv = arena.alloc(rows * 3 * E)
+        do {
+            let scratch = arena.mark()
+            if let q = wt.qkv.q, arena.linearInputHook == nil {
+                let input = Ops.QuantizedRows(arena, m: rows, kp: q.kp)
+                Ops.layerNormQuantized(arena, x, m: n, c: E, wt.norm1, eps: Self.eps, into: input)
+                if padded {
+                    let zero = arena.alloc(E)
+                    zero.initialize(repeating: 0, count: E)
+                    psam_quantize_rows_u8(zero, 1, E, E, input.q + n * q.kp, q.kp, input.scale + n, input.zero + n)
                 }
-                attention(win, side: ws, wt, out: att, arena)
-                Ops.linear(arena, att, wt.proj, out, m: wn, n: E, k: E)
-                for i in 0..<wn {
-                    let y = wy * ws + i / ws, xx = wx * ws + i % ws
-                    if y < g && xx < g { Ops.add(x + (y * g + xx) * E, out + i * E, E) }
-                }
+                Ops.qgemm(arena, input, wt.qkv, qkv, m: rows, n: 3 * E, k: E)
+            } else {
+                let normed = arena.alloc(rows * E)
+                Ops.layerNormScalar(arena, x, normed, m: n, c: E, wt.norm1, eps: Self.eps)
+                if padded { (normed + n * E).initialize(repeating: 0, count: E) }
+                Ops.linear(arena, normed, wt.qkv, qkv, m: rows, n: 3 * E, k: E)
             }
+            arena.reset(to: scratch)
         }
+        let att = arena.alloc(n * E)
+        Ops.vitAttention(arena, qkv: qkv, g: g, ws: ws, global: global, E: E, heads: c.numHeads, relH: wt.relH, relW: wt.relW, out: att)
+        // The projection's output where qkv was.
+        Ops.linear(arena, att, wt.proj, qkv, m: n, n: E, k: E)
+        Ops.add(arena, x, qkv, into: x, n * E)
         arena.reset(to: mark)
-        let t = arena.alloc(n * E), hid = arena.alloc(n * c.mlpDim), o = arena.alloc(n * E)
-        Ops.layerNormScalar(arena, x, t, m: n, c: E, wt.norm2, eps: Self.eps)
-        Ops.linear(arena, t, wt.lin1, hid, m: n, n: c.mlpDim, k: E, gelu: true)
-        Ops.linear(arena, hid, wt.lin2, o, m: n, n: E, k: c.mlpDim)
-        Ops.add(x, o, n * E)
+        if arena.linearInputHook == nil,
+           Ops.mlpInt8(arena, x, m: n, d: E, hid: c.mlpDim, norm: wt.norm2, eps: Self.eps, fc1: wt.lin1, fc2: wt.lin2) {
+            return
+        }
+        // Whole rows at a time; under the calibration hook the whole image in one step.
+        let chunk = arena.linearInputHook == nil ? Self.mlpChunkRows : n
+        let t = arena.alloc(chunk * E), hid = arena.alloc(chunk * c.mlpDim), o = arena.alloc(chunk * E)
+        for r0 in stride(from: 0, to: n, by: chunk) {
+            let m = min(chunk, n - r0), xr = x + r0 * E
+            Ops.layerNormScalar(arena, xr, t, m: m, c: E, wt.norm2, eps: Self.eps)
+            Ops.linear(arena, t, wt.lin1, hid, m: m, n: c.mlpDim, k: E, gelu: true)
+            Ops.linear(arena, hid, wt.lin2, o, m: m, n: E, k: c.mlpDim)
+            Ops.add(arena, xr, o, into: xr, m * E)
+        }
         arena.reset(to: mark)
     }
 
-    /// Multi-head attention over one `side × side` window with SAM's decomposed relative position
-    /// bias: `attn[q, k] += q · Rh[qy − ky + side − 1] + q · Rw[qx − kx + side − 1]` (unscaled q).
-    func attention(_ x: UnsafePointer<Float>, side s: Int, _ wt: Block, out: UnsafeMutablePointer<Float>, _ arena: Arena) {
-        let E = c.embedDim, H = c.numHeads, hd = c.headDim, n = s * s, r = 2 * s - 1
-        let mark = arena.mark()
-        let qkv = arena.alloc(n * 3 * E)
-        Ops.linear(arena, x, wt.qkv, qkv, m: n, n: 3 * E, k: E)
-        let relH = wt.relH, relW = wt.relW
-        let th = arena.alloc(n * r), tw = arena.alloc(n * r)
-        Ops.attention(q: qkv, k: qkv, v: qkv, nq: n, nk: n, heads: H, d: hd, dv: hd, ldq: 3 * E, ldk: 3 * E, ldv: 3 * E,
-                      qOff: { $0 * hd }, kOff: { E + $0 * hd }, vOff: { 2 * E + $0 * hd }, scale: 1 / Float(hd).squareRoot(),
-                      bias: { h, scores in
-                          // th[q, j] = q · rel_pos_h[j], tw likewise: two small GEMMs per head.
-                          Ops.matmul(arena, qkv + h * hd, relH, th, m: n, n: r, k: hd, lda: 3 * E, ldb: hd, ldc: r, transB: true)
-                          Ops.matmul(arena, qkv + h * hd, relW, tw, m: n, n: r, k: hd, lda: 3 * E, ldb: hd, ldc: r, transB: true)
-                          for q in 0..<n {
-                              let qy = q / s, qx = q % s
-                              let row = scores + q * n, rh = th + q * r, rw = tw + q * r
-                              for ky in 0..<s {
-                                  let bh = rh[qy - ky + s - 1]
-                                  let base = row + ky * s
-                                  for kx in 0..<s { base[kx] += bh + rw[qx - kx + s - 1] }
-                              }
-                          }
-                      }, out: out, arena: arena)
-        arena.reset(to: mark)
-    }
+    /// Rows per step of the MLP on fp32 (or int16) weights: its hidden activations are this many rows (5 MB for
+    /// ViT-H) instead of the image's (84 MB).
+    static let mlpChunkRows = 256
 }

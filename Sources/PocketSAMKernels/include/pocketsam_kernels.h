@@ -170,6 +170,13 @@ void psam_bias_gelu_rows(float *x, size_t m, size_t n, size_t ld, const float *b
 
 /* Softmax of each row of x[m][ld] (n values), in place. */
 void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld);
+
+/* SAM's decomposed relative position terms added to a block of attention scores `scores[rows][ld]` (queries
+ * q0 .. q0 + rows − 1 of a side × side grid, keys the whole grid): th, tw `[rows][2·side − 1]` are the queries'
+ * products with rel_pos_h and rel_pos_w; score (q, ky·side + kx) gains th[q][qy − ky + side − 1] +
+ * tw[q][qx − kx + side − 1]. */
+void psam_relpos_add(float *scores, size_t ld, size_t rows, size_t q0, size_t side, const float *th, const float *tw,
+                     size_t r);
 /* Softmax down the columns of each of `groups` blocks of n rows (row r at x + r·ld, cols values), of
  * x + bias[r] (bias: groups·n values, or NULL), in place. */
 void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld, const float *bias);

@@ -1,0 +1,125 @@
+import COpenBLAS
+import PocketSAMKernels
+
+/// SAM ViT's multi-head attention with decomposed relative positions, as blocks of independent work on the session's
+/// threads, each through one thread's scratch: no score matrix bigger than one block's exists.
+///
+/// - Windowed blocks: a block is one window and one head. The window's query, key and value rows are gathered from
+///   the image's qkv rows (tokens past the right or bottom border take the padding row: SAM pads with zeros after
+///   norm1, so every padding token has the qkv of a zero row), then `wn × wn` scores, the relative terms, softmax and
+///   the weighted values; only the outputs of tokens inside the image are written.
+/// - Global blocks: a block is one head and `queryRows` queries against every key, read in place (rows of
+///   `qkv` are 3·E apart): a `queryRows × n` score block (1 MB at SAM's sizes) instead of the `n × n` matrix per head
+///   (64 MB).
+///
+/// The relative terms are the queries' products with `rel_pos_h` / `rel_pos_w` (`[rows, 2·side − 1]`), added per
+/// score by `psam_relpos_add`: never expanded to `[n, n]` per head.
+struct ViTAttentionJob {
+    /// `[n + 1][3·E]`: per token `[q | k | v]`, head h at columns h·hd of each; row n is the padding row (windowed
+    /// blocks whose windows hang over the border).
+    let qkv: CPtr
+    /// Grid side (n = g²), window side (g for a global block).
+    let g: Int, ws: Int
+    let global: Bool
+    let E: Int, heads: Int, hd: Int
+    /// `[2·ws − 1][hd]`.
+    let relH: CPtr, relW: CPtr
+    let scale: Float
+    /// `[n][E]`: head h's output at columns h·hd.
+    let out: FPtr
+    let scratch: FPtr
+    let slotFloats: Int
+
+    /// Queries per block of a global attention.
+    static let queryRows = 64
+
+    var n: Int { g * g }
+    var windowsPerSide: Int { (g + ws - 1) / ws }
+    var queryBlocks: Int { (n + Self.queryRows - 1) / Self.queryRows }
+    var blocks: Int { global ? heads * queryBlocks : windowsPerSide * windowsPerSide * heads }
+
+    /// Floats of one slot's scratch.
+    static func slotFloats(g: Int, ws: Int, global: Bool, hd: Int) -> Int {
+        let r = 2 * ws - 1
+        if global { return queryRows * (g * g) + 2 * queryRows * r }
+        let wn = ws * ws
+        return 4 * wn * hd + wn * wn + 2 * wn * r
+    }
+
+    /// Multiply-accumulates of the whole attention (scores, weighted values, relative terms).
+    var macs: Int {
+        let r = 2 * ws - 1
+        let tokens = global ? n : windowsPerSide * windowsPerSide * ws * ws
+        let keys = global ? n : ws * ws
+        return heads * tokens * (2 * keys * hd + 2 * r * hd)
+    }
+
+    func run(block i: Int, slot: Int) {
+        if global { runGlobal(i, scratch + slot * slotFloats) } else { runWindow(i, scratch + slot * slotFloats) }
+    }
+
+    private func runGlobal(_ i: Int, _ base: FPtr) {
+        let h = i / queryBlocks, q0 = (i % queryBlocks) * Self.queryRows, rows = min(Self.queryRows, n - q0)
+        let r = 2 * ws - 1, ld = 3 * E
+        let s = base, th = base + Self.queryRows * n, tw = th + Self.queryRows * r
+        let q = qkv + q0 * ld + h * hd, k = qkv + E + h * hd, v = qkv + 2 * E + h * hd
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(hd), scale, q, Int32(ld), k, Int32(ld), 0,
+                    s, Int32(n))
+        relativeTerms(q, ld: Int32(ld), rows: rows, q0: q0, side: g, s: s, ldS: n, th: th, tw: tw)
+        psam_softmax_rows(s, rows, n, n)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(hd), Int32(n), 1, s, Int32(n), v, Int32(ld), 0,
+                    out + q0 * E + h * hd, Int32(E))
+    }
+
+    private func runWindow(_ i: Int, _ base: FPtr) {
+        let w = i / heads, h = i % heads, nw = windowsPerSide
+        let wy = w / nw, wx = w % nw, wn = ws * ws, r = 2 * ws - 1, ld = 3 * E
+        let q = base, k = q + wn * hd, v = k + wn * hd, o = v + wn * hd, s = o + wn * hd, th = s + wn * wn, tw = th + wn * r
+        for t in 0..<wn {
+            let y = wy * ws + t / ws, x = wx * ws + t % ws
+            let row = qkv + (y < g && x < g ? y * g + x : n) * ld + h * hd
+            (q + t * hd).update(from: row, count: hd)
+            (k + t * hd).update(from: row + E, count: hd)
+            (v + t * hd).update(from: row + 2 * E, count: hd)
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(wn), Int32(wn), Int32(hd), scale, q, Int32(hd), k, Int32(hd), 0,
+                    s, Int32(wn))
+        relativeTerms(q, ld: Int32(hd), rows: wn, q0: 0, side: ws, s: s, ldS: wn, th: th, tw: tw)
+        psam_softmax_rows(s, wn, wn, wn)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(wn), Int32(hd), Int32(wn), 1, s, Int32(wn), v, Int32(hd), 0,
+                    o, Int32(hd))
+        for t in 0..<wn {
+            let y = wy * ws + t / ws, x = wx * ws + t % ws
+            if y < g && x < g { (out + (y * g + x) * E + h * hd).update(from: o + t * hd, count: hd) }
+        }
+    }
+
+    /// `th = q · rel_pos_hᵀ`, `tw = q · rel_pos_wᵀ` (unscaled queries, `[rows, 2·side − 1]`), added to the scores.
+    private func relativeTerms(_ q: CPtr, ld: Int32, rows: Int, q0: Int, side: Int, s: FPtr, ldS: Int, th: FPtr, tw: FPtr) {
+        let r = 2 * side - 1
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(r), Int32(hd), 1, q, ld, relH, Int32(hd), 0, th, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(r), Int32(hd), 1, q, ld, relW, Int32(hd), 0, tw, Int32(r))
+        psam_relpos_add(s, ldS, rows, q0, side, th, tw, r)
+    }
+}
+
+extension Ops {
+    /// SAM ViT's attention on `qkv` (`[n + 1, 3·E]`, see `ViTAttentionJob`) into `out[n, E]`: windows of `ws` tokens a
+    /// side, or global (`ws` = g). Scratch for `windowSlots` threads (so the planned arena holds for that many); a
+    /// session with more threads runs the blocks on the calling thread.
+    static func vitAttention(_ ctx: Arena, qkv: CPtr, g: Int, ws: Int, global: Bool, E: Int, heads: Int, relH: CPtr, relW: CPtr,
+                             out: FPtr) {
+        let hd = E / heads, mark = ctx.mark()
+        let slotFloats = ViTAttentionJob.slotFloats(g: g, ws: ws, global: global, hd: hd)
+        var job = ViTAttentionJob(qkv: qkv, g: g, ws: ws, global: global, E: E, heads: heads, hd: hd, relH: relH, relW: relW,
+                                  scale: 1 / Float(hd).squareRoot(), out: out, scratch: ctx.alloc(windowSlots * slotFloats),
+                                  slotFloats: slotFloats)
+        ctx.macs &+= job.macs
+        if ctx.threads <= windowSlots {
+            runJob(ctx, &job, kind: .vitAttentionBlock, blocks: job.blocks)
+        } else {
+            for i in 0..<job.blocks { job.run(block: i, slot: 0) }
+        }
+        ctx.reset(to: mark)
+    }
+}

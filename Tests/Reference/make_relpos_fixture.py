@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""A small SAM-ViT whose relative-position tables are not zero, and its image embedding by the official code.
+
+The other random SAM-ViT (make_random_checkpoints.py) keeps SAM's rel_pos_zero_init, so its fixtures cannot tell a
+wrong relative-position term from none. This one draws the tables at random (normal, std 0.5) and uses a grid the
+windows do not divide (10 tokens a side, windows of 4: the last window of each row and column is half padding),
+with one global block.
+
+Run by hand (never in CI), from the repository root, in the venv of make_random_fixtures.py:
+
+    python Tests/Reference/make_relpos_fixture.py
+
+Writes Tests/Fixtures/random/relpos/:
+  vit_relpos.pth   SAM (ImageEncoderViT img_size 160, patch 16, embed 48, depth 3, heads 4, window 4, global
+                   block 1, out_chans 32; the prompt encoder and decoder of make_random_checkpoints.heads), state_dict
+  image.npy        uint8 [160, 160, 3] (already the encoder's input size: SamPredictor's resize leaves it as is)
+  embedding.npy    float32 [32, 10, 10]: SamPredictor(sam).set_image(image) -> get_image_embedding()[0]
+  manifest.json    versions and SHA-256 of the files
+"""
+import hashlib, json, os, sys
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+from segment_anything.modeling import ImageEncoderViT, Sam
+from segment_anything import SamPredictor
+
+sys.path.insert(0, os.path.dirname(__file__))
+from make_random_checkpoints import heads, randomise  # noqa: E402
+
+OUT = os.path.join("Tests", "Fixtures", "random", "relpos")
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(0)
+    enc = ImageEncoderViT(img_size=160, patch_size=16, embed_dim=48, depth=3, num_heads=4, mlp_ratio=4.0, out_chans=32,
+                          qkv_bias=True, use_rel_pos=True, window_size=4, global_attn_indexes=(1,),
+                          norm_layer=partial(nn.LayerNorm, eps=1e-6), rel_pos_zero_init=True)
+    prompt, decoder = heads(32, 160, 10)
+    sam = Sam(image_encoder=enc, prompt_encoder=prompt, mask_decoder=decoder).eval()
+    randomise(sam, 1)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, t in sam.named_parameters():
+            if "rel_pos" in name:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.5)
+    sd = sam.state_dict()
+    path = os.path.join(OUT, "vit_relpos.pth")
+    torch.save(sd, path)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(160, 160, 3), dtype=np.uint8)
+    np.save(os.path.join(OUT, "image.npy"), image)
+    torch.set_num_threads(1)
+    pred = SamPredictor(sam)
+    pred.set_image(image)
+    emb = pred.get_image_embedding()[0].numpy().astype(np.float32)
+    np.save(os.path.join(OUT, "embedding.npy"), emb)
+    files = {f: hashlib.sha256(open(os.path.join(OUT, f), "rb").read()).hexdigest()
+             for f in ("vit_relpos.pth", "image.npy", "embedding.npy")}
+    json.dump({"torch": torch.__version__, "numpy": np.__version__, "sha256": files,
+               "embedding_max_abs": float(np.abs(emb).max())}, open(os.path.join(OUT, "manifest.json"), "w"), indent=1)
+    print("wrote", OUT, emb.shape, float(np.abs(emb).max()))
+
+
+if __name__ == "__main__":
+    main()
