@@ -24,7 +24,7 @@ public enum Kernels {
 
     /// Measured peak int8 multiply-accumulates per second of the chosen variant's inner-loop instructions on `threads`
     /// threads at once (a register-only loop of the kernel's instruction mix, about 0.3 s); nil where that variant has
-    /// no probe (AVX2 and scalar).
+    /// no probe (scalar).
     public static func measuredPeakMACsPerSecond(threads: Int) -> Double? {
         let isa = psam_best_isa()
         guard psam_isa_peak_probe(isa, 1) > 0 else { return nil }

@@ -148,6 +148,25 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static uint64_t peak_vnni
     (void)sink;
     return iters * 16 * 64;
 }
+
+/* AVX2: the int8 kernel's arithmetic (qgemm_avx2.c): vpmaddwd on int16-widened operands (16 multiply-accumulates
+ * each) and vpaddd into 8 accumulators. */
+__attribute__((target("avx2"))) static uint64_t peak_avx2(uint64_t iters) {
+    __m256i acc[8];
+    __m256i a = _mm256_set1_epi32(0x00010001), b = _mm256_set1_epi32(0x0002FFFF);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
+    for (uint64_t it = 0; it < iters; it++) {
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(a, b));
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(b, a));
+        __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]), "+x"(acc[4]), "+x"(acc[5]), "+x"(acc[6]),
+                         "+x"(acc[7]), "+x"(a), "+x"(b));
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    volatile int sink = _mm256_extract_epi32(s, 0);
+    (void)sink;
+    return iters * 16 * 16;
+}
 #endif
 
 #if defined(__aarch64__)
@@ -216,6 +235,7 @@ uint64_t psam_isa_peak_probe(psam_isa isa, uint64_t iters) {
     if (!psam_qgemm_kernel(isa)) return 0;
 #if defined(__x86_64__)
     if (isa == PSAM_ISA_AVX512VNNI) return peak_vnni(iters);
+    if (isa == PSAM_ISA_AVX2) return peak_avx2(iters);
 #endif
 #if defined(__aarch64__)
     if (isa == PSAM_ISA_NEON) return peak_neon(iters);

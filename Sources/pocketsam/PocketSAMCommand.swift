@@ -185,6 +185,8 @@ struct Segment: ParsableCommand {
 struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Describe a .psam model.")
     @Argument(help: "The .psam model.") var model: String
+    @Flag(help: "Also plan the arena: the activation memory a session needs for any image and prompt (measured by one encoder pass on reserved address space, so it takes an encode's time).")
+    var arena = false
 
     func run() throws {
         let m = try loadModel(model)
@@ -197,157 +199,10 @@ struct Info: ParsableCommand {
         }
         print("tensors: \(m.file.tensors.count), parameters: \(params)")
         for d in DType.allCases where counts[d] != nil { print("  \(d): \(counts[d]!) tensors, \(bytes[d]!) bytes") }
-    }
-}
-
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Measure encoder and per-prompt decoder time, throughput, arena and RSS.",
-        discussion: """
-            Reports medians over --runs. Several --model options are measured side by side, their runs
-            interleaved, with ratios to the first. Example (int8 against fp32):
-              pocketsam bench --model lite_medsam.psam --model lite_medsam_fp32.psam --image cell.png
-            """)
-    @Option(help: "A .psam model (repeat to compare models in one run).") var model: [String]
-    @Option(help: "Image (default: a synthetic gradient at the model's input size).") var image: String?
-    @Option(help: "Encoder runs per model.") var runs = 5
-    @Option(help: "Decoder prompts per model.") var prompts = 20
-    @Option(help: "Threads.") var threads = 2
-    @Option(help: "auto (int8 kernels for int8 weights) or fp32 (dequantize everything at load).") var compute = "auto"
-    @Flag(help: "Measure automatic mask generation instead (pocketsam everything), by default with every prompt decoded and postprocessed (--pred-iou-thresh 0 --stability-score-thresh 0); with --hierarchical, dense and hierarchical side by side.")
-    var everything = false
-    @OptionGroup var generator: GeneratorArguments
-
-    func run() throws {
-        if everything { return try runEverything() }
-        guard runs >= 1, prompts >= 1, threads >= 1 else { throw ValidationError("--runs, --prompts and --threads must be ≥ 1") }
-        guard !model.isEmpty else { throw ValidationError("give at least one --model") }
-        guard let mode = ComputeMode(rawValue: compute) else { throw ValidationError("--compute must be auto or fp32") }
-        var models: [Model] = []
-        for path in model {
-            do { models.append(try Model(path: path, compute: mode)) } catch {
-                stderrWrite("pocketsam: error: \(path): \(error)\n")
-                throw ExitCode(2)
-            }
-        }
-        let img: PocketSAMIO.Image
-        if let path = image { img = try loadImage(path) } else {
-            let s = models[0].config.encoder.imageSize
-            img = PocketSAMIO.Image(width: s, height: s, channels: 3,
-                                    pixels: (0..<(s * s * 3)).map { UInt8(truncatingIfNeeded: ($0 / 3) % s + $0 % 3 * 40) })
-        }
-        let sessions = models.map { Session(model: $0, threads: threads) }
-        var enc = [[Double]](repeating: [], count: models.count), macs = [Int](repeating: 0, count: models.count)
-        func encode(_ i: Int) throws -> Double {
-            let before = sessions[i].multiplyAccumulates
-            let t0 = now()
-            try img.pixels.withUnsafeBufferPointer {
-                try sessions[i].setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
-            }
-            let t = now() - t0
-            macs[i] = sessions[i].multiplyAccumulates - before
-            return t
-        }
-        for i in models.indices { _ = try encode(i) }  // warm-up: first-touch of the arena
-        for r in 0..<runs {
-            stderrWrite("bench: encoder run \(r + 1)/\(runs)\r")
-            for i in models.indices { enc[i].append(try encode(i)) }
-        }
-        stderrWrite("\n")
-        var dec = [[Double]](repeating: [], count: models.count)
-        let w = Float(img.width), h = Float(img.height)
-        for p in 0..<prompts {
-            let f = Float(p) / Float(prompts)
-            let box = BoxPrompt(x0: w * 0.1 * f, y0: h * 0.1, x1: w * (0.5 + 0.4 * f), y1: h * 0.8)
-            for i in models.indices {
-                let t0 = now()
-                _ = try sessions[i].predict(box: box)
-                dec[i].append(now() - t0)
-            }
-        }
-        var ru = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &ru)
-        func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
-        print("image \(img.width)x\(img.height), threads \(threads), int8 kernels: \(Kernels.name)")
-        print("kernels: \(Kernels.summary)")
-        let peak = Kernels.measuredPeakMACsPerSecond(threads: threads)
-        if let peak { print("measured int8 \(Kernels.name) peak: \(format3(peak / 1e9)) GMAC/s on \(threads) threads") }
-        for i in models.indices {
-            let m = models[i]
-            let e = median(enc[i]), d = median(dec[i])
-            let gmacs = Double(macs[i]) / e / 1e9
-            print("model: \(model[i]) (\(m.config.variant.rawValue), \(m.file.storage.count) bytes, \(m.int8Layers) int8 layers, \(m.int16Layers) int16 layers)")
-            var line = "  encoder: median \(format3(e * 1000)) ms over \(runs) runs (min \(format3(enc[i].min()! * 1000)) ms), \(format3(Double(macs[i]) / 1e9)) GMAC, \(format3(gmacs)) GMAC/s"
-            if let peak, m.int8Layers > 0 { line += " (\(format3(100 * gmacs * 1e9 / peak))% of the int8 peak)" }
-            if i > 0 { line += "; \(format3(e / median(enc[0])))x the first model's time" }
-            print(line)
-            var dl = "  decoder: median \(format3(d * 1000)) ms per prompt over \(prompts) prompts (min \(format3(dec[i].min()! * 1000)) ms)"
-            if i > 0 { dl += "; \(format3(d / median(dec[0])))x" }
-            print(dl)
-            let planned = (try? m.plannedArenaBytes()).map(String.init) ?? "?"
-            // A default session's arena grows in whole chunks, so what it holds can exceed what a fixed arena needs.
-            print("  arena: \(sessions[i].arenaPeakBytes) bytes held (grown in chunks); a fixed arena needs \(planned) bytes for any image and prompt")
-        }
-        print("peak RSS of the process: \(ru.ru_maxrss * 1024) bytes")
-    }
-}
-
-extension Bench {
-    func runEverything() throws {
-        guard runs >= 1, threads >= 1 else { throw ValidationError("--runs and --threads must be ≥ 1") }
-        guard let mode = ComputeMode(rawValue: compute) else { throw ValidationError("--compute must be auto or fp32") }
-        guard let path = model.first, model.count == 1 else { throw ValidationError("--everything takes one --model") }
-        guard let imagePath = image else { throw ValidationError("--everything needs --image") }
-        let m: Model
-        do { m = try Model(path: path, compute: mode) } catch {
-            stderrWrite("pocketsam: error: \(path): \(error)\n")
-            throw ExitCode(2)
-        }
-        let img = try loadImage(imagePath)
-        var modes: [(String, MaskGeneratorOptions)] = []
-        var dense = generator.options(defaultPredIoU: 0, defaultStability: 0)
-        dense.hierarchical = false
-        modes.append(("dense", dense))
-        if generator.hierarchical {
-            var h = dense
-            h.hierarchical = true
-            modes.append(("hierarchical", h))
-        }
-        let session = Session(model: m, threads: threads)
-        var results = [[GenerationResult]](repeating: [], count: modes.count)
-        for r in 0..<runs {
-            for (i, (name, o)) in modes.enumerated() {
-                let res = try img.pixels.withUnsafeBufferPointer { px in
-                    try session.generate(pixels: px.baseAddress!, width: img.width, height: img.height, channels: img.channels,
-                                         options: o) { p in
-                        stderrWrite("bench: run \(r + 1)/\(runs) \(name): \(p.stage) \(p.pointsDone)/\(p.pointsTotal)   \r")
-                    }
-                }
-                results[i].append(res)
-            }
-        }
-        stderrWrite("\n")
-        func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
-        let o = dense
-        print("everything: image \(img.width)x\(img.height), model \(path) (\(m.config.variant.rawValue), \(m.int8Layers) int8 layers), "
-              + "threads \(threads), int8 kernels: \(Kernels.name)")
-        print("  points per side \(o.pointsPerSide ?? 0), crop layers \(o.cropNLayers), pred IoU thresh \(o.predIoUThresh), "
-              + "stability thresh \(o.stabilityScoreThresh), medians of \(runs) run(s)")
-        for (i, (name, _)) in modes.enumerated() {
-            let rs = results[i]
-            let s = rs[rs.count / 2].stats
-            let total = median(rs.map(\.stats.totalSeconds)), dec = median(rs.map(\.stats.decoderSeconds))
-            print("  \(name): total \(format3(total)) s; encoder \(format3(median(rs.map(\.stats.encoderSeconds)))) s, "
-                  + "decoder \(format3(dec)) s, masks (upscale, stability, RLE) \(format3(median(rs.map(\.stats.postprocessSeconds)))) s, "
-                  + "suppression \(format3(median(rs.map(\.stats.nmsSeconds)))) s, clean-up \(format3(median(rs.map(\.stats.cleanupSeconds)))) s")
-            print("    decoder calls \(s.decoderCalls) (\(format3(Double(s.decoderCalls) / dec)) per second, "
-                  + "\(format3(1000 * dec / Double(max(1, s.decoderCalls)))) ms each, \(format3(Double(s.decoderMACs) / Double(max(1, s.decoderCalls)) / 1e6)) MMAC each, "
-                  + "\(format3(Double(s.decoderMACs) / dec / 1e9)) GMAC/s); masks upscaled \(s.masksUpscaled), kept \(rs[rs.count / 2].masks.count)")
-            if i > 0 {
-                let d0 = results[0][results[0].count / 2].stats.decoderCalls
-                print("    decoder calls \(format3(100 * Double(s.decoderCalls) / Double(max(1, d0))))% of dense; total time \(format3(total / median(results[0].map(\.stats.totalSeconds))))x dense")
-            }
-        }
+        guard arena else { return }
+        let planned = try m.plannedArenaBytes()
+        print("planned arena: \(planned) bytes; a session needs that plus the mapped file (\(m.file.storage.count) bytes, "
+              + "read in place) plus the runtime's own few tens of MB")
     }
 }
 

@@ -348,7 +348,7 @@ int main(void) {
         free(x); free(q);
     }
     /* The peak probes of the variants that have one run and count their multiply-accumulates. */
-    static const psam_isa probed[] = {PSAM_ISA_AVX512VNNI, PSAM_ISA_NEON, PSAM_ISA_NEONDOT, PSAM_ISA_I8MM};
+    static const psam_isa probed[] = {PSAM_ISA_AVX512VNNI, PSAM_ISA_AVX2, PSAM_ISA_NEON, PSAM_ISA_NEONDOT, PSAM_ISA_I8MM};
     for (size_t i = 0; i < sizeof probed / sizeof *probed; i++)
         if (fns[probed[i]]) CHECK(psam_isa_peak_probe(probed[i], 3) % 3 == 0 && psam_isa_peak_probe(probed[i], 3) > 0,
                                   "%s peak probe", psam_isa_name(probed[i]));

@@ -70,7 +70,7 @@ psam_isa psam_best_isa(void);
 const char *psam_isa_name(psam_isa isa);
 /* Peak probe for benchmarks: `iters` rounds of 16 independent dot-product instructions on registers (for neon: 8
  * independent smull, smlal, sadalp sequences, the ARMv8.0 kernel's mix); returns the multiply-accumulates done (0 when
- * the probe or the ISA is unavailable; AVX-512 VNNI, neon, neondot, i8mm). */
+ * the probe or the ISA is unavailable; AVX-512 VNNI, AVX2 (16 vpmaddwd), neon, neondot, i8mm). */
 uint64_t psam_isa_peak_probe(psam_isa isa, uint64_t iters);
 /* Runs the variant psam_best_isa() names. */
 void psam_qgemm(const psam_qgemm_args *args, size_t n0, size_t n1);
