@@ -420,38 +420,52 @@ enum Ops {
         arena.reset(to: mark)
     }
 
-    /// Bilinear resize of planar `x[H, W]` to `[Ho, Wo]` (PyTorch `F.interpolate`, align_corners=False,
-    /// no antialiasing).
-    static func bilinear(_ x: CPtr, h: Int, w: Int, out: FPtr, ho: Int, wo: Int) {
-        let sy = Float(h) / Float(ho), sx = Float(w) / Float(wo)
-        for oy in 0..<ho {
+    /// Bilinear resize of planar `x[H, W]` to `[Ho, Wo]` (PyTorch's `interpolate(mode="bilinear",
+    /// align_corners=False)`), output rows `rows` (default all) and columns `0 ..< cols` (default all), each value
+    /// handed to `body(y, x, value)`: a block of the output is the same values the whole resize gives there.
+    /// The column taps of `bilinearRows` for output columns `0 ..< cols`: left and right input column and the right
+    /// one's weight, computed once instead of per row (the same values).
+    static func bilinearTaps(w: Int, wo: Int, cols: Int, x0: UnsafeMutablePointer<Int32>, x1: UnsafeMutablePointer<Int32>, lx: FPtr) {
+        let sx = Float(w) / Float(wo)
+        for ox in 0..<cols {
+            let fx = max((Float(ox) + 0.5) * sx - 0.5, 0)
+            let a = min(Int(fx), w - 1)
+            x0[ox] = Int32(a)
+            x1[ox] = Int32(min(a + 1, w - 1))
+            lx[ox] = fx - Float(a)
+        }
+    }
+
+    /// `bilinearRows` with the column taps of `bilinearTaps` (`cols` of them) and rows `rows` of the output.
+    @inline(__always)
+    static func bilinearRows(_ x: CPtr, h: Int, w: Int, ho: Int, rows: Range<Int>, cols: Int, x0: UnsafePointer<Int32>,
+                             x1: UnsafePointer<Int32>, lx: CPtr, _ body: (Int, Int, Float) -> Void) {
+        let sy = Float(h) / Float(ho)
+        for oy in rows {
             let fy = max((Float(oy) + 0.5) * sy - 0.5, 0)
             let y0 = min(Int(fy), h - 1)
             let y1 = min(y0 + 1, h - 1)
             let ly = fy - Float(y0)
-            for ox in 0..<wo {
-                let fx = max((Float(ox) + 0.5) * sx - 0.5, 0)
-                let x0 = min(Int(fx), w - 1)
-                let x1 = min(x0 + 1, w - 1)
-                let lx = fx - Float(x0)
-                let top = x[y0 * w + x0] * (1 - lx) + x[y0 * w + x1] * lx
-                let bot = x[y1 * w + x0] * (1 - lx) + x[y1 * w + x1] * lx
-                out[oy * wo + ox] = top * (1 - ly) + bot * ly
+            let r0 = x + y0 * w, r1 = x + y1 * w
+            for ox in 0..<cols {
+                let a = Int(x0[ox]), b = Int(x1[ox]), l = lx[ox]
+                let top = r0[a] * (1 - l) + r0[b] * l
+                let bot = r1[a] * (1 - l) + r1[b] * l
+                body(oy, ox, top * (1 - ly) + bot * ly)
             }
         }
     }
 
-    /// Bilinear resize of planar `x[H, W]` to `[Ho, Wo]` as `bilinear`, handing each output value to
-    /// `body(y, x, value)` instead of storing it.
     @inline(__always)
-    static func bilinearRows(_ x: CPtr, h: Int, w: Int, ho: Int, wo: Int, _ body: (Int, Int, Float) -> Void) {
+    static func bilinearRows(_ x: CPtr, h: Int, w: Int, ho: Int, wo: Int, rows: Range<Int>? = nil, cols: Int? = nil,
+                             _ body: (Int, Int, Float) -> Void) {
         let sy = Float(h) / Float(ho), sx = Float(w) / Float(wo)
-        for oy in 0..<ho {
+        for oy in rows ?? 0..<ho {
             let fy = max((Float(oy) + 0.5) * sy - 0.5, 0)
             let y0 = min(Int(fy), h - 1)
             let y1 = min(y0 + 1, h - 1)
             let ly = fy - Float(y0)
-            for ox in 0..<wo {
+            for ox in 0..<(cols ?? wo) {
                 let fx = max((Float(ox) + 0.5) * sx - 0.5, 0)
                 let x0 = min(Int(fx), w - 1)
                 let x1 = min(x0 + 1, w - 1)

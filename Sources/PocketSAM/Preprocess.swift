@@ -172,4 +172,7 @@ final class SessionScratch {
     let resized = Scratch<UInt8>()
     let bounds = Scratch<Int32>()
     let weights = Scratch<Int32>()
+    /// The mask post-processing's column taps (`MaskPostprocess`: as wide as the image, so not in the planned arena).
+    let tapIndex = Scratch<Int32>()
+    let tapWeight = Scratch<Float>()
 }

@@ -332,23 +332,31 @@ public final class Session {
         result.lowResSize = lowRes
         result.lowResLogits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: low, count: count * lowN) }
         for i in 0..<count { result.iou[i] = allIoU[first + i] }
-        // Postprocess: upscale to the padded input, crop the valid region, upscale to the image.
-        let size = cfg.encoder.imageSize
-        let up = arena.alloc(size * size), crop = arena.alloc(size * size)
-        let thr = Float(cfg.maskThreshold)
+        // Postprocess: upscale to the padded input, keep the valid region, upscale to the image (`MaskPostprocess`).
+        // The last upscale goes straight into the mask: nothing of the image's size is kept in the arena, so its size
+        // depends on the model only.
+        let size = cfg.encoder.imageSize, blocks = MaskPostprocess.defaultBlocks
+        let up = arena.alloc(rh * rw)
+        let counts = UnsafeMutableRawPointer(arena.alloc(2 * blocks * 2)).bindMemory(to: Int.self, capacity: 2 * blocks)
+        // Column taps of both upscales in the session's scratch (image-wide: not in the planned arena).
+        let ti = scratch.tapIndex.reserve(2 * (rw + w)), tw = scratch.tapWeight.reserve(rw + w)
+        Ops.bilinearTaps(w: lowRes, wo: size, cols: rw, x0: ti, x1: ti + rw, lx: tw)
+        Ops.bilinearTaps(w: rw, wo: w, cols: w, x0: ti + 2 * rw, x1: ti + 2 * rw + w, lx: tw + rw)
+        let taps0 = (x0: UnsafePointer(ti), x1: UnsafePointer(ti + rw), l: UnsafePointer(tw))
+        let taps1 = (x0: UnsafePointer(ti + 2 * rw), x1: UnsafePointer(ti + 2 * rw + w), l: UnsafePointer(tw + rw))
         for i in 0..<count {
-            Ops.bilinear(low + i * lowN, h: lowRes, w: lowRes, out: up, ho: size, wo: size)
-            for y in 0..<rh { (crop + y * rw).update(from: up + y * size, count: rw) }
-            // The last upscale goes straight into the mask, row by row: nothing of the image's size is
-            // kept in the arena, so its size depends on the model only.
-            var inter = 0, union = 0
             result.masks.withUnsafeMutableBufferPointer { m in
-                let dst = m.baseAddress! + i * h * w
-                Ops.bilinearRows(crop, h: rh, w: rw, ho: h, wo: w) { y, x, v in
-                    dst[y * w + x] = v > thr ? 1 : 0
-                    if v > thr + 1 { inter += 1 }
-                    if v > thr - 1 { union += 1 }
-                }
+                var job = MaskPostprocess(low: low + i * lowN, lowRes: lowRes, size: size, rh: rh, rw: rw, h: h, w: w,
+                                          threshold: Float(cfg.maskThreshold), up: up, mask: m.baseAddress! + i * h * w, counts: counts,
+                                          blocks: blocks, taps0: taps0, taps1: taps1)
+                arena.runParts(&job, blocks, MaskPostprocess.thunk)
+                job.stage = 1
+                arena.runParts(&job, blocks, MaskPostprocess.thunk)
+            }
+            var inter = 0, union = 0
+            for b in 0..<blocks {
+                inter += counts[2 * b]
+                union += counts[2 * b + 1]
             }
             result.stability[i] = union == 0 ? 0 : Float(inter) / Float(union)
         }
