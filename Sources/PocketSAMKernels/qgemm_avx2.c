@@ -63,9 +63,93 @@ tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR) {
     }
 }
 
+/* Up to 6 rows × 8 columns (half a 16-column panel) on activations already widened to int16 (`a16`: row r at
+ * a16 + r·kp): each row's k-quad is a 64-bit broadcast from memory (no shuffle), so per k-quad the two weight
+ * conversions are the only shuffles for 12 vpmaddwd (the 2 × 16 tile above spends 8 shuffles on 8). The same integer
+ * sums and the same fp32 epilogue per scale group as `tile`, so the same bits. */
+static inline PSAM_AVX2 __attribute__((always_inline)) void
+tile_wide(const psam_qgemm_args *p, const int16_t *a16, size_t m0, size_t n, const int MR) {
+    const size_t kp = p->kp, kq = kp / 4, gq = p->group / 4, groups = kp / p->group, np = psam_round_up(p->n, 16);
+    const int8_t *panel = p->w + (n / 16) * kq * 64 + 32 * ((n / 8) & 1);
+    __m256 f[6];
+    for (int r = 0; r < MR; r++) f[r] = _mm256_setzero_ps();
+    for (size_t g = 0; g < groups; g++) {
+        __m256i acc[6][2];
+        for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+        const int8_t *b = panel + g * gq * 64;
+        const int16_t *a = a16 + g * gq * 4;
+        for (size_t q = 0; q < gq; q++) {
+            const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + q * 64)));
+            const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + q * 64 + 16)));
+            for (int r = 0; r < MR; r++) {
+                int64_t quad;
+                memcpy(&quad, a + r * kp + q * 4, 8);
+                const __m256i av = _mm256_set1_epi64x(quad);
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(w0, av));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(w1, av));
+            }
+        }
+        const __m256i cs = _mm256_loadu_si256((const __m256i *)(p->w_sum + g * np + n));
+        const __m256 ws = _mm256_loadu_ps(p->w_scale + g * np + n);
+        for (int r = 0; r < MR; r++) {
+            __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xD8);
+            __m256i t = _mm256_sub_epi32(s, _mm256_mullo_epi32(_mm256_set1_epi32(p->a_zero[m0 + r]), cs));
+            f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), ws, f[r]);
+        }
+    }
+    const size_t cols = p->n - n < 8 ? p->n - n : 8;
+    float bias[8] = {0};
+    if (p->bias) memcpy(bias, p->bias + n, cols * sizeof(float));
+    const __m256 bv = _mm256_loadu_ps(bias);
+    for (int r = 0; r < MR; r++) {
+        __m256 v = _mm256_fmadd_ps(f[r], _mm256_set1_ps(p->a_scale[m0 + r]), bv);
+        float *dst = p->c + (m0 + r) * p->ldc + n;
+        if (cols == 8) {
+            _mm256_storeu_ps(dst, v);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, v);
+            memcpy(dst, tmp, cols * sizeof(float));
+        }
+    }
+}
+
+/* Longest k the widened rows take (6 rows × 5120 int16 = 60 KB of stack: ViT-H's widest layer); longer runs `tile`. */
+#define WIDE_MAX_KP 5120
+
 PSAM_AVX2 void psam_qgemm__avx2(const psam_qgemm_args *p, size_t n0, size_t n1) {
     if (n1 > p->n) n1 = p->n;
     if (n0 >= n1) return;
+    if (p->kp <= WIDE_MAX_KP && n0 % 16 == 0) {
+        /* Six rows at a time, widened once, against every 8-column tile of [n0, n1): the block's weight columns
+         * (kp × (n1 − n0) bytes, a few hundred KB) stay in L2 across the row groups. */
+        _Alignas(32) int16_t a16[6 * WIDE_MAX_KP];
+        const size_t kp = p->kp;
+        for (size_t m0 = 0; m0 < p->m; m0 += 6) {
+            const int MR = p->m - m0 < 6 ? (int)(p->m - m0) : 6;
+            for (int r = 0; r < MR; r++) {
+                const uint8_t *src = p->a + (m0 + r) * p->lda;
+                int16_t *dst = a16 + r * kp;
+                size_t k = 0;
+                for (; k + 16 <= kp; k += 16)
+                    _mm256_storeu_si256((__m256i *)(dst + k), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + k))));
+                for (; k < kp; k++) dst[k] = src[k];
+            }
+            for (size_t n = n0; n < n1; n += 8) {
+                switch (MR) {
+                case 6: tile_wide(p, a16, m0, n, 6); break;
+                case 5: tile_wide(p, a16, m0, n, 5); break;
+                case 4: tile_wide(p, a16, m0, n, 4); break;
+                case 3: tile_wide(p, a16, m0, n, 3); break;
+                case 2: tile_wide(p, a16, m0, n, 2); break;
+                default: tile_wide(p, a16, m0, n, 1); break;
+                }
+            }
+            if (p->gelu)
+                for (int r = 0; r < MR; r++) psam_gelu_mode_rows(p->c + (m0 + r) * p->ldc + n0, n1 - n0, p->gelu);
+        }
+        return;
+    }
     const size_t mb = 64;
     for (size_t mb0 = 0; mb0 < p->m; mb0 += mb) {
         size_t mb1 = mb0 + mb < p->m ? mb0 + mb : p->m;
