@@ -121,32 +121,36 @@ PSAM_AVX2 void psam_qgemm__avx2(const psam_qgemm_args *p, size_t n0, size_t n1) 
     if (n1 > p->n) n1 = p->n;
     if (n0 >= n1) return;
     if (p->kp <= WIDE_MAX_KP && n0 % 16 == 0) {
-        /* Six rows at a time, widened once, against every 8-column tile of [n0, n1): the block's weight columns
-         * (kp × (n1 − n0) bytes, a few hundred KB) stay in L2 across the row groups. */
+        /* Six rows at a time, widened once per column chunk, against every 8-column tile of the chunk. */
         _Alignas(32) int16_t a16[6 * WIDE_MAX_KP];
         const size_t kp = p->kp;
-        for (size_t m0 = 0; m0 < p->m; m0 += 6) {
-            const int MR = p->m - m0 < 6 ? (int)(p->m - m0) : 6;
-            for (int r = 0; r < MR; r++) {
-                const uint8_t *src = p->a + (m0 + r) * p->lda;
-                int16_t *dst = a16 + r * kp;
-                size_t k = 0;
-                for (; k + 16 <= kp; k += 16)
-                    _mm256_storeu_si256((__m256i *)(dst + k), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + k))));
-                for (; k < kp; k++) dst[k] = src[k];
-            }
-            for (size_t n = n0; n < n1; n += 8) {
-                switch (MR) {
-                case 6: tile_wide(p, a16, m0, n, 6); break;
-                case 5: tile_wide(p, a16, m0, n, 5); break;
-                case 4: tile_wide(p, a16, m0, n, 4); break;
-                case 3: tile_wide(p, a16, m0, n, 3); break;
-                case 2: tile_wide(p, a16, m0, n, 2); break;
-                default: tile_wide(p, a16, m0, n, 1); break;
+        /* Columns in chunks whose weights (kp × chunk bytes, about 192 KB) stay in L2 while every row group passes. */
+        const size_t chunk = kp * 16 >= (192u << 10) ? 16 : (192u << 10) / kp / 16 * 16;
+        for (size_t c0 = n0; c0 < n1; c0 += chunk) {
+            const size_t c1 = c0 + chunk < n1 ? c0 + chunk : n1;
+            for (size_t m0 = 0; m0 < p->m; m0 += 6) {
+                const int MR = p->m - m0 < 6 ? (int)(p->m - m0) : 6;
+                for (int r = 0; r < MR; r++) {
+                    const uint8_t *src = p->a + (m0 + r) * p->lda;
+                    int16_t *dst = a16 + r * kp;
+                    size_t k = 0;
+                    for (; k + 16 <= kp; k += 16)
+                        _mm256_storeu_si256((__m256i *)(dst + k), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + k))));
+                    for (; k < kp; k++) dst[k] = src[k];
                 }
+                for (size_t n = c0; n < c1; n += 8) {
+                    switch (MR) {
+                    case 6: tile_wide(p, a16, m0, n, 6); break;
+                    case 5: tile_wide(p, a16, m0, n, 5); break;
+                    case 4: tile_wide(p, a16, m0, n, 4); break;
+                    case 3: tile_wide(p, a16, m0, n, 3); break;
+                    case 2: tile_wide(p, a16, m0, n, 2); break;
+                    default: tile_wide(p, a16, m0, n, 1); break;
+                    }
+                }
+                if (p->gelu)
+                    for (int r = 0; r < MR; r++) psam_gelu_mode_rows(p->c + (m0 + r) * p->ldc + c0, c1 - c0, p->gelu);
             }
-            if (p->gelu)
-                for (int r = 0; r < MR; r++) psam_gelu_mode_rows(p->c + (m0 + r) * p->ldc + n0, n1 - n0, p->gelu);
         }
         return;
     }
