@@ -8,6 +8,27 @@
 
 #define PSAM_AVX2 __attribute__((target("avx2,fma")))
 
+/* Output columns c0 .. c0 + 7 (fewer at the matrix's edge) of rows m0 .. m0 + MR − 1: per row
+ * f[r·stride] · a_scale + bias. */
+static inline PSAM_AVX2 __attribute__((always_inline)) void
+store8(const psam_qgemm_args *p, const __m256 *f, int stride, int MR, size_t m0, size_t c0) {
+    const size_t cols = p->n - c0 < 8 ? p->n - c0 : 8;
+    float bias[8] = {0};
+    if (p->bias) memcpy(bias, p->bias + c0, cols * sizeof(float));
+    const __m256 bv = _mm256_loadu_ps(bias);
+    for (int r = 0; r < MR; r++) {
+        __m256 v = _mm256_fmadd_ps(f[r * stride], _mm256_set1_ps(p->a_scale[m0 + r]), bv);
+        float *dst = p->c + (m0 + r) * p->ldc + c0;
+        if (cols == 8) {
+            _mm256_storeu_ps(dst, v);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, v);
+            memcpy(dst, tmp, cols * sizeof(float));
+        }
+    }
+}
+
 static inline PSAM_AVX2 __attribute__((always_inline)) void
 tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR) {
     const size_t kq = p->kp / 4, gq = p->group / 4, groups = p->kp / p->group, np = psam_round_up(p->n, 16);
@@ -45,21 +66,7 @@ tile(const psam_qgemm_args *p, size_t m0, size_t n, const int MR) {
     for (int h = 0; h < 2; h++) {
         size_t c0 = n + 8 * (size_t)h;
         if (c0 >= p->n) break;
-        size_t cols = p->n - c0 < 8 ? p->n - c0 : 8;
-        float bias[8] = {0};
-        if (p->bias) memcpy(bias, p->bias + c0, cols * sizeof(float));
-        __m256 bv = _mm256_loadu_ps(bias);
-        for (int r = 0; r < MR; r++) {
-            __m256 v = _mm256_fmadd_ps(f[r][h], _mm256_set1_ps(p->a_scale[m0 + r]), bv);
-            float *dst = p->c + (m0 + r) * p->ldc + c0;
-            if (cols == 8) {
-                _mm256_storeu_ps(dst, v);
-            } else {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, v);
-                memcpy(dst, tmp, cols * sizeof(float));
-            }
-        }
+        store8(p, &f[0][h], 2, MR, m0, c0);
     }
 }
 
@@ -97,21 +104,7 @@ tile_wide(const psam_qgemm_args *p, const int16_t *a16, size_t m0, size_t n, con
             f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), ws, f[r]);
         }
     }
-    const size_t cols = p->n - n < 8 ? p->n - n : 8;
-    float bias[8] = {0};
-    if (p->bias) memcpy(bias, p->bias + n, cols * sizeof(float));
-    const __m256 bv = _mm256_loadu_ps(bias);
-    for (int r = 0; r < MR; r++) {
-        __m256 v = _mm256_fmadd_ps(f[r], _mm256_set1_ps(p->a_scale[m0 + r]), bv);
-        float *dst = p->c + (m0 + r) * p->ldc + n;
-        if (cols == 8) {
-            _mm256_storeu_ps(dst, v);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, v);
-            memcpy(dst, tmp, cols * sizeof(float));
-        }
-    }
+    store8(p, f, 1, MR, m0, n);
 }
 
 /* Longest k the widened rows take (6 rows × 5120 int16 = 60 KB of stack: ViT-H's widest layer); longer runs `tile`. */
