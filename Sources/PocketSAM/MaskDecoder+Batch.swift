@@ -391,7 +391,7 @@ extension MaskDecoder {
         iouHead(queries, rows: B, ld: nt * D, out: iou, arena: arena)
 
         // Hypernetworks of the wanted mask tokens, all prompts at once: [B, count, D/8].
-        let d4 = D / 4, d8 = D / 8, g2 = 2 * g, g4 = 4 * g
+        let d4 = D / 4, d8 = D / 8, g2 = 2 * g
         let hyperOut = arena.alloc(B * count * d8)
         do {
             let scratch = arena.mark()

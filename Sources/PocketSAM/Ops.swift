@@ -321,25 +321,32 @@ enum Ops {
 
     /// Dense 2-D convolution, channels-last: `x[H, W, Cin]`, PyTorch weight `[Cout, Cin, kh, kw]`,
     /// symmetric zero padding. Returns the output size; `out` holds `[Ho, Wo, Cout]`.
+    /// `pixels`: the output pixels (row-major indices) to compute, all by default; `out` holds those only (its row 0 is
+    /// `pixels.lowerBound`), and `x` need only hold the input rows they read (rows are indexed from the image's top, so a
+    /// band's pointer is shifted back by its first row). Each output value is the same whatever the range.
     @discardableResult
     static func conv2d(_ x: CPtr, h: Int, w: Int, cin: Int, weight: Lin, cout: Int, k: Int,
-                       stride: Int, pad: Int, out: FPtr, arena: Arena, gelu: Bool = false) -> (h: Int, w: Int) {
+                       stride: Int, pad: Int, out: FPtr, arena: Arena, gelu: Bool = false,
+                       pixels: Range<Int>? = nil) -> (h: Int, w: Int) {
         let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
+        let pixels = pixels ?? 0..<(ho * wo)
+        precondition(pixels.lowerBound >= 0 && pixels.upperBound <= ho * wo, "conv2d pixels \(pixels) of \(ho * wo)")
         if k == 1, stride == 1, pad == 0 {
-            linear(arena, x, weight, out, m: h * w, n: cout, k: cin, gelu: gelu)
+            linear(arena, x + pixels.lowerBound * cin, weight, out, m: pixels.count, n: cout, k: cin, gelu: gelu)
             return (ho, wo)
         }
-        if conv2dTiled(arena, x, h: h, w: w, cin: cin, weight: weight, cout: cout, k: k, stride: stride, pad: pad, out: out, gelu: gelu) {
+        if conv2dTiled(arena, x, h: h, w: w, cin: cin, weight: weight, cout: cout, k: k, stride: stride, pad: pad, out: out,
+                       gelu: gelu, pixels: pixels) {
             return (ho, wo)
         }
         // im2col with K ordered (cin, ky, kx), PyTorch's weight order; rows in blocks to bound memory.
         let kk = cin * k * k
-        let rowsPerBlock = max(1, min(ho * wo, (8 << 20) / max(kk, 1)))
+        let rowsPerBlock = max(1, min(pixels.count, (8 << 20) / max(kk, 1)))
         let mark = arena.mark()
         let col = arena.alloc(rowsPerBlock * kk)
-        var p0 = 0
-        while p0 < ho * wo {
-            let rows = min(rowsPerBlock, ho * wo - p0)
+        var p0 = pixels.lowerBound
+        while p0 < pixels.upperBound {
+            let rows = min(rowsPerBlock, pixels.upperBound - p0)
             // The rows in up to 16 blocks across the session's threads.
             var t = ColumnTask(kind: .im2col, a: x, b: nil, c: col, bias: nil, m: rows, n: cin, k: k, lda: h, ldb: w, ldc: kk)
             t.stride = stride
@@ -349,7 +356,7 @@ enum Ops {
             let blocks = rows * kk < 1 << 16 ? 1 : min(16, max(1, rows / 16))
             t.rowsPer = (rows + blocks - 1) / blocks
             arena.parallelBlocks(&t, blocks: (rows + t.rowsPer - 1) / t.rowsPer)
-            linear(arena, col, weight, out + p0 * cout, m: rows, n: cout, k: kk, gelu: gelu)
+            linear(arena, col, weight, out + (p0 - pixels.lowerBound) * cout, m: rows, n: cout, k: kk, gelu: gelu)
             p0 += rows
         }
         arena.reset(to: mark)

@@ -199,12 +199,13 @@ public final class Session {
         Preprocess.resizeRGB(pixels, h: height, w: width, channels: channels, stride: rowBytes, oh: rh, ow: rw, out: small,
                              scratch: scratch, arena: arena)
         arena.reset(to: Arena.bottom)
+        let inputMark = arena.mark()
         let input = arena.alloc(size * size * 3)
         Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input, scratch: scratch,
                                    arena: arena)
         let emb: UnsafeMutablePointer<Float>
         switch model.encoder! {
-        case let .tinyViT(enc): emb = enc.run(input, arena: arena)
+        case let .tinyViT(enc): emb = enc.run(input, arena: arena, inputMark: inputMark)
         case let .vit(enc): emb = enc.run(input, arena: arena)
         }
         // Keep the embedding at the bottom of the arena; the encoder's scratch above it is reused by the decoder.

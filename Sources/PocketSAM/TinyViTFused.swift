@@ -286,9 +286,14 @@ extension Ops {
     /// TinyViT's local conv and MLP with its residual: `y = lc + fc2(GELU(fc1(LN(lc))))`, `lc = local(x)`, for
     /// `x[h, h, d]` (read only) into `y`, on int8 fc1 and fc2, a few image rows at a time (see `MLPJob`). Returns
     /// false (doing nothing) when the session has more threads than `windowSlots`.
+    /// Whether `localMLPInt8` runs (and so writes into a second buffer) for these weights.
+    static func localMLPTiles(_ ctx: Arena, fc1: Lin, fc2: Lin) -> Bool {
+        fc1.q != nil && fc2.q != nil && ctx.threads <= windowSlots
+    }
+
     static func localMLPInt8(_ ctx: Arena, _ x: CPtr, into y: FPtr, h: Int, d: Int, hid: Int, local: Lin, k: Int, norm: Norm, eps: Float,
                              fc1: Lin, fc2: Lin) -> Bool {
-        guard let q1 = fc1.q, let q2 = fc2.q, ctx.threads <= windowSlots else { return false }
+        guard localMLPTiles(ctx, fc1: fc1, fc2: fc2), let q1 = fc1.q, let q2 = fc2.q else { return false }
         precondition(q1.n == hid && q1.k == d && q2.n == d && q2.k == hid, "int8 MLP weights [\(q1.n), \(q1.k)], [\(q2.n), \(q2.k)] for \(d), \(hid)")
         let m = h * h, mark = ctx.mark()
         // Whole image rows per block, about mlpRows tokens.
@@ -463,12 +468,16 @@ extension Ops {
     /// `TinyViTEncoder.expandProject` on integer kernels in tiles (see `ExpandJob`), when conv1 and conv3 are int8 or
     /// int16 and the session has at most `windowSlots` threads; returns false (doing nothing) otherwise.
     /// With `residual` (MBConv: `x` itself, cin = cout, stride 1), `out = GELU(x + conv3(…))`.
+    /// Whether `expandProjectTiled` runs (and so needs an output buffer apart from its input) for these weights.
+    static func expandProjectTiles(_ ctx: Arena, conv1: Lin, conv3: Lin, stride: Int) -> Bool {
+        (conv3.q != nil || conv3.s != nil) && (conv1.q != nil || conv1.s != nil) && ctx.threads <= windowSlots
+            && (stride == 1 || stride == 2)
+    }
+
     static func expandProjectTiled(_ ctx: Arena, _ x: CPtr, h: Int, cin: Int, hid: Int, cout: Int, stride: Int, conv1: Lin, conv2: Lin,
                                    conv3: Lin, out: FPtr, residual: CPtr? = nil) -> Bool {
+        guard expandProjectTiles(ctx, conv1: conv1, conv3: conv3, stride: stride) else { return false }
         let s3 = conv3.q == nil ? conv3.s : nil
-        guard conv3.q != nil || s3 != nil, conv1.q != nil || conv1.s != nil, ctx.threads <= windowSlots, stride == 1 || stride == 2 else {
-            return false
-        }
         let n1 = conv1.q?.n ?? conv1.s?.n, k1 = conv1.q?.k ?? conv1.s?.k, n3 = conv3.q?.n ?? s3?.n, k3 = conv3.q?.k ?? s3?.k
         precondition(n1 == hid && k1 == cin && n3 == cout && k3 == hid, "expansion weights for \(cin) → \(hid) → \(cout) channels")
         let ho = (h + 2 - 3) / stride + 1
@@ -506,6 +515,8 @@ struct ConvJob {
     let q: QWeight?, s: S16Weight?, bias: CPtr?
     let cout: Int
     let gelu: Int32
+    /// Output pixels [first, first + pixels) are computed; `out` holds them from its row 0.
+    let first: Int
     let out: FPtr
     /// Output pixels per block (the GEMM's rows), im2col rows per pass through the fp32 buffer.
     let rows: Int, pass: Int
@@ -524,7 +535,7 @@ struct ConvJob {
     }
 
     func run(block i: Int, slot: Int) {
-        let p0 = i * rows, p1 = min(pixels, p0 + rows)
+        let p0 = first + i * rows, p1 = min(first + pixels, p0 + rows)
         guard p0 < p1 else { return }
         let l = Self.layout(rows: rows, pass: pass, kk: kk, kp: kp)
         let base = scratch + slot * slotFloats, col = base + l.col, scales = base + l.scale
@@ -545,10 +556,10 @@ struct ConvJob {
         let m = p1 - p0
         if let s {
             let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: Int16.self, capacity: rows * s.kp)
-            s.gemm(qa, scale: scales, m: m, bias: bias, into: out + p0 * cout, ldc: cout, gelu: gelu)
+            s.gemm(qa, scale: scales, m: m, bias: bias, into: out + (p0 - first) * cout, ldc: cout, gelu: gelu)
         } else if let q {
             let qa = UnsafeMutableRawPointer(base + l.qa).bindMemory(to: UInt8.self, capacity: rows * q.kp)
-            q.gemm(qa, scale: scales, zero: zero, m: m, bias: bias, into: out + p0 * cout, ldc: cout, gelu: gelu)
+            q.gemm(qa, scale: scales, zero: zero, m: m, bias: bias, into: out + (p0 - first) * cout, ldc: cout, gelu: gelu)
         }
     }
 }
@@ -557,10 +568,10 @@ extension Ops {
     /// `conv2d` on an int8 or int16 weight through per-thread scratch (see `ConvJob`); false (doing nothing) for fp32
     /// weights, under the calibration hook, or with more threads than `windowSlots`.
     static func conv2dTiled(_ ctx: Arena, _ x: CPtr, h: Int, w: Int, cin: Int, weight: Lin, cout: Int, k: Int, stride: Int, pad: Int,
-                            out: FPtr, gelu: Bool) -> Bool {
+                            out: FPtr, gelu: Bool, pixels: Range<Int>) -> Bool {
         let s = weight.q == nil ? weight.s : nil
         guard weight.q != nil || s != nil, ctx.linearInputHook == nil, ctx.threads <= windowSlots else { return false }
-        let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1, kk = cin * k * k
+        let wo = (w + 2 * pad - k) / stride + 1, kk = cin * k * k
         if let q = weight.q { precondition(q.n == cout && q.k == kk, "int8 conv weight [\(q.n), \(q.k)] used as [\(cout), \(kk)]") }
         if let s { precondition(s.n == cout && s.k == kk, "int16 conv weight [\(s.n), \(s.k)] used as [\(cout), \(kk)]") }
         // 64 pixels per block; im2col passes of about 64 KB of floats.
@@ -568,11 +579,11 @@ extension Ops {
         let kp = weight.q?.kp ?? s?.kp ?? kk
         let slotFloats = ConvJob.layout(rows: rows, pass: pass, kk: kk, kp: kp).total
         let mark = ctx.mark()
-        var job = ConvJob(x: x, h: h, w: w, cin: cin, k: k, stride: stride, pad: pad, wo: wo, pixels: ho * wo, q: weight.q, s: s,
-                          bias: weight.b, cout: cout, gelu: gelu ? intGELU : 0, out: out, rows: rows, pass: pass,
-                          scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
-        ctx.macs &+= ho * wo * cout * kk
-        runJob(ctx, &job, kind: .convBlock, blocks: (ho * wo + rows - 1) / rows)
+        var job = ConvJob(x: x, h: h, w: w, cin: cin, k: k, stride: stride, pad: pad, wo: wo, pixels: pixels.count, q: weight.q, s: s,
+                          bias: weight.b, cout: cout, gelu: gelu ? intGELU : 0, first: pixels.lowerBound, out: out, rows: rows,
+                          pass: pass, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+        ctx.macs &+= pixels.count * cout * kk
+        runJob(ctx, &job, kind: .convBlock, blocks: (pixels.count + rows - 1) / rows)
         ctx.reset(to: mark)
         return true
     }

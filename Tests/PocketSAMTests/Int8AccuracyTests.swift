@@ -250,6 +250,28 @@ final class Int8AccuracyTests: XCTestCase {
         }
         XCTAssertEqual(Self.differing(results[0], results[1]), 0, "values where 1 and 2 threads differ")
     }
+
+    /// The encoder's activation memory stays near its largest feature map: LiteMedSAM's stage 0, 256 × 256 × 64 floats
+    /// (16 MB). Where the MBConvs work in place (fp32 or int8 conv1s off the tiled path: no int16 layers) one such map
+    /// plus bands of at most a few MB; on the tiled path (int16 conv1s) two, the block's input and output. Before the
+    /// patch embedding's bands, the input's place given back and the in-place MBConvs this was 62 MB on the first path
+    /// (3.8 maps); a regression to a whole-image buffer anywhere adds at least half a map and fails.
+    func testEncoderArenaStaysNearTheLargestFeatureMap() throws {
+        let model = try Self.int8Model()
+        let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/cell.png"))
+        // A fixed arena (the planned size, which also covers the decoder): its peak is the bytes in use, with no chunk
+        // rounding.
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: try model.plannedArenaBytes(), alignment: 64)
+        defer { buffer.deallocate() }
+        let s = try Session(model: model, threads: 2, buffer: buffer)
+        try img.pixels.withUnsafeBufferPointer {
+            try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+        }
+        let map = 256 * 256 * 64 * 4
+        let limit = model.int16Layers == 0 ? map * 7 / 4 : map * 21 / 10
+        print("LiteMedSAM encoder arena peak \(s.arenaPeakBytes) bytes (\(Double(s.arenaPeakBytes) / Double(map)) stage-0 maps), limit \(limit)")
+        XCTAssertLessThanOrEqual(s.arenaPeakBytes, limit)
+    }
 }
 
 /// The int8 path on the random-weight SAM-ViT (windowed and global attention with relative positions)
