@@ -29,8 +29,9 @@
 extern "C" {
 #endif
 
-/* The ABI this header describes. psam_abi_version() returns the library's; they must be equal. */
-#define PSAM_ABI_VERSION 1
+/* The ABI this header describes. psam_abi_version() returns the library's; they must be equal.
+ * 2: psam_prompt.hq_token_only and psam_model_info.hq (HQ-SAM). */
+#define PSAM_ABI_VERSION 2
 
 typedef enum psam_status {
     PSAM_OK = 0,
@@ -75,6 +76,7 @@ typedef struct psam_model_info {
     int32_t low_res_size;      /* side of the low-resolution logits (256) */
     int32_t num_multimask;     /* masks returned with multimask (3) */
     char variant[16];          /* "sam", "mobilesam" or "litemedsam", NUL-terminated */
+    int32_t hq;                /* 1 for an HQ-SAM model (HQ output token and feature fusion), else 0 */
 } psam_model_info;
 
 psam_status psam_model_get_info(const psam_model *model, psam_model_info *out_info);
@@ -150,7 +152,12 @@ typedef struct psam_prompt {
     const psam_box *box;       /* one box, or NULL */
     const float *mask_input;   /* low-res logits of an earlier prediction (low_res_size^2), or NULL */
     size_t mask_input_size;    /* number of floats in mask_input */
-    int32_t multimask;         /* 0: one mask; 1: three (for an ambiguous prompt), as SAM */
+    int32_t multimask;         /* 0: one mask; 1: three (for an ambiguous prompt), as SAM. HQ-SAM models
+                                  always return one mask: the HQ mask plus SAM's mask 0, or with multimask
+                                  plus the best-scored of SAM's three (whose IoU is returned), as HQ-SAM's
+                                  predictor does */
+    int32_t hq_token_only;     /* HQ-SAM models: 1 returns the HQ mask alone; 0 (default) HQ + SAM mask.
+                                  Other models: must be 0 or 1, ignored */
 } psam_prompt;
 
 psam_prompt psam_prompt_default(void);
@@ -159,7 +166,7 @@ psam_prompt psam_prompt_default(void);
  *   masks            num_masks * width * height bytes, mask-major, 1 inside, 0 outside
  *   iou, stability   num_masks floats each: predicted IoU and stability score (may be NULL)
  *   low_res_logits   num_masks * low_res_size^2 floats, for a later mask_input (may be NULL)
- * where num_masks is 1, or 3 with multimask; the capacities are in elements and must be large enough
+ * where num_masks is 1, or 3 with multimask (HQ-SAM models: always 1); the capacities are in elements and must be large enough
  * (PSAM_ERR_BUFFER_TOO_SMALL otherwise). *out_num_masks receives num_masks. After the first call,
  * no heap allocation. */
 psam_status psam_predict(psam_session *session, const psam_prompt *prompt, uint8_t *masks, size_t masks_capacity,

@@ -76,7 +76,8 @@ int main(int argc, char **argv) {
     EXPECT(psam_model_get_info(NULL, &info), PSAM_ERR_INVALID_ARGUMENT);
     EXPECT(psam_model_get_info(model, NULL), PSAM_ERR_INVALID_ARGUMENT);
     EXPECT(psam_model_get_info(model, &info), PSAM_OK);
-    CHECK(info.input_size == 256 && info.low_res_size == 256 && strcmp(info.variant, "litemedsam") == 0, "model info");
+    CHECK(info.input_size == 256 && info.low_res_size == 256 && strcmp(info.variant, "litemedsam") == 0 && info.hq == 0,
+          "model info");
     psam_model_free(NULL);
 
     /* The same model from memory (read into a 64-byte aligned buffer: used in place). */
@@ -163,6 +164,9 @@ int main(int argc, char **argv) {
     pr.multimask = 2;
     EXPECT(psam_predict(s, &pr, mask, 3 * hw, NULL, NULL, 0, NULL, 0, &n), PSAM_ERR_INVALID_ARGUMENT);
     pr.multimask = 0;
+    pr.hq_token_only = 2;
+    EXPECT(psam_predict(s, &pr, mask, 3 * hw, NULL, NULL, 0, NULL, 0, &n), PSAM_ERR_INVALID_ARGUMENT);
+    pr.hq_token_only = 0;
     psam_box bad = {500, 300, 355, 448};
     pr.box = &bad;
     EXPECT(psam_predict(s, &pr, mask, hw, NULL, NULL, 0, NULL, 0, &n), PSAM_ERR_PROMPT);

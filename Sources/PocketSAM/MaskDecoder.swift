@@ -14,6 +14,8 @@ struct MaskDecoder {
     let up0: Lin, up1: Norm, up3: Lin
     let hyper: [[Lin]]
     let iouHead: [Lin]
+    /// HQ-SAM's token and feature fusion (nil for plain SAM).
+    let hq: MaskDecoderHQ?
 
     init(c: MaskDecoderConfig, m: Model) {
         self.c = c
@@ -34,7 +36,11 @@ struct MaskDecoder {
         up3 = m.lin(p + "output_upscaling.3", gemm: false)
         hyper = (0..<c.numMaskTokens).map { t in (0..<3).map { m.lin(p + "output_hypernetworks_mlps.\(t).layers.\($0)") } }
         iouHead = (0..<c.iouHeadDepth).map { m.lin(p + "iou_prediction_head.layers.\($0)") }
+        hq = c.hq.map { MaskDecoderHQ(c: c, hq: $0, m: m) }
     }
+
+    /// Masks `run` writes: every mask token's, then (HQ-SAM) the HQ token's.
+    var outputMasks: Int { c.numMaskTokens + (hq == nil ? 0 : 1) }
 
     /// SAM's `Attention`: project q, k, v to the internal width, multi-head attention, project out.
     /// Adds the result into `out` when `accumulate`, else writes it.
@@ -86,18 +92,21 @@ struct MaskDecoder {
     }
 
     /// Runs the decoder for one prompt. `image`, `pe`, `dense`: `[HW, D]`; `sparse`: `[Ns, D]`.
-    /// Writes all mask tokens' low-res logits `masks[T, 4G, 4G]` and `iou[T]`.
+    /// Writes all mask tokens' low-res logits `masks[outputMasks, 4G, 4G]` (HQ-SAM: the HQ mask last, from
+    /// `hqFeatures`, the image's `MaskDecoderHQ.features`) and `iou[T]`.
     func run(image: UnsafePointer<Float>, pe: UnsafePointer<Float>, dense: UnsafePointer<Float>, grid g: Int,
              sparse: UnsafePointer<Float>, ns: Int, masks: UnsafeMutablePointer<Float>, iou: UnsafeMutablePointer<Float>,
-             arena: Arena) {
-        let D = c.transformerDim, T = c.numMaskTokens, nt = 1 + T + ns, hw = g * g
+             hqFeatures: UnsafePointer<Float>? = nil, arena: Arena) {
+        let D = c.transformerDim, T = c.numMaskTokens, H = hq == nil ? 0 : 1, nt = 1 + T + H + ns, hw = g * g
+        precondition((hq == nil) == (hqFeatures == nil), "HQ features are given exactly for an HQ decoder")
         let inner = D / c.attentionDownsampleRate
         let mark = arena.mark()
-        // Tokens: [iou, mask tokens…, sparse prompts…].
+        // Tokens: [iou, mask tokens…, HQ token (HQ-SAM), sparse prompts…].
         let pePoints = arena.alloc(nt * D)
         pePoints.update(from: iouToken, count: D)
         (pePoints + D).update(from: maskTokens, count: T * D)
-        (pePoints + (1 + T) * D).update(from: sparse, count: ns * D)
+        if let hq { (pePoints + (1 + T) * D).update(from: hq.token, count: D) }
+        (pePoints + (1 + T + H) * D).update(from: sparse, count: ns * D)
         let queries = arena.alloc(nt * D)
         queries.update(from: pePoints, count: nt * D)
         let keys = Self.sum(image, dense, hw * D, arena)
@@ -168,6 +177,9 @@ struct MaskDecoder {
             Ops.linear(arena, t2, hw3[2], hyperOut + t * d8, m: 1, n: d8, k: D)
         }
         Ops.matmul(arena, hyperOut, u2, masks, m: T, n: g4 * g4, k: d8, lda: d8, ldb: d8, ldc: g4 * g4, transB: true)
+        if let hq, let hqFeatures {
+            hq.mask(hqToken: queries + (1 + T) * D, upscaled: u2, features: hqFeatures, grid: g, out: masks + T * g4 * g4, arena: arena)
+        }
 
         // IoU head on the IoU token.
         iouHead(queries, rows: 1, ld: D, out: iou, arena: arena)

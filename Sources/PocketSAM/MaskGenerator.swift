@@ -145,6 +145,9 @@ extension Session {
                          options o: MaskGeneratorOptions = MaskGeneratorOptions(),
                          progress: ((GenerationProgress) -> Void)? = nil) throws -> GenerationResult {
         try o.check()
+        guard model.config.decoder.hq == nil else {
+            throw PocketSAMError.unsupportedModel("segment everything does not run HQ-SAM models yet (their prompts work with predict)")
+        }
         guard channels == 3 || channels == 1 else { throw PocketSAMError.invalidImage("\(channels) channels (1 or 3 are supported)") }
         let rowBytes = stride ?? width * channels
         let t0 = Stopwatch.now()

@@ -71,6 +71,8 @@ public final class Session {
     public static let maxPoints = 256
 
     private var embedding: UnsafeMutablePointer<Float>?
+    /// HQ-SAM: the image's HQ features `[4G, 4G, D/8]` (`MaskDecoderHQ.features`), above the embedding.
+    private var hqFeatures: UnsafeMutablePointer<Float>?
     private var densePE: UnsafePointer<Float>?
     private var persistentMark: Arena.Mark?
     private var imageSize: (h: Int, w: Int)?
@@ -191,6 +193,7 @@ public final class Session {
         let rowBytes = stride ?? width * channels
         guard rowBytes >= width * channels else { throw PocketSAMError.invalidImage("stride \(rowBytes) < \(width * channels)") }
         embedding = nil
+        hqFeatures = nil
         decoderShared = nil
         decoderSetupSeconds = 0
         let size = model.config.encoder.imageSize
@@ -199,20 +202,42 @@ public final class Session {
         Preprocess.resizeRGB(pixels, h: height, w: width, channels: channels, stride: rowBytes, oh: rh, ow: rw, out: small,
                              scratch: scratch, arena: arena)
         arena.reset(to: Arena.bottom)
+        let g = model.config.prompt.embeddingSize, D = model.config.prompt.embedDim
+        // HQ-SAM: the early feature, kept below the encoder's memory until the HQ features are made from it.
+        let hq = model.maskDecoder.hq
+        let early = hq.map { arena.alloc(g * g * $0.hq.vitDim) }
         let inputMark = arena.mark()
         let input = arena.alloc(size * size * 3)
         Preprocess.normalizeAndPad(small, h: rh, w: rw, size: size, norm: model.config.normalization, out: input, scratch: scratch,
                                    arena: arena)
         let emb: UnsafeMutablePointer<Float>
         switch model.encoder! {
-        case let .tinyViT(enc): emb = enc.run(input, arena: arena, inputMark: inputMark)
-        case let .vit(enc): emb = enc.run(input, arena: arena)
+        case let .tinyViT(enc):
+            emb = enc.run(input, arena: arena, inputMark: inputMark, early: hq.flatMap { h in early.map { (h.hq.earlyLayer, $0) } })
+        case let .vit(enc):
+            emb = enc.run(input, arena: arena, early: hq.flatMap { h in early.map { (h.hq.earlyLayer, $0) } })
         }
-        // Keep the embedding at the bottom of the arena; the encoder's scratch above it is reused by the decoder.
-        let embCount = model.config.prompt.embeddingSize * model.config.prompt.embeddingSize * model.config.prompt.embedDim
+        // HQ-SAM: the HQ features once per image (the official decoder makes them at every prompt), above the embedding.
+        var features: UnsafeMutablePointer<Float>?
+        let featureCount = 16 * g * g * (D / 8)
+        if let hq, let early {
+            arena.tap?("hq.early", early, [g, g, hq.hq.vitDim])
+            let f = arena.alloc(featureCount)
+            hq.features(embedding: emb, early: early, grid: g, out: f, arena: arena)
+            arena.tap?("hq.features", f, [4 * g, 4 * g, D / 8])
+            features = f
+        }
+        // Keep the embedding (and the HQ features) at the bottom of the arena; the encoder's scratch above is reused by
+        // the decoder. Each is above its destination, so the moves do not overwrite what is still to move.
+        let embCount = g * g * D
         arena.reset(to: Arena.bottom)
         let kept = arena.alloc(embCount)
         memmove(kept, emb, embCount * 4)
+        if let features {
+            let keptFeatures = arena.alloc(featureCount)
+            memmove(keptFeatures, features, featureCount * 4)
+            hqFeatures = keptFeatures
+        }
         embedding = kept
         densePE = model.densePE
         persistentMark = arena.mark()
@@ -238,10 +263,13 @@ public final class Session {
     /// Answers one prompt against the current image. Points and box are in original-image pixels;
     /// `maskInput` is low-resolution logits (`lowResSize²` floats) from an earlier prediction.
     /// Allocates the returned arrays; `predict(…, into:)` reuses the caller's.
+    /// HQ-SAM models answer with one mask, as the official predictor does: the HQ token's mask plus SAM's (mask 0, or
+    /// with `multimask` the best-scored of masks 1…3, whose IoU is returned), or with `hqTokenOnly` the HQ mask alone.
+    /// Other models ignore `hqTokenOnly`.
     public func predict(points: [PointPrompt] = [], box: BoxPrompt? = nil, maskInput: [Float]? = nil,
-                        multimask: Bool = false) throws -> Prediction {
+                        multimask: Bool = false, hqTokenOnly: Bool = false) throws -> Prediction {
         var p = Prediction()
-        try predict(points: points, box: box, maskInput: maskInput, multimask: multimask, into: &p)
+        try predict(points: points, box: box, maskInput: maskInput, multimask: multimask, hqTokenOnly: hqTokenOnly, into: &p)
         return p
     }
 
@@ -249,7 +277,7 @@ public final class Session {
     /// image's size, a call makes no heap allocation. Cost: one mask-decoder pass and the upscaling
     /// of 1 (or 3 with `multimask`) masks to the image size.
     public func predict(points: [PointPrompt] = [], box: BoxPrompt? = nil, maskInput: [Float]? = nil,
-                        multimask: Bool = false, into result: inout Prediction) throws {
+                        multimask: Bool = false, hqTokenOnly: Bool = false, into result: inout Prediction) throws {
         guard let emb = embedding, let pe = densePE, let keep = persistentMark, let (h, w) = imageSize,
               let (rh, rw) = resized else { throw PocketSAMError.noImage }
         let cfg = model.config
@@ -280,10 +308,14 @@ public final class Session {
             guard mi.allSatisfy(\.isFinite) else { throw PocketSAMError.invalidPrompt("mask input is not finite") }
         }
         let pen = model.promptEncoder!, T = cfg.decoder.numMaskTokens
-        let first = multimask ? 1 : 0, count = multimask ? T - 1 : 1
+        let hq = model.maskDecoder.hq != nil
+        var first = multimask ? 1 : 0
+        let count = multimask && !hq ? T - 1 : 1
         // The folded decoder (`MaskDecoder.runBatch`) where the keys are the shared ones (no mask input) and the
-        // tokens fit its few-token attention; else (and under the debug tap, for the plain decoder's steps) the plain one.
-        let folded = maskInput == nil && arena.tap == nil && 1 + T + pen.sparseCount(points: points.count, box: box != nil) <= Ops.fewKeysMax
+        // tokens fit its few-token attention; else (and under the debug tap, for the plain decoder's steps, and for
+        // HQ-SAM, which it does not know) the plain one.
+        let folded = !hq && maskInput == nil && arena.tap == nil
+            && 1 + T + pen.sparseCount(points: points.count, box: box != nil) <= Ops.fewKeysMax
         if folded && decoderShared == nil {
             let t0 = Stopwatch.now()
             arena.reset(to: keep)
@@ -314,10 +346,20 @@ public final class Session {
             } else {
                 dense = pen.dense(mask: nil, arena: arena)
             }
-            let allMasks = arena.alloc(T * lowN)
+            let allMasks = arena.alloc(model.maskDecoder.outputMasks * lowN)
             model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns, masks: allMasks, iou: allIoU,
-                                  arena: arena)
-            low = allMasks + first * lowN
+                                  hqFeatures: hqFeatures.map { UnsafePointer($0) }, arena: arena)
+            if hq {
+                // The official HQ predictor: SAM's mask 0 or the best of 1…T−1, plus (or replaced by) the HQ mask.
+                if multimask {
+                    for t in 2..<T where allIoU[t] > allIoU[first] { first = t }
+                }
+                let hqMask = allMasks + T * lowN, sam = allMasks + first * lowN
+                if !hqTokenOnly { Ops.add(hqMask, sam, lowN) }
+                low = hqMask
+            } else {
+                low = allMasks + first * lowN
+            }
         }
         func resize<E>(_ a: inout [E], _ n: Int, _ zero: E) {
             a.removeAll(keepingCapacity: true)

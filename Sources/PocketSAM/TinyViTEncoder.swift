@@ -59,7 +59,9 @@ struct TinyViTEncoder {
     /// `x`: the normalised, padded input `[S, S, 3]`; `inputMark`, when given, is the arena mark `x` was allocated at
     /// (its last allocation): the input's place is then given back once the patch embedding has read it. Returns the
     /// image embedding `[G·G, outChans]`.
-    func run(_ x: UnsafePointer<Float>, arena: Arena, inputMark: Arena.Mark? = nil) -> UnsafeMutablePointer<Float> {
+    /// `early` (HQ-SAM): receives the output of stage `early.stage` (its patch merging included), `[G·G, C]`.
+    func run(_ x: UnsafePointer<Float>, arena: Arena, inputMark: Arena.Mark? = nil,
+             early: (stage: Int, into: UnsafeMutablePointer<Float>)? = nil) -> UnsafeMutablePointer<Float> {
         let d0 = c.embedDims[0]
         // `cur` sits at `curMark` with nothing live below it but what was there before the encoder ran.
         var curMark = arena.mark()
@@ -98,6 +100,7 @@ struct TinyViTEncoder {
                 cur = Self.moveDown(out, count: ho * ho * o, to: curMark, arena)
                 h = ho
                 arena.tap?("layers.\(st).downsample", cur, [h, h, o])
+                if let early, early.stage == st { early.into.update(from: cur, count: h * h * o) }
             }
         }
         // Neck: conv1×1 → LayerNorm2d → conv3×3 → LayerNorm2d (ε 1e-6).

@@ -30,7 +30,9 @@ struct ViTEncoder {
     }
 
     /// `x`: the normalised, padded input `[S, S, 3]`. Returns the image embedding `[G·G, outChans]`.
-    func run(_ x: UnsafePointer<Float>, arena: Arena) -> UnsafeMutablePointer<Float> {
+    /// `early` (HQ-SAM): receives the output of block `earlyBlock`, `[G·G, E]`.
+    func run(_ x: UnsafePointer<Float>, arena: Arena, early: (block: Int, into: UnsafeMutablePointer<Float>)? = nil)
+        -> UnsafeMutablePointer<Float> {
         let g = c.gridSize, E = c.embedDim, n = g * g
         let tok = arena.alloc(n * E)
         Ops.conv2d(x, h: c.imageSize, w: c.imageSize, cin: 3, weight: patch, cout: E, k: c.patchSize, stride: c.patchSize, pad: 0,
@@ -40,6 +42,7 @@ struct ViTEncoder {
         for b in 0..<c.depth {
             block(tok, b, arena)
             arena.tap?("blocks.\(b)", tok, [g, g, E])
+            if let early, early.block == b { early.into.update(from: tok, count: n * E) }
         }
         let oc = c.outChans
         let n1 = arena.alloc(n * oc)

@@ -171,6 +171,7 @@ public func psam_model_get_info(_ model: OpaquePointer?, _ out: UnsafeMutablePoi
     info.input_size = Int32(m.config.encoder.imageSize)
     info.low_res_size = Int32(4 * m.config.prompt.embeddingSize)
     info.num_multimask = Int32(m.config.decoder.numMultimaskOutputs)
+    info.hq = m.config.decoder.hq == nil ? 0 : 1
     let v = Array(m.config.variant.rawValue.utf8.prefix(15))
     withUnsafeMutableBytes(of: &info.variant) { b in
         for (i, c) in v.enumerated() { b[i] = c }
@@ -324,7 +325,7 @@ public func psam_get_image_size(_ session: OpaquePointer?, _ w: UnsafeMutablePoi
 
 @_cdecl("psam_prompt_default")
 public func psam_prompt_default() -> psam_prompt {
-    psam_prompt(points: nil, num_points: 0, box: nil, mask_input: nil, mask_input_size: 0, multimask: 0)
+    psam_prompt(points: nil, num_points: 0, box: nil, mask_input: nil, mask_input_size: 0, multimask: 0, hq_token_only: 0)
 }
 
 /// Runs a prompt into the session's reusable result.
@@ -336,6 +337,9 @@ func run(_ s: SessionBox, _ prompt: UnsafePointer<psam_prompt>?) -> psam_status 
     guard pr.num_points == 0 || pr.points != nil else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "points is NULL") }
     guard pr.mask_input_size == 0 || pr.mask_input != nil else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "mask_input is NULL") }
     guard pr.multimask == 0 || pr.multimask == 1 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "multimask must be 0 or 1") }
+    guard pr.hq_token_only == 0 || pr.hq_token_only == 1 else {
+        return s.fail(PSAM_ERR_INVALID_ARGUMENT, "hq_token_only must be 0 or 1")
+    }
     var points: [PointPrompt] = []
     points.reserveCapacity(pr.num_points)
     for i in 0..<pr.num_points {
@@ -346,7 +350,8 @@ func run(_ s: SessionBox, _ prompt: UnsafePointer<psam_prompt>?) -> psam_status 
     let box = pr.box.map { BoxPrompt(x0: $0.pointee.x0, y0: $0.pointee.y0, x1: $0.pointee.x1, y1: $0.pointee.y1) }
     let mask = pr.mask_input.map { Array(UnsafeBufferPointer(start: $0, count: pr.mask_input_size)) }
     do {
-        try s.session.predict(points: points, box: box, maskInput: mask, multimask: pr.multimask == 1, into: &s.scratch)
+        try s.session.predict(points: points, box: box, maskInput: mask, multimask: pr.multimask == 1, hqTokenOnly: pr.hq_token_only == 1,
+                                  into: &s.scratch)
         return PSAM_OK
     } catch {
         return s.fail(status(of: error), "\(error)")
@@ -362,7 +367,8 @@ public func psam_predict(_ session: OpaquePointer?, _ prompt: UnsafePointer<psam
     guard let masks, let outCount else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "masks or out_num_masks is NULL") }
     // Check capacities before the (costly) decoder run, from the image size and prompt.
     guard let size = s.session.currentImageSize else { return s.fail(PSAM_ERR_NO_IMAGE, "predict was called before setImage") }
-    let count = prompt?.pointee.multimask == 1 ? Int(s.modelBox.model.config.decoder.numMultimaskOutputs) : 1
+    let cfg = s.modelBox.model.config.decoder
+    let count = prompt?.pointee.multimask == 1 && cfg.hq == nil ? Int(cfg.numMultimaskOutputs) : 1
     let low = 4 * s.modelBox.model.config.prompt.embeddingSize
     guard masksCapacity >= count * size.width * size.height else {
         return s.fail(PSAM_ERR_BUFFER_TOO_SMALL, "masks needs \(count * size.width * size.height) bytes, has \(masksCapacity)")

@@ -29,12 +29,15 @@ extension ModelConfig {
         let prompt = PromptEncoderConfig(
             embedDim: try m.int("prompt.embed_dim"), embeddingSize: try m.int("prompt.embedding_size"),
             inputImageSize: try m.int("prompt.input_image_size"), maskInChans: try m.int("prompt.mask_in_chans"))
-        let decoder = MaskDecoderConfig(
+        var decoder = MaskDecoderConfig(
             transformerDim: try m.int("decoder.transformer_dim"), depth: try m.int("decoder.depth"),
             numHeads: try m.int("decoder.num_heads"), mlpDim: try m.int("decoder.mlp_dim"),
             attentionDownsampleRate: try m.int("decoder.attention_downsample_rate"),
             numMultimaskOutputs: try m.int("decoder.num_multimask_outputs"),
             iouHeadDepth: try m.int("decoder.iou_head_depth"), iouHeadHiddenDim: try m.int("decoder.iou_head_hidden_dim"))
+        if m["decoder.hq_vit_dim"] != nil || m["decoder.hq_early_layer"] != nil {
+            decoder.hq = HQConfig(vitDim: try m.int("decoder.hq_vit_dim"), earlyLayer: try m.int("decoder.hq_early_layer"))
+        }
         let norm: Normalization
         switch try m.string("preprocess.normalization") {
         case "mean_std": norm = .meanStd(mean: try m.doubles("preprocess.pixel_mean"), std: try m.doubles("preprocess.pixel_std"))
@@ -104,5 +107,9 @@ extension ModelConfig {
         m["decoder.num_multimask_outputs"] = i(decoder.numMultimaskOutputs)
         m["decoder.iou_head_depth"] = i(decoder.iouHeadDepth)
         m["decoder.iou_head_hidden_dim"] = i(decoder.iouHeadHiddenDim)
+        if let hq = decoder.hq {
+            m["decoder.hq_vit_dim"] = i(hq.vitDim)
+            m["decoder.hq_early_layer"] = i(hq.earlyLayer)
+        }
     }
 }

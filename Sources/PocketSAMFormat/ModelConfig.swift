@@ -181,6 +181,25 @@ public struct MaskDecoderConfig: Equatable, Sendable {
     }
 
     public var numMaskTokens: Int { numMultimaskOutputs + 1 }
+
+    /// HQ-SAM's additions (Ke et al. 2023, `segment_anything_hq`'s `MaskDecoderHQ`), nil for plain SAM.
+    public var hq: HQConfig?
+}
+
+/// HQ-SAM: an HQ output token with its own hypernetwork MLP (`hf_token`, `hf_mlp`), and HQ features fused once per image
+/// from the image embedding (`embedding_encoder`) and an early encoder feature (`compress_vit_feat`), refined per prompt
+/// from the upscaled mask features (`embedding_maskfeature`).
+public struct HQConfig: Equatable, Sendable {
+    /// Channels of the early encoder feature (`vit_dim` in the official code).
+    public var vitDim: Int
+    /// Where the early feature is taken: for a ViT encoder the output of this block (the official code: the first
+    /// global-attention block), for TinyViT the output of this stage, patch merging included (the official code: 1).
+    public var earlyLayer: Int
+
+    public init(vitDim: Int, earlyLayer: Int) {
+        self.vitDim = vitDim
+        self.earlyLayer = earlyLayer
+    }
 }
 
 /// Everything the runtime needs to know about a model, stored in the file's metadata.
@@ -263,6 +282,19 @@ public struct ModelConfig: Equatable, Sendable {
                  && d.transformerDim % d.numHeads == 0, "decoder width not divisible by heads")
         try need(d.depth >= 1 && d.depth <= 64 && d.mlpDim > 0 && d.iouHeadDepth >= 1 && d.iouHeadHiddenDim > 0
                  && d.numMultimaskOutputs >= 1 && d.numMultimaskOutputs <= 16, "decoder sizes")
+        if let hq = d.hq {
+            switch encoder {
+            case let .vit(v):
+                try need(hq.earlyLayer >= 0 && hq.earlyLayer < v.depth, "HQ early block \(hq.earlyLayer) of \(v.depth)")
+                try need(hq.vitDim == v.embedDim, "HQ early feature width \(hq.vitDim) != ViT width \(v.embedDim)")
+            case let .tinyViT(t):
+                try need(hq.earlyLayer >= 0 && hq.earlyLayer < t.stageCount - 1, "HQ early stage \(hq.earlyLayer) of \(t.stageCount)")
+                try need(hq.vitDim == t.embedDims[hq.earlyLayer + 1],
+                         "HQ early feature width \(hq.vitDim) != stage \(hq.earlyLayer)'s output width \(t.embedDims[hq.earlyLayer + 1])")
+                try need(t.stageResolutions[hq.earlyLayer + 1] == prompt.embeddingSize,
+                         "HQ early feature grid \(t.stageResolutions[hq.earlyLayer + 1]) != embedding grid \(prompt.embeddingSize)")
+            }
+        }
         try need(maskThreshold.isFinite, "mask threshold")
         if case let .meanStd(mean, std) = normalization {
             try need(mean.count == 3 && std.count == 3 && std.allSatisfy { $0 > 0 }, "normalisation mean/std")

@@ -178,6 +178,25 @@ extension ModelConfig {
             let out = l == decoder.iouHeadDepth - 1 ? decoder.numMaskTokens : H
             lin(md + "iou_prediction_head.layers.\(l)", out, inp)
         }
+        if let hq = decoder.hq {
+            func convT(_ p: String, _ inp: Int, _ out: Int) {
+                s.append(TensorSpec(p + ".weight", [inp, out, 2, 2], .convTranspose))
+                s.append(TensorSpec(p + ".bias", [out], .bias))
+            }
+            s.append(TensorSpec(md + "hf_token.weight", [1, D], .embedding))
+            lin(md + "hf_mlp.layers.0", D, D)
+            lin(md + "hf_mlp.layers.1", D, D)
+            lin(md + "hf_mlp.layers.2", D / 8, D)
+            convT(md + "compress_vit_feat.0", hq.vitDim, D)
+            norm(md + "compress_vit_feat.1", D)
+            convT(md + "compress_vit_feat.3", D, D / 8)
+            convT(md + "embedding_encoder.0", D, D / 4)
+            norm(md + "embedding_encoder.1", D / 4)
+            convT(md + "embedding_encoder.3", D / 4, D / 8)
+            conv(md + "embedding_maskfeature.0", D / 4, D / 8, 3)
+            norm(md + "embedding_maskfeature.1", D / 4)
+            conv(md + "embedding_maskfeature.3", D / 8, D / 4, 3)
+        }
         return s
     }
 

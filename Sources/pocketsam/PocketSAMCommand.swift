@@ -74,7 +74,9 @@ struct Segment: ParsableCommand {
     @Option(help: "x0,y0,x1,y1 box.") var box: String?
     @Option(name: .customLong("mask-input"), help: "Low-res logits (.npy) from an earlier run's lowres.npy.")
     var maskInput: String?
-    @Flag(help: "Return 3 masks (for ambiguous single points) instead of 1.") var multimask = false
+    @Flag(help: "Return 3 masks (for ambiguous single points) instead of 1. HQ-SAM models return 1 mask either way: the HQ mask plus SAM's best of the 3.") var multimask = false
+    @Flag(help: "HQ-SAM models: the HQ token's mask alone (default: HQ mask + SAM mask, as the official predictor). Ignored by other models.")
+    var hqTokenOnly = false
     @Option(help: "Output folder (created).") var out: String
     @Option(help: "Threads.") var threads = 2
 
@@ -114,7 +116,7 @@ struct Segment: ParsableCommand {
         let t1 = now()
         let pred: Prediction
         do {
-            pred = try session.predict(points: prompts, box: boxPrompt, maskInput: mask, multimask: multimask)
+            pred = try session.predict(points: prompts, box: boxPrompt, maskInput: mask, multimask: multimask, hqTokenOnly: hqTokenOnly)
         } catch {
             stderrWrite("pocketsam: error: \(error)\n")
             throw ExitCode(1)

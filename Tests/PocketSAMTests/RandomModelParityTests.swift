@@ -20,6 +20,19 @@ final class RandomModelParityTests: XCTestCase {
         try NPY.decode(Array(try Data(contentsOf: dir.appendingPathComponent("parity/" + name))))
     }
 
+    /// IoU of a prediction's masks with the reference's bit-packed masks (np.packbits, all masks in one run).
+    static func maskIoU(packed: [UInt8], _ p: Prediction) -> Double {
+        let n = p.count * p.width * p.height
+        let refMasks = LiteMedSAMParityTests.unpackBits(packed, count: n)
+        var inter = 0, union = 0
+        for j in 0..<n {
+            let a = refMasks[j] != 0, b = p.masks[j] != 0
+            if a && b { inter += 1 }
+            if a || b { union += 1 }
+        }
+        return union == 0 ? 1 : Double(inter) / Double(union)
+    }
+
     /// Max |ours − reference| over a reference file holding (a crop of) a channels-last map of ours.
     static func compare(_ ours: [Float], shape: [Int], ref: NPY.Array, layout: String, crop: [String: Any]?) -> (Float, Float) {
         let (H, W, C) = (shape[0], shape[1], shape[2])
@@ -96,15 +109,7 @@ final class RandomModelParityTests: XCTestCase {
             for (a, b) in zip(try XCTUnwrap(case_["iou_predictions"] as? [Double]), p.iou) {
                 XCTAssertEqual(Double(b), a, accuracy: 1e-4, "\(tag)/\(name) predicted IoU")
             }
-            let n = p.count * p.width * p.height
-            let refMasks = LiteMedSAMParityTests.unpackBits(try Self.npy(try XCTUnwrap(case_["masks_file"] as? String)).data, count: n)
-            var inter = 0, union = 0
-            for j in 0..<n {
-                let a = refMasks[j] != 0, b = p.masks[j] != 0
-                if a && b { inter += 1 }
-                if a || b { union += 1 }
-            }
-            let iou = union == 0 ? 1 : Double(inter) / Double(union)
+            let iou = Self.maskIoU(packed: try Self.npy(try XCTUnwrap(case_["masks_file"] as? String)).data, p)
             report.append("\(name) mask IoU: \(iou)")
             XCTAssertGreaterThanOrEqual(iou, 0.999, "\(tag)/\(name): mask IoU \(iou)")
             if name == "box", let dec = m["decoder_box_case"] as? [String: Any], let files = dec["files"] as? [String: Any] {

@@ -146,9 +146,27 @@ public enum ArchitectureDetector {
         let iouDepth = count(md + "iou_prediction_head.layers.", ".weight")
         guard iouDepth >= 1 else { throw .unknownArchitecture("decoder has no IoU head") }
         let iouHidden = iouDepth > 1 ? try shape(md + "iou_prediction_head.layers.0.weight", rank: 2)[0] : D
-        let decoder = MaskDecoderConfig(
+        var decoder = MaskDecoderConfig(
             transformerDim: D, depth: depth, numHeads: samDecoderHeads, mlpDim: mlp, attentionDownsampleRate: D / inner,
             numMultimaskOutputs: tokens - 1, iouHeadDepth: iouDepth, iouHeadHiddenDim: iouHidden)
+        // HQ-SAM (segment_anything_hq's MaskDecoderHQ): its HQ token and fusion layers. The early feature is where the official
+        // encoders take it: a ViT's first global-attention block (block 0 when every block is global), TinyViT's stage 1.
+        let hqNames = ["hf_token.weight", "hf_mlp.layers.0.weight", "compress_vit_feat.0.weight", "embedding_encoder.0.weight",
+                       "embedding_maskfeature.0.weight"]
+        let hqFound = hqNames.filter { shapes[md + $0] != nil }
+        if !hqFound.isEmpty {
+            guard hqFound.count == hqNames.count else {
+                let missing = hqNames.filter { shapes[md + $0] == nil }.map { md + $0 }
+                throw .unknownArchitecture("an HQ-SAM decoder needs \(missing.joined(separator: ", ")) as well (found \(hqFound.map { md + $0 }.joined(separator: ", ")))")
+            }
+            let vitDim = try shape(md + "compress_vit_feat.0.weight", rank: 4)[0]
+            let early: Int
+            switch encoder {
+            case let .vit(v): early = v.globalAttnIndexes.min() ?? 0
+            case .tinyViT: early = 1
+            }
+            decoder.hq = HQConfig(vitDim: vitDim, earlyLayer: early)
+        }
 
         let config = ModelConfig(variant: variant, encoder: encoder, prompt: prompt, decoder: decoder,
                                  normalization: normalization, maskThreshold: 0)

@@ -373,12 +373,20 @@ public enum Converter {
     }
 
     public static func describe(_ c: ModelConfig) -> String {
+        let base: String
         switch c.encoder {
         case let .vit(v):
-            return "SAM ViT (\(c.variant.rawValue)): \(v.imageSize) px, patch \(v.patchSize), width \(v.embedDim), depth \(v.depth), \(v.numHeads) heads, window \(v.windowSize), global blocks \(v.globalAttnIndexes)"
+            base = "SAM ViT (\(c.variant.rawValue)): \(v.imageSize) px, patch \(v.patchSize), width \(v.embedDim), depth \(v.depth), \(v.numHeads) heads, window \(v.windowSize), global blocks \(v.globalAttnIndexes)"
         case let .tinyViT(t):
-            return "TinyViT (\(c.variant.rawValue)): \(t.imageSize) px, widths \(t.embedDims), depths \(t.depths), heads \(t.numHeads), windows \(t.windowSizes)"
+            base = "TinyViT (\(c.variant.rawValue)): \(t.imageSize) px, widths \(t.embedDims), depths \(t.depths), heads \(t.numHeads), windows \(t.windowSizes)"
         }
+        guard let hq = c.decoder.hq else { return base }
+        let site: String
+        switch c.encoder {
+        case .vit: site = "block \(hq.earlyLayer)"
+        case .tinyViT: site = "stage \(hq.earlyLayer)"
+        }
+        return base + "; HQ-SAM decoder (HQ token, early feature of \(hq.vitDim) channels from \(site))"
     }
 }
 
