@@ -30,7 +30,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. psam_abi_version() returns the library's; they must be equal.
- * 2: psam_prompt.hq_token_only and psam_model_info.hq (HQ-SAM). */
+ * 2: psam_prompt.hq_token_only, psam_generate_params.hq_token_only and psam_model_info.hq (HQ-SAM). */
 #define PSAM_ABI_VERSION 2
 
 typedef enum psam_status {
@@ -209,6 +209,9 @@ typedef struct psam_generate_params {
      * so far, points in the crop. Runs on the calling thread. */
     void (*progress)(void *user, int32_t crop, int32_t crops, int32_t done, int32_t total);
     void *progress_user;
+    int32_t hq_token_only;                   /* HQ-SAM models: 1 each point's mask is the HQ mask alone; 0 (default)
+                                                HQ mask + SAM's best of three, as the official generator. HQ-SAM
+                                                models decode one mask per point, with the plain decoder */
 } psam_generate_params;
 
 psam_generate_params psam_generate_default_params(void);

@@ -40,6 +40,9 @@ public struct MaskGeneratorOptions: Sendable {
     /// the mask threshold plus this (0: anywhere inside the mask, as TinySAM's "covered by a confident
     /// mask"; larger values skip only the masks' confident cores, decoding more points).
     public var hierarchicalCoverOffset: Float = 0
+    /// HQ-SAM models: each point's mask is the HQ token's alone instead of HQ + SAM's best (the official generator's
+    /// default, false). Ignored by other models.
+    public var hqTokenOnly = false
 
     public init() {}
 
@@ -145,9 +148,6 @@ extension Session {
                          options o: MaskGeneratorOptions = MaskGeneratorOptions(),
                          progress: ((GenerationProgress) -> Void)? = nil) throws -> GenerationResult {
         try o.check()
-        guard model.config.decoder.hq == nil else {
-            throw PocketSAMError.unsupportedModel("segment everything does not run HQ-SAM models yet (their prompts work with predict)")
-        }
         guard channels == 3 || channels == 1 else { throw PocketSAMError.invalidImage("\(channels) channels (1 or 3 are supported)") }
         let rowBytes = stride ?? width * channels
         let t0 = Stopwatch.now()
@@ -199,6 +199,7 @@ extension Session {
         let side = o.pointsPerSide.map { n in (0..<crop.layer).reduce(n) { s, _ in s / o.cropNPointsDownscaleFactor } }
         let grid = side.map { MaskGeneration.pointGrid($0) } ?? o.pointGrids![crop.layer]
         let decoder = try PointDecoder(session: self, cropH: ch, cropW: cw)
+        decoder.hqTokenOnly = o.hqTokenOnly
         var covered = [UInt8](repeating: 0, count: o.hierarchical ? ch * cw : 0)
         func run(_ points: [SIMD2<Double>], stage: String, cover: Bool = false) -> [MaskGeneration.Candidate] {
             var out: [MaskGeneration.Candidate] = []
@@ -239,7 +240,12 @@ private final class PointDecoder {
     /// `workers`: one single-threaded arena per thread.
     let main: Arena
     let workers: [Arena]
-    let shared: MaskDecoder.Shared
+    /// `MaskGeneratorOptions.hqTokenOnly`.
+    var hqTokenOnly = false
+    /// The folded decoder's per-image part (nil for HQ-SAM, which runs the plain decoder per prompt).
+    let shared: MaskDecoder.Shared?
+    /// HQ-SAM: the embedding, the no-mask dense embedding and the image's HQ features for the plain decoder.
+    let hq: (embedding: UnsafePointer<Float>, dense: UnsafePointer<Float>, features: UnsafePointer<Float>)?
     let densePE: UnsafePointer<Float>
     let ch: Int, cw: Int, rh: Int, rw: Int
     let upscaleScratch: MaskGeneration.UpscalePlan.Scratch
@@ -269,8 +275,37 @@ private final class PointDecoder {
         workers = (0..<(s.arena.pool?.size ?? 1)).map { _ in Arena() }
         let g = cfg.prompt.embeddingSize
         let dense = s.model.promptEncoder.dense(mask: nil, arena: main)
-        shared = s.model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, model: s.model, arena: main)
+        if let features = s.hqFeaturesState {
+            hq = (emb, UnsafePointer(dense), features)
+            shared = nil
+        } else {
+            hq = nil
+            shared = s.model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, model: s.model, arena: main)
+        }
         densePE = pe
+    }
+
+    /// Masks kept per point: SAM's three (tokens 1…3), or for HQ-SAM one, as its official generator (whose predictor
+    /// returns one mask even with multimask).
+    var masksPerPoint: Int { hq == nil ? session.model.config.decoder.numMaskTokens - 1 : 1 }
+
+    /// HQ-SAM: prompt `b` through the plain decoder in `arena`; its mask (the HQ mask plus SAM's best of tokens 1…3, as
+    /// HQ-SAM's predictor with multimask) transposed into the batch's masks, that token's IoU at `iou[b, 1]`.
+    func decodeHQ(_ b: Int, sparse: UnsafePointer<Float>, masks: UnsafeMutablePointer<Float>, iou: UnsafeMutablePointer<Float>,
+                  arena: Arena) {
+        guard let hq else { return }
+        let cfg = session.model.config
+        let g = cfg.prompt.embeddingSize, low = 4 * g, lowN = low * low, T = cfg.decoder.numMaskTokens
+        let mark = arena.mark()
+        let all = arena.alloc((T + 1) * lowN), allIoU = arena.alloc(T)
+        session.model.maskDecoder.run(image: hq.embedding, pe: densePE, dense: hq.dense, grid: g, sparse: sparse, ns: 2, masks: all,
+                                      iou: allIoU, hqFeatures: hq.features, arena: arena)
+        var best = 1
+        for t in 2..<T where allIoU[t] > allIoU[best] { best = t }
+        if !hqTokenOnly { Ops.add(all + T * lowN, all + best * lowN, lowN) }
+        psam_transpose(all + T * lowN, low, low, low, masks + b * lowN, low)
+        iou[b * T + 1] = allIoU[best]
+        arena.reset(to: mark)
     }
 
     /// Thread `t`'s share of the batch: passes t, t + threads, …
@@ -278,6 +313,13 @@ private final class PointDecoder {
         let cfg = session.model.config
         let g = cfg.prompt.embeddingSize, lowN = 16 * g * g, T = cfg.decoder.numMaskTokens, C = cfg.prompt.embedDim
         guard let sparse, let masks, let iou else { return }
+        if hq != nil {
+            for b in stride(from: t, to: batch, by: workers.count) {
+                decodeHQ(b, sparse: sparse + b * 2 * C, masks: masks, iou: iou, arena: workers[t])
+            }
+            return
+        }
+        guard let shared else { return }
         let count = T - 1
         var b0 = t * Self.step
         while b0 < batch {
@@ -293,7 +335,7 @@ private final class PointDecoder {
                 stats: inout GenerationStats, coverage: UnsafeMutablePointer<UInt8>?) -> [MaskGeneration.Candidate] {
         let cfg = session.model.config
         let g = cfg.prompt.embeddingSize, lowN = 16 * g * g, T = cfg.decoder.numMaskTokens, C = cfg.prompt.embedDim
-        let count = T - 1, B = points.count
+        let count = masksPerPoint, B = points.count
         let td = Stopwatch.now()
         let mark = main.mark()
         let sx = Double(rw) / Double(cw), sy = Double(rh) / Double(ch)

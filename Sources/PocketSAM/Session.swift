@@ -245,6 +245,9 @@ public final class Session {
         resized = (rh, rw)
     }
 
+    /// HQ-SAM: the current image's HQ features `[4G, 4G, D/8]`; nil for other models or before `setImage`.
+    var hqFeaturesState: UnsafePointer<Float>? { embedding == nil ? nil : hqFeatures.map { UnsafePointer($0) } }
+
     /// The current embedding `[G·G, C]`, dense positional encoding, and the resized image's size.
     func embeddingState() throws -> (UnsafePointer<Float>, UnsafePointer<Float>, Int, Int) {
         guard let emb = embedding, let pe = densePE, let (rh, rw) = resized else { throw PocketSAMError.noImage }

@@ -434,7 +434,8 @@ public func psam_generate_default_params() -> psam_generate_params {
                                 crop_overlap_ratio: Float(o.cropOverlapRatio),
                                 crop_n_points_downscale_factor: Int32(o.cropNPointsDownscaleFactor),
                                 min_mask_region_area: Int32(o.minMaskRegionArea), hierarchical: o.hierarchical ? 1 : 0,
-                                hierarchical_cover_offset: o.hierarchicalCoverOffset, progress: nil, progress_user: nil)
+                                hierarchical_cover_offset: o.hierarchicalCoverOffset, progress: nil, progress_user: nil,
+                                hq_token_only: o.hqTokenOnly ? 1 : 0)
 }
 
 @_cdecl("psam_generate")
@@ -465,6 +466,10 @@ public func psam_generate(_ session: OpaquePointer?, _ pixels: UnsafePointer<UIn
     o.minMaskRegionArea = Int(p.min_mask_region_area)
     o.hierarchical = p.hierarchical != 0
     o.hierarchicalCoverOffset = p.hierarchical_cover_offset
+    guard p.hq_token_only == 0 || p.hq_token_only == 1 else {
+        return s.fail(PSAM_ERR_INVALID_ARGUMENT, "hq_token_only must be 0 or 1")
+    }
+    o.hqTokenOnly = p.hq_token_only == 1
     let progress: ((GenerationProgress) -> Void)? = p.progress.map { f in
         { g in f(p.progress_user, Int32(g.crop), Int32(g.crops), Int32(g.pointsDone), Int32(g.pointsTotal)) }
     }

@@ -1,10 +1,20 @@
 /// The published architectures, for tools that make models without a checkpoint (random weights for
 /// benchmarks) and for documentation. The values are the official constructors'.
 extension ModelConfig {
-    public static let presetNames = ["mobilesam", "litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
+    public static let presetNames = ["mobilesam", "litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h",
+                                     "mobilesam_hq", "sam_vit_b_hq", "sam_vit_l_hq", "sam_vit_h_hq"]
 
     /// The configuration of a published model by name (`presetNames`), nil for an unknown name.
     public static func preset(_ name: String) -> ModelConfig? {
+        // HQ-SAM (`segment_anything_hq`): the same encoder and decoder plus the HQ parts, the early feature where the
+        // official builders take it (a ViT's first global block; Light HQ-SAM's TinyViT stage 1).
+        if name.hasSuffix("_hq"), name != "litemedsam_hq", var c = preset(String(name.dropLast(3))) {
+            switch c.encoder {
+            case let .vit(v): c.decoder.hq = HQConfig(vitDim: v.embedDim, earlyLayer: v.globalAttnIndexes.min() ?? 0)
+            case let .tinyViT(t): c.decoder.hq = HQConfig(vitDim: t.embedDims[2], earlyLayer: 1)
+            }
+            return c
+        }
         let decoder = MaskDecoderConfig(transformerDim: 256, depth: 2, numHeads: 8, mlpDim: 2048, attentionDownsampleRate: 2,
                                         numMultimaskOutputs: 3, iouHeadDepth: 3, iouHeadHiddenDim: 256)
         func tiny(_ size: Int, kernel: Int, stride: Int, variant: ModelVariant, norm: Normalization) -> ModelConfig {

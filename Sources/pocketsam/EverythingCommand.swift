@@ -24,6 +24,8 @@ struct GeneratorArguments: ParsableArguments {
     var hierarchical = false
     @Option(help: "Hierarchical: skip dense points where a kept sparse mask's logit exceeds the threshold by this (0: anywhere in the mask).")
     var hierarchicalCoverOffset: Float = 0
+    @Flag(help: "HQ-SAM models: each point's mask is the HQ mask alone (default: HQ + SAM's best of three, as the official generator). Ignored by other models.")
+    var hqTokenOnly = false
 
     func options(defaultPredIoU: Float, defaultStability: Float) -> MaskGeneratorOptions {
         var o = MaskGeneratorOptions()
@@ -40,6 +42,7 @@ struct GeneratorArguments: ParsableArguments {
         o.minMaskRegionArea = minMaskRegionArea
         o.hierarchical = hierarchical
         o.hierarchicalCoverOffset = hierarchicalCoverOffset
+        o.hqTokenOnly = hqTokenOnly
         return o
     }
 }

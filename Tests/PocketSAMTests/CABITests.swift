@@ -110,6 +110,28 @@ final class CABITests: XCTestCase {
         XCTAssertTrue(missing.err.contains("load:"), missing.err)
     }
 
+    /// An HQ-SAM file through the C ABI (psam_prompt_default: hq_token_only 0) gives the Swift API's HQ + SAM mask (the
+    /// small random HQ ViT of HQSAMParityTests, chelsea.png).
+    func testCHostRunsHQSAM() throws {
+        let (dir, _) = try Self.built.get()
+        let model = dir.appendingPathComponent("hq_vit.psam").path
+        try Converter.convert(try Checkpoint(path: HQSAMParityTests.dir.appendingPathComponent("hq_vit_tiny.pth").path)).writer.write(to: model)
+        let image = try LiteMedSAMParityTests.asset("images/chelsea.png")
+        let pgm = dir.appendingPathComponent("hq.pgm").path
+        let r = try Self.run(dir.appendingPathComponent("c-host").path, [model, image, "150", "60", "330", "270", pgm])
+        XCTAssertEqual(r.status, 0, r.err)
+        let c = try Self.readPGM(pgm)
+        let session = Session(model: try Model(path: model), threads: 2)
+        let img = try ImageIO.read(image)
+        try img.pixels.withUnsafeBufferPointer {
+            try session.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+        }
+        let box = BoxPrompt(x0: 150, y0: 60, x1: 330, y1: 270)
+        let both = try session.predict(box: box), hqOnly = try session.predict(box: box, hqTokenOnly: true)
+        XCTAssertNotEqual(both.masks, hqOnly.masks, "the two HQ modes give the same mask here: the test would not tell them apart")
+        XCTAssertEqual(c.pixels, both.masks.map { $0 * 255 }, "C and Swift HQ masks differ")
+    }
+
     func testABIChecksEveryStatus() throws {
         let (dir, model) = try Self.built.get()
         let r = try Self.run(dir.appendingPathComponent("abi-checks").path, [model, try LiteMedSAMParityTests.asset("images/cell.png")])

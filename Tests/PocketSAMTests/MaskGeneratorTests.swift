@@ -163,6 +163,20 @@ final class MaskGeneratorTests: XCTestCase {
         _ = try check("mobilesam_coffee_crop1", tag: "mobilesam", model: m, image: "coffee.png")
     }
 
+    /// HQ-SAM (segment_anything_hq's SamAutomaticMaskGenerator; fixtures by make_hq_generator_fixtures.py): one mask per
+    /// point, the HQ mask plus SAM's best of three, through the plain decoder.
+    func testHQViT() throws {
+        let m = try HQSAMParityTests.model("hq_vit_tiny.pth")
+        _ = try check("hq_vit_chelsea_crop0", tag: "hq_vit", model: m, image: "chelsea.png")
+        _ = try check("hq_vit_coffee_crop0", tag: "hq_vit", model: m, image: "coffee.png")
+    }
+
+    func testHQTinyViT() throws {
+        let m = try HQSAMParityTests.model("hq_tinyvit_tiny.pth")
+        _ = try check("hq_tinyvit_chelsea_crop0", tag: "hq_tinyvit", model: m, image: "chelsea.png")
+        _ = try check("hq_tinyvit_coffee_crop0", tag: "hq_tinyvit", model: m, image: "coffee.png")
+    }
+
     /// min_mask_region_area: holes and islands below 16 px removed, changed masks re-suppressed.
     func testSmallRegionCleanUp() throws {
         _ = try check("vit_chelsea_crop0_minarea", tag: "vit", model: try Self.model("vit"), image: "chelsea.png")

@@ -27,7 +27,8 @@ Writes Tests/Fixtures/random/generator/<model>_<image>_crop<L>[_minarea].json: t
 mask in the official output order, area, bbox, predicted_iou, stability_score, point_coords, crop_box;
 and <same>_masks.png: the masks tiled 16 per row (1 bit; mask i at tile row i // 16, column i % 16). The generator runs with output
 mode "uncompressed_rle"; every RLE is checked to decode identically with pycocotools and with the
-official rle_to_mask. manifest.json records versions and checksums.
+official rle_to_mask. manifest.json records versions and checksums (its "hq" section, written by
+make_hq_generator_fixtures.py with this script's run_case / write_case / merge_manifest, is kept).
 """
 
 from __future__ import annotations
@@ -73,14 +74,17 @@ def params_for(tag: str, sam, image: np.ndarray) -> dict:
     return base
 
 
-def run_case(tag: str, sam, image: np.ndarray, params: dict, crop_layers: int) -> dict:
-    gen = SamAutomaticMaskGenerator(sam, crop_n_layers=crop_layers, output_mode="uncompressed_rle", **params)
+def run_case(tag: str, sam, image: np.ndarray, params: dict, crop_layers: int,
+             generator=SamAutomaticMaskGenerator, decode=rle_to_mask) -> tuple[dict, np.ndarray]:
+    """One official run; ``generator``/``decode`` are the generator class and its package's rle_to_mask
+    (make_hq_generator_fixtures.py passes segment_anything_hq's)."""
+    gen = generator(sam, crop_n_layers=crop_layers, output_mode="uncompressed_rle", **params)
     anns = gen.generate(image)
     h, w = image.shape[:2]
     masks, stack = [], []
     for a in anns:
         seg = a["segmentation"]
-        ours = rle_to_mask(seg)
+        ours = decode(seg)
         coco = mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
         assert np.array_equal(ours.astype(np.uint8), coco), "pycocotools decodes the RLE differently"
         stack.append(ours)
@@ -93,6 +97,30 @@ def run_case(tag: str, sam, image: np.ndarray, params: dict, crop_layers: int) -
     for i, m in enumerate(stack):
         grid[(i // TILE) * h:(i // TILE + 1) * h, (i % TILE) * w:(i % TILE + 1) * w] = m
     return {"size": [h, w], "crop_n_layers": crop_layers, "tile_columns": TILE, "params": params, "masks": masks}, grid
+
+
+def write_case(name: str, case: dict, stack: np.ndarray, image_path: Path) -> dict:
+    """Writes <name>.json and <name>_masks.png (adding the image's name and SHA-256 to the case); returns the
+    manifest entry."""
+    case["image"] = image_path.name
+    case["image_sha256"] = hashlib.sha256(image_path.read_bytes()).hexdigest()
+    n = len(case["masks"])
+    text = json.dumps(case, separators=(",", ":"))
+    (OUT / f"{name}.json").write_text(text)
+    Image.fromarray(stack.astype(bool)).convert("1").save(OUT / f"{name}_masks.png", optimize=True)
+    png = (OUT / f"{name}_masks.png").read_bytes()
+    print(name, n, "masks", len(text), "+", len(png), "bytes", flush=True)
+    return {"masks": n, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "masks_png_sha256": hashlib.sha256(png).hexdigest(), "params": case["params"]}
+
+
+def merge_manifest(sections: dict) -> None:
+    """Writes manifest.json with these top-level sections replaced; the others (make_hq_generator_fixtures.py's
+    "hq" section, or this script's) are kept as they are."""
+    path = OUT / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest.update(sections)
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def main() -> None:
@@ -114,19 +142,11 @@ def main() -> None:
                 runs.append((0, dict(params, min_mask_region_area=16)))
             for layers, p in runs:
                 case, stack = run_case(tag, sam, image, p, layers)
-                case["image"] = img_name
-                case["image_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
                 n = len(case["masks"])
                 assert n >= 20, f"{tag} {img_name} crop {layers}: only {n} masks"
                 name = f"{tag}_{Path(img_name).stem}_crop{layers}" + ("_minarea" if p["min_mask_region_area"] else "")
-                text = json.dumps(case, separators=(",", ":"))
-                (OUT / f"{name}.json").write_text(text)
-                Image.fromarray(stack.astype(bool)).convert("1").save(OUT / f"{name}_masks.png", optimize=True)
-                png = (OUT / f"{name}_masks.png").read_bytes()
-                manifest["cases"][name] = {"masks": n, "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                                           "masks_png_sha256": hashlib.sha256(png).hexdigest(), "params": p}
-                print(name, n, "masks", len(text), "+", len(png), "bytes", flush=True)
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+                manifest["cases"][name] = write_case(name, case, stack, path)
+    merge_manifest(manifest)
 
 
 if __name__ == "__main__":
