@@ -158,7 +158,7 @@ struct MaskDecoder {
         let u1 = arena.alloc(g2 * g2 * d4)
         Ops.convTranspose2x2(keys, h: g, w: g, cin: D, weight: up0.w,
                              bias: up0.b!, cout: d4, out: u1, arena: arena)
-        Ops.layerNorm(u1, u1, m: g2 * g2, c: d4, weight: up1.w, bias: up1.b, eps: 1e-6)
+        Ops.layerNormScalar(arena, u1, u1, m: g2 * g2, c: d4, up1, eps: 1e-6)
         Ops.gelu(u1, g2 * g2 * d4, arena)
         let u2 = arena.alloc(g4 * g4 * d8)
         Ops.convTranspose2x2(u1, h: g2, w: g2, cin: d4, weight: up3.w,
