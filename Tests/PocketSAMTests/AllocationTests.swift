@@ -34,6 +34,33 @@ final class AllocationTests: XCTestCase {
     }
 
     /// The counter itself works: an Array allocation is seen.
+    /// HQ-SAM (the small random HQ ViT): the early feature, the HQ features and the HQ mask come from the arena too, in a
+    /// session over exactly the planned arena (so the plan covers the HQ path), with and without `hqTokenOnly`.
+    func testHQSAMAllocatesNothingAfterTheFirstCall() throws {
+        let model = try HQSAMParityTests.model("hq_vit_tiny.pth")
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: try model.plannedArenaBytes(), alignment: 64)
+        defer { raw.deallocate() }
+        let s = try Session(model: model, threads: 2, buffer: raw)
+        let (w, h) = (300, 200)
+        let px = (0..<(w * h * 3)).map { UInt8(truncatingIfNeeded: $0 % 241) }
+        let box = BoxPrompt(x0: 40, y0: 30, x1: 250, y1: 180)
+        var result = Prediction()
+        try px.withUnsafeBufferPointer { p in
+            try s.setImage(pixels: p.baseAddress!, width: w, height: h)
+            try s.predict(box: box, multimask: true, into: &result)
+            try s.predict(box: box, hqTokenOnly: true, into: &result)
+            psam_test_malloc_counting(1)
+            let before = psam_test_malloc_count()
+            try s.setImage(pixels: p.baseAddress!, width: w, height: h)
+            try s.predict(box: box, multimask: true, into: &result)
+            try s.predict(box: box, hqTokenOnly: true, into: &result)
+            let after = psam_test_malloc_count()
+            psam_test_malloc_counting(0)
+            XCTAssertEqual(after - before, 0, "the HQ path allocated")
+        }
+        XCTAssertEqual(result.count, 1)
+    }
+
     func testTheCounterSeesAllocations() {
         psam_test_malloc_counting(1)
         let before = psam_test_malloc_count()
