@@ -12,12 +12,12 @@ import XCTest
 final class HQSAMParityTests: XCTestCase {
     static let dir = LiteMedSAMParityTests.root.appendingPathComponent("Tests/Fixtures/random/hq")
 
-    static func manifest() throws -> [String: Any] {
-        try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("manifest.json"))) as? [String: Any])
+    static func manifest(_ base: URL = dir) throws -> [String: Any] {
+        try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: base.appendingPathComponent("manifest.json"))) as? [String: Any])
     }
 
-    static func npy(_ name: String) throws -> NPY.Array {
-        try NPY.decode(Array(try Data(contentsOf: dir.appendingPathComponent(name))))
+    static func npy(_ name: String, _ base: URL = dir) throws -> NPY.Array {
+        try NPY.decode(Array(try Data(contentsOf: base.appendingPathComponent(name))))
     }
 
     static func model(_ file: String, precision: Precision = .fp32) throws -> Model {
@@ -29,8 +29,8 @@ final class HQSAMParityTests: XCTestCase {
     /// Runs every case of `tag` on `model`; returns the low-res logits by case key (name, hq_token_only) and image.
     @discardableResult
     /// `lowResTolerance` nil: no comparison with the reference (the int8 test compares with the fp32 path instead).
-    func run(tag: String, model: Model, checkLayers: Bool, lowResTolerance: Float?) throws -> [String: [Float]] {
-        let m = try XCTUnwrap((try Self.manifest()["models"] as? [String: Any])?[tag] as? [String: Any])
+    func run(tag: String, model: Model, checkLayers: Bool, lowResTolerance: Float?, base: URL = dir) throws -> [String: [Float]] {
+        let m = try XCTUnwrap((try Self.manifest(base)["models"] as? [String: Any])?[tag] as? [String: Any])
         let images = try XCTUnwrap(m["images"] as? [String: Any])
         var all: [String: [Float]] = [:]
         var report: [String] = []
@@ -56,7 +56,7 @@ final class HQSAMParityTests: XCTestCase {
                     let (ours, shape) = try XCTUnwrap(taps[tap], "tap \(tap) not called")
                     for f in try XCTUnwrap(entry["files"] as? [[String: Any]]) {
                         let name = try XCTUnwrap(f["file"] as? String)
-                        let (d, s) = RandomModelParityTests.compare(ours, shape: shape, ref: try Self.npy(name),
+                        let (d, s) = RandomModelParityTests.compare(ours, shape: shape, ref: try Self.npy(name, base),
                                                                     layout: try XCTUnwrap(entry["layout"] as? String),
                                                                     crop: f["crop"] as? [String: Any])
                         report.append("\(name): \(d) (max |ref| \(s))")
@@ -84,7 +84,7 @@ final class HQSAMParityTests: XCTestCase {
                 lowByCase[key] = p.lowResLogits
                 all["\(imageName)/\(key)"] = p.lowResLogits
                 guard let lowResTolerance else { continue }
-                let ref = try Self.npy(try XCTUnwrap(case_["lowres_file"] as? String)).floats
+                let ref = try Self.npy(try XCTUnwrap(case_["lowres_file"] as? String), base).floats
                 XCTAssertEqual(ref.count, p.lowResLogits.count)
                 let range = (ref.max() ?? 0) - (ref.min() ?? 0)
                 let d = zip(ref, p.lowResLogits).map { abs($0 - $1) }.max() ?? .infinity
@@ -93,7 +93,7 @@ final class HQSAMParityTests: XCTestCase {
                 for (a, b) in zip(try XCTUnwrap(case_["iou_predictions"] as? [Double]), p.iou) {
                     XCTAssertEqual(Double(b), a, accuracy: 1e-4, "\(tag)/\(imageName)/\(key) predicted IoU")
                 }
-                let iou = RandomModelParityTests.maskIoU(packed: try Self.npy(try XCTUnwrap(case_["masks_file"] as? String)).data, p)
+                let iou = RandomModelParityTests.maskIoU(packed: try Self.npy(try XCTUnwrap(case_["masks_file"] as? String), base).data, p)
                 report.append("\(imageName)/\(key) mask IoU: \(iou)")
                 XCTAssertGreaterThanOrEqual(iou, 0.999, "\(tag)/\(imageName)/\(key): mask IoU \(iou)")
             }
@@ -132,6 +132,23 @@ final class HQSAMParityTests: XCTestCase {
             }
             print("HQ-SAM \(tag) int8 vs fp32: worst low-res logit correlation \(worst) over \(a.count) cases")
         }
+    }
+
+    /// Light HQ-SAM at full size (TinyViT 5M with 256-wide heads, vit_dim 160): seeded random weights from
+    /// `pocketsam-quantize --random mobilesam_hq --precision fp32 --seed 7` (rebuilt here in memory, the same bytes as the
+    /// file make_hq_full_fixtures.py read into the official model), so no 40 MB checkpoint is committed.
+    func testFullSizeHQTinyViT() throws {
+        let base = Self.dir.appendingPathComponent("full")
+        let manifest = try Self.manifest(base)
+        let psam = try XCTUnwrap(manifest["psam"] as? [String: Any], "manifest: psam")
+        let bytes = try RandomCheckpoint.convert(config: try XCTUnwrap(ModelConfig.preset("mobilesam_hq")),
+                                                 seed: UInt64(try XCTUnwrap(psam["seed"] as? Int)),
+                                                 options: .init(precision: .fp32)).writer.serialize()
+        let sha = bytes.withUnsafeBytes { SHA256.hex($0) }
+        XCTAssertEqual(sha, try XCTUnwrap(psam["sha256"] as? String), "the random model is not the one the fixtures were made from")
+        let model = try Model(file: try PSAMFile(storage: ByteStorage(copying: bytes)))
+        XCTAssertEqual(model.config.decoder.hq, HQConfig(vitDim: 160, earlyLayer: 1))
+        try run(tag: "tinyvit_full", model: model, checkLayers: true, lowResTolerance: 1e-3, base: base)
     }
 
     func testHQTinyViT() throws {
