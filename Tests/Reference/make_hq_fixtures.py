@@ -244,6 +244,22 @@ class Hooks:
         self.handles = []
 
 
+def predict_checked(predictor, sam, dec, kw, hq_only):
+    """SamPredictor.predict with the HQ decoder's fusion branches and IoU head hooked, checked against the same call
+    with return_logits=True (masks = logits > threshold, same IoU and low-res logits). Returns masks, iou, lowres,
+    logits and the hooks (``.data``: embedding_encoder, compress_vit_feat, iou_all)."""
+    h = Hooks()
+    h.out(dec.embedding_encoder, "embedding_encoder")
+    h.out(dec.compress_vit_feat, "compress_vit_feat")
+    h.out(dec.iou_prediction_head, "iou_all")
+    masks, iou, lowres = predictor.predict(**kw, hq_token_only=hq_only)
+    h.remove()
+    logits, iou_l, lowres_l = predictor.predict(**kw, hq_token_only=hq_only, return_logits=True)
+    assert np.array_equal(logits > sam.mask_threshold, masks)
+    assert np.array_equal(iou, iou_l) and np.array_equal(lowres, lowres_l)
+    return masks, iou, lowres, logits, h
+
+
 def run_image(tag: str, sam: Sam, stem: str, image: np.ndarray, writer: Writer, notes: list) -> dict:
     spec = IMAGES[stem]
     predictor = SamPredictor(sam)
@@ -337,15 +353,7 @@ def run_image(tag: str, sam: Sam, stem: str, image: np.ndarray, writer: Writer, 
     for case, kwargs, note in cases:
         for hq_only, mode in MODES:
             kw = dict(box=box, mask_input=box_lowres[mode], multimask_output=False) if case == "mask_input" else kwargs
-            h = Hooks()
-            h.out(dec.embedding_encoder, "embedding_encoder")
-            h.out(dec.compress_vit_feat, "compress_vit_feat")
-            h.out(dec.iou_prediction_head, "iou_all")
-            masks, iou, lowres = predictor.predict(**kw, hq_token_only=hq_only)
-            h.remove()
-            logits, iou_l, lowres_l = predictor.predict(**kw, hq_token_only=hq_only, return_logits=True)
-            assert np.array_equal(logits > sam.mask_threshold, masks)
-            assert np.array_equal(iou, iou_l) and np.array_equal(lowres, lowres_l)
+            masks, iou, lowres, logits, h = predict_checked(predictor, sam, dec, kw, hq_only)
             if not hq_checked:  # the decoder's own fused feature equals ours bit for bit
                 assert torch.equal(h.data["embedding_encoder"] + h.data["compress_vit_feat"], hq_feat)
                 hq_checked = True

@@ -91,7 +91,7 @@ from segment_anything_hq.modeling import Sam, tiny_vit_sam  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_hq_fixtures import IMAGES as HQ_IMAGES, MODES, Hooks  # noqa: E402
+from make_hq_fixtures import IMAGES as HQ_IMAGES, MODES, Hooks, predict_checked  # noqa: E402
 from make_random_fixtures import Writer, crops_nchw, sha256_file, stats, version  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -384,15 +384,7 @@ def run_image(sam: Sam, stem: str, image: np.ndarray) -> dict:
     for case, kwargs, note in cases:
         for hq_only, mode in MODES:
             kw = dict(box=box, mask_input=box_lowres[mode], multimask_output=False) if case == "mask_input" else kwargs
-            h = Hooks()
-            h.out(dec.embedding_encoder, "embedding_encoder")
-            h.out(dec.compress_vit_feat, "compress_vit_feat")
-            h.out(dec.iou_prediction_head, "iou_all")
-            masks, iou, lowres = predictor.predict(**kw, hq_token_only=hq_only)
-            h.remove()
-            logits, iou_l, lowres_l = predictor.predict(**kw, hq_token_only=hq_only, return_logits=True)
-            assert np.array_equal(logits > sam.mask_threshold, masks)
-            assert np.array_equal(iou, iou_l) and np.array_equal(lowres, lowres_l)
+            masks, iou, lowres, logits, h = predict_checked(predictor, sam, dec, kw, hq_only)
             # the decoder's own fused HQ feature (hooked inside MaskDecoderHQ.forward) equals ours bit for bit
             assert torch.equal(h.data["embedding_encoder"] + h.data["compress_vit_feat"], hq_feat), (stem, case, mode)
             assert masks.shape == (1, orig_h, orig_w) and masks.dtype == bool
