@@ -20,8 +20,9 @@ import Glibc
 /// `heads × tokens` vectors (about 2 × 59 MMAC at SAM's sizes instead of 270).
 extension MaskDecoder {
     struct Shared {
-        /// `[HW, D]`: image embedding + no-mask embedding (the first layer's keys for every prompt).
-        let keys: UnsafeMutablePointer<Float>
+        /// The first layer's keys for every prompt are the image embedding `[HW, D]` plus the no-mask embedding `[D]` on
+        /// every row; made per block where needed (`DecoderImagePass`), not kept (4 MB at SAM's sizes).
+        let image: UnsafePointer<Float>, noMask: UnsafePointer<Float>
         /// First layer's token→image keys and image→token queries, transposed (`[inner, HW]`, for
         /// `psam_scores_shared`), and token→image values `[HW, inner]`.
         let k0t, v0, q0t: UnsafeMutablePointer<Float>
@@ -52,12 +53,16 @@ extension MaskDecoder {
 
     /// The prompt-independent part, in `arena` (kept until the caller resets past it); `folded` from `folded(model:)`
     /// (built here when not given).
-    func shared(image: UnsafePointer<Float>, pe: UnsafePointer<Float>, dense: UnsafePointer<Float>, hw: Int,
+    /// `noMask`: the no-mask dense embedding's row `[D]` (`PromptEncoder.noMask`); only the kept parts stay in the arena.
+    func shared(image: UnsafePointer<Float>, pe: UnsafePointer<Float>, noMask: UnsafePointer<Float>, hw: Int,
                 model: Model, folded given: Folded? = nil, arena: Arena) -> Shared {
-        let D = c.transformerDim, inner = D / c.attentionDownsampleRate
-        let keys = Self.sum(image, dense, hw * D, arena)
+        let D = c.transformerDim, inner = D / c.attentionDownsampleRate, n4 = 4 * (D / 4)
         let k0t = arena.alloc(hw * inner), v0 = arena.alloc(hw * inner), q0t = arena.alloc(hw * inner)
+        let upS = arena.alloc(hw * n4)
         let mark = arena.mark()
+        // The first layer's keys, image + no-mask embedding, for the products below only.
+        let keys = arena.alloc(hw * D)
+        for i in 0..<hw { psam_add_rows(keys + i * D, image + i * D, noMask, D) }
         let kpe = Self.sum(keys, pe, hw * D, arena)
         let L = layers[0]
         let k0 = arena.alloc(hw * inner), q0 = arena.alloc(hw * inner)
@@ -66,13 +71,11 @@ extension MaskDecoder {
         Ops.linear(arena, kpe, L.i2t.q, q0, m: hw, n: inner, k: D)
         psam_transpose(k0, hw, inner, inner, k0t, hw)
         psam_transpose(q0, hw, inner, inner, q0t, hw)
-        arena.reset(to: mark)
         let f = given ?? folded(model: model)
-        let n4 = 4 * (D / 4)
-        let upS = arena.alloc(hw * n4)
         f.upN[0].withUnsafeBufferPointer { Ops.matmul(arena, keys, $0.baseAddress!, upS, m: hw, n: n4, k: D, lda: D, ldb: n4, ldc: n4) }
-        return Shared(keys: keys, k0t: k0t, v0: v0, q0t: q0t, folded: f.folded, upS: upS, upN: f.upN, upU: f.upU, upV: f.upV,
-                      up3t: f.up3t)
+        arena.reset(to: mark)
+        return Shared(image: image, noMask: noMask, k0t: k0t, v0: v0, q0t: q0t, folded: f.folded, upS: upS, upN: f.upN, upU: f.upU,
+                      upV: f.upV, up3t: f.up3t)
     }
 
     /// The fp32 weights the folded attentions multiply by and the upscaling fold's matrices (see `Shared`).
@@ -304,7 +307,7 @@ extension MaskDecoder {
                 let mu = muAll + (b * depth + layer) * hw, rs = rAll + (b * depth + layer) * hw
                 var pass = DecoderImagePass(layer: layer, heads: heads, dh: dh, inner: inner, D: D, hw: hw, nt: nt, hk: hk, hu: hu, blk: blk,
                                             perPart: perPart, scale: scale, keepKeys: keepKeys, p: p, xb: xb, kb: kb, pe: pe,
-                                            sharedKeys: s.keys, q0t: s.q0t, kqt: kqt, cq: cq, vt: vt, qkt: qkt, normW: nrm.w, normB: nrm.b,
+                                            image: s.image, noMask: s.noMask, q0t: s.q0t, kqt: kqt, cq: cq, vt: vt, qkt: qkt, normW: nrm.w, normB: nrm.b,
                                             mu: mu, rs: rs, tmp: tmpP, px: pxP, mx: mxP, sm: smP, sb: sbP, xs: xsP, ks: ksP, ki: kiP)
                 arena.runParts(&pass, P, DecoderImagePass.thunk)
                 // The parts' running states into part 0's, in part order: rescaled to the common maximum and summed.

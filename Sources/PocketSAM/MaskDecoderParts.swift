@@ -8,9 +8,10 @@ struct DecoderImagePass {
     let layer: Int, heads: Int, dh: Int, inner: Int, D: Int, hw: Int, nt: Int, hk: Int, hu: Int, blk: Int, perPart: Int
     let scale: Float
     let keepKeys: Bool
-    /// Attention weights `[HW, hk]`, the keys `[HW, D]`, the prompt's projected token keys, pe, the shared keys and
-    /// transposed first-layer queries (layer 0), the folded i2t queries (`kqt`, `cq`: later layers), vt, qkt.
-    let p: FPtr, xb: FPtr, kb: CPtr, pe: CPtr, sharedKeys: CPtr, q0t: CPtr, kqt: CPtr, cq: CPtr, vt: CPtr, qkt: CPtr
+    /// Attention weights `[HW, hk]`, the keys `[HW, D]`, the prompt's projected token keys, pe, the image embedding and
+    /// no-mask row (the shared first-layer keys, `Shared.image`/`noMask`) and the transposed first-layer queries (layer 0),
+    /// the folded i2t queries (`kqt`, `cq`: later layers), vt, qkt.
+    let p: FPtr, xb: FPtr, kb: CPtr, pe: CPtr, image: CPtr, noMask: CPtr, q0t: CPtr, kqt: CPtr, cq: CPtr, vt: CPtr, qkt: CPtr
     let normW: CPtr, normB: CPtr
     /// Row statistics of the keys before their norm (for the upscaling fold).
     let mu: FPtr, rs: FPtr
@@ -48,7 +49,11 @@ struct DecoderImagePass {
             let xd = keepKeys ? xb + j0 * D : xs, kd = ks
             if !keepKeys && layer > 0 { xs.update(from: xb + j0 * D, count: nr * D) }
             psam_sgemm_inplace(pj, hk, 1, vt, D, xd, D, nr, D, hk, 1, nil, layer > 0 ? 1 : 0)
-            psam_keys_norm(xd, layer == 0 ? sharedKeys + j0 * D : nil, nr, D, normW, normB, 1e-5, mu + j0, rs + j0, pe + j0 * D, kd)
+            if layer == 0 {
+                // The block's shared keys (image + no-mask row) into `ki`, free in the first layer.
+                for r in 0..<nr { psam_add_rows(ki + r * D, image + (j0 + r) * D, noMask, D) }
+            }
+            psam_keys_norm(xd, layer == 0 ? ki : nil, nr, D, normW, normB, 1e-5, mu + j0, rs + j0, pe + j0 * D, kd)
             // Token→image on the updated block: scores, online softmax, weighted sums.
             psam_sgemm_inplace(kd, D, 1, qkt, hu, sb, hu, nr, hu, D, scale, nil, 0)
             psam_softmax_online_cols(sb, nr, hu, hu, mx, sm, px, D, D)

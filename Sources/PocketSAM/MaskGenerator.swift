@@ -274,13 +274,13 @@ private final class PointDecoder {
         main.pool = s.arena.pool
         workers = (0..<(s.arena.pool?.size ?? 1)).map { _ in Arena() }
         let g = cfg.prompt.embeddingSize
-        let dense = s.model.promptEncoder.dense(mask: nil, arena: main)
         if let features = s.hqFeaturesState {
-            hq = (emb, UnsafePointer(dense), features)
+            hq = (emb, UnsafePointer(s.model.promptEncoder.dense(mask: nil, arena: main)), features)
             shared = nil
         } else {
             hq = nil
-            shared = s.model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, model: s.model, arena: main)
+            shared = s.model.maskDecoder.shared(image: emb, pe: pe, noMask: s.model.promptEncoder.noMask, hw: g * g, model: s.model,
+                                                arena: main)
         }
         densePE = pe
     }

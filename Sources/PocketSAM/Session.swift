@@ -322,10 +322,10 @@ public final class Session {
         if folded && decoderShared == nil {
             let t0 = Stopwatch.now()
             arena.reset(to: keep)
-            let dense = pen.dense(mask: nil, arena: arena)
             let f = decoderFolded ?? model.maskDecoder.folded(model: model)
             decoderFolded = f
-            decoderShared = model.maskDecoder.shared(image: emb, pe: pe, dense: dense, hw: g * g, model: model, folded: f, arena: arena)
+            decoderShared = model.maskDecoder.shared(image: emb, pe: pe, noMask: pen.noMask, hw: g * g, model: model, folded: f,
+                                                     arena: arena)
             persistentMark = arena.mark()
             decoderSetupSeconds = Stopwatch.since(t0)
         }
