@@ -148,8 +148,8 @@ final class RandomModelParityTests: XCTestCase {
         print("\(tag) parity:\n  " + report.joined(separator: "\n  "))
     }
 
-    /// SAM-ViT with relative-position tables that are not zero (the tiny model's are, as SAM initialises them), on a
-    /// 10 × 10 grid that windows of 4 do not divide, one global block (Tests/Reference/make_relpos_fixture.py): the
+    /// SAM-ViT with relative-position tables that are not zero (the tiny model's are not zero either: its script redraws
+    /// every parameter, though this test was written believing otherwise), on a 10 × 10 grid that windows of 4 do not divide, one global block (Tests/Reference/make_relpos_fixture.py): the
     /// image embedding against SamPredictor's, so that the relative terms, the padding tokens' qkv row and the
     /// windows over the border are checked where they change the answer. fp32 throughout; the tolerance is a few
     /// ulp of the embedding's magnitude (4.3) after three blocks of 48-wide sums.

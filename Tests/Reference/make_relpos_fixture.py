@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """A small SAM-ViT whose relative-position tables are not zero, and its image embedding by the official code.
 
-The other random SAM-ViT (make_random_checkpoints.py) keeps SAM's rel_pos_zero_init, so its fixtures cannot tell a
-wrong relative-position term from none. This one draws the tables at random (normal, std 0.5) and uses a grid the
-windows do not divide (10 tokens a side, windows of 4: the last window of each row and column is half padding),
-with one global block.
+It was written believing the other random SAM-ViT (make_random_checkpoints.py) kept SAM's rel_pos_zero_init; it does
+not (that script's randomise() redraws every float parameter, the tables included: max |value| 0.63-0.84), so both
+check the relative terms. What this one adds: a grid the windows do not divide (10 tokens a side, windows of 4: the
+last window of each row and column is half padding), with one global block, and tables drawn at random (normal, std
+0.5).
 
 Run by hand (never in CI), from the repository root, in the venv of make_random_fixtures.py:
 
