@@ -69,6 +69,20 @@ struct MaskDecoderHQ {
         upscale(early, g: g, cin: hq.vitDim, mid: D, compress0, compress1, compress3, out: out, accumulate: true, arena: arena)
     }
 
+    /// HQ-SAM's predictor on the decoder's outputs (`MaskDecoder.run`: `masks[T + 1, n]` with the HQ mask last, `iou[T]`):
+    /// SAM's token 0, or with `multimask` the best-scored of tokens 1…T−1 (ties to the lower, as torch.max), is added
+    /// into the HQ mask unless `hqTokenOnly`. Returns the SAM token whose IoU the answer reports; the answer is
+    /// `masks + T·n`.
+    static func combine(masks: UnsafeMutablePointer<Float>, iou: UnsafePointer<Float>, tokens T: Int, n: Int, multimask: Bool,
+                        hqTokenOnly: Bool) -> Int {
+        var chosen = multimask ? 1 : 0
+        if multimask {
+            for t in 2..<T where iou[t] > iou[chosen] { chosen = t }
+        }
+        if !hqTokenOnly { Ops.add(masks + T * n, masks + chosen * n, n) }
+        return chosen
+    }
+
     /// The HQ mask's low-res logits `mask[4g·4g]` (row-major) of one prompt: the HQ token's hypernetwork output `h`
     /// times (`embedding_maskfeature(upscaled) + features`). `hqToken`: the transformer's output for the HQ token `[D]`;
     /// `upscaled`: SAM's upscaled mask features `[4g, 4g, D/8]`.

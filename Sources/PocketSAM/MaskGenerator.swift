@@ -300,9 +300,7 @@ private final class PointDecoder {
         let all = arena.alloc((T + 1) * lowN), allIoU = arena.alloc(T)
         session.model.maskDecoder.run(image: hq.embedding, pe: densePE, dense: hq.dense, grid: g, sparse: sparse, ns: 2, masks: all,
                                       iou: allIoU, hqFeatures: hq.features, arena: arena)
-        var best = 1
-        for t in 2..<T where allIoU[t] > allIoU[best] { best = t }
-        if !hqTokenOnly { Ops.add(all + T * lowN, all + best * lowN, lowN) }
+        let best = MaskDecoderHQ.combine(masks: all, iou: allIoU, tokens: T, n: lowN, multimask: true, hqTokenOnly: hqTokenOnly)
         psam_transpose(all + T * lowN, low, low, low, masks + b * lowN, low)
         iou[b * T + 1] = allIoU[best]
         arena.reset(to: mark)

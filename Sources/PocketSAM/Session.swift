@@ -353,13 +353,9 @@ public final class Session {
             model.maskDecoder.run(image: emb, pe: pe, dense: dense, grid: g, sparse: sparse, ns: ns, masks: allMasks, iou: allIoU,
                                   hqFeatures: hqFeatures.map { UnsafePointer($0) }, arena: arena)
             if hq {
-                // The official HQ predictor: SAM's mask 0 or the best of 1…T−1, plus (or replaced by) the HQ mask.
-                if multimask {
-                    for t in 2..<T where allIoU[t] > allIoU[first] { first = t }
-                }
-                let hqMask = allMasks + T * lowN, sam = allMasks + first * lowN
-                if !hqTokenOnly { Ops.add(hqMask, sam, lowN) }
-                low = hqMask
+                first = MaskDecoderHQ.combine(masks: allMasks, iou: allIoU, tokens: T, n: lowN, multimask: multimask,
+                                              hqTokenOnly: hqTokenOnly)
+                low = allMasks + T * lowN
             } else {
                 low = allMasks + first * lowN
             }

@@ -244,6 +244,24 @@ class Hooks:
         self.handles = []
 
 
+def prompt_records(kw, case, mask_input_file, model_box, model_pts):
+    """A case's prompts as the manifest records them: in original-image pixels (the mask input as the name of the case
+    whose logits are fed, and that file) and in the model frame (after ResizeLongestSide)."""
+    return {
+        "prompts_original_xy": {
+            "box_xyxy": None if kw.get("box") is None else [float(v) for v in kw["box"]],
+            "point_coords": None if kw.get("point_coords") is None else [[float(v) for v in p] for p in kw["point_coords"]],
+            "point_labels": None if kw.get("point_labels") is None else [int(v) for v in kw["point_labels"]],
+            "mask_input": "box" if case == "mask_input" else None,
+            "mask_input_file": mask_input_file if case == "mask_input" else None,
+        },
+        "prompts_model_frame_xy": {
+            "box_xyxy": None if model_box is None else [float(v) for v in model_box],
+            "point_coords": None if model_pts is None else [[float(v) for v in p] for p in model_pts],
+        },
+    }
+
+
 def predict_checked(predictor, sam, dec, kw, hq_only):
     """SamPredictor.predict with the HQ decoder's fusion branches and IoU head hooked, checked against the same call
     with return_logits=True (masks = logits > threshold, same IoU and low-res logits). Returns masks, iou, lowres,
@@ -400,18 +418,7 @@ def run_image(tag: str, sam: Sam, stem: str, image: np.ndarray, writer: Writer, 
                 "description": note,
                 "multimask_output": bool(kw["multimask_output"]),
                 "hq_token_only": hq_only,
-                "prompts_original_xy": {
-                    "box_xyxy": None if kw.get("box") is None else [float(v) for v in kw["box"]],
-                    "point_coords": None if kw.get("point_coords") is None
-                    else [[float(v) for v in p] for p in kw["point_coords"]],
-                    "point_labels": None if kw.get("point_labels") is None else [int(v) for v in kw["point_labels"]],
-                    "mask_input": "box" if case == "mask_input" else None,
-                    "mask_input_file": f"{pre}_box_{mode}_lowres.npy" if case == "mask_input" else None,
-                },
-                "prompts_model_frame_xy": {
-                    "box_xyxy": None if model_box is None else [float(v) for v in model_box],
-                    "point_coords": None if model_pts is None else [[float(v) for v in p] for p in model_pts],
-                },
+                **prompt_records(kw, case, f"{pre}_box_{mode}_lowres.npy", model_box, model_pts),
                 "lowres_file": lowres_name,
                 "masks_file": masks_name,
                 "num_masks": 1,

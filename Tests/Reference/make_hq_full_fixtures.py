@@ -91,7 +91,7 @@ from segment_anything_hq.modeling import Sam, tiny_vit_sam  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_hq_fixtures import IMAGES as HQ_IMAGES, MODES, Hooks, predict_checked  # noqa: E402
+from make_hq_fixtures import IMAGES as HQ_IMAGES, MODES, Hooks, predict_checked, prompt_records  # noqa: E402
 from make_random_fixtures import Writer, crops_nchw, sha256_file, stats, version  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -469,18 +469,7 @@ def write_image(stem: str, r: dict, image: np.ndarray, writer: Writer, notes: li
             "description": c["note"],
             "multimask_output": bool(kw["multimask_output"]),
             "hq_token_only": hq_only,
-            "prompts_original_xy": {
-                "box_xyxy": None if kw.get("box") is None else [float(v) for v in kw["box"]],
-                "point_coords": None if kw.get("point_coords") is None
-                else [[float(v) for v in p] for p in kw["point_coords"]],
-                "point_labels": None if kw.get("point_labels") is None else [int(v) for v in kw["point_labels"]],
-                "mask_input": "box" if case == "mask_input" else None,
-                "mask_input_file": f"{stem}_box_{mode}_lowres.npy" if case == "mask_input" else None,
-            },
-            "prompts_model_frame_xy": {
-                "box_xyxy": None if c["model_box"] is None else [float(v) for v in c["model_box"]],
-                "point_coords": None if c["model_pts"] is None else [[float(v) for v in p] for p in c["model_pts"]],
-            },
+            **prompt_records(kw, case, f"{stem}_box_{mode}_lowres.npy", c["model_box"], c["model_pts"]),
             "lowres_file": lowres_name,
             "masks_file": masks_name,
             "num_masks": 1,
