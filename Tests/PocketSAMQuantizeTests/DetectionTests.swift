@@ -105,4 +105,34 @@ final class DetectionTests: XCTestCase {
             }
         }
     }
+    /// HQ-SAM (Tests/Reference/make_hq_fixtures.py's random HQ ViT): detected with its early feature where the official
+    /// code takes it; a checkpoint with only part of the HQ layers, and metadata or configurations that do not fit, are
+    /// refused with a message naming what is wrong.
+    func testHQSAMIsDetectedAndPartialOrInconsistentHQIsRefused() throws {
+        let ckpt = try Checkpoint(path: Fixtures.checkpoint("hq/hq_vit_tiny.pth"))
+        var shapes: [String: [Int]] = [:]
+        for t in ckpt.tensors { shapes[t.name] = t.shape }
+        let config = try ArchitectureDetector.detect(shapes)
+        XCTAssertEqual(config.decoder.hq, HQConfig(vitDim: 64, earlyLayer: 1), "the first global block of blocks [1, 3]")
+        XCTAssertTrue(Converter.describe(config).contains("HQ-SAM"))
+
+        var partial = shapes
+        partial["mask_decoder.embedding_maskfeature.0.weight"] = nil
+        XCTAssertThrowsError(try ArchitectureDetector.detect(partial)) {
+            XCTAssertTrue("\($0)".contains("mask_decoder.embedding_maskfeature.0.weight"), "\($0)")
+        }
+
+        var wrongWidth = config
+        wrongWidth.decoder.hq = HQConfig(vitDim: 48, earlyLayer: 1)
+        XCTAssertThrowsError(try wrongWidth.check()) { XCTAssertTrue("\($0)".contains("early feature width"), "\($0)") }
+        var wrongBlock = config
+        wrongBlock.decoder.hq = HQConfig(vitDim: 64, earlyLayer: 4)
+        XCTAssertThrowsError(try wrongBlock.check()) { XCTAssertTrue("\($0)".contains("early block"), "\($0)") }
+
+        var m = Metadata()
+        config.write(to: &m)
+        XCTAssertEqual(try ModelConfig(metadata: m), config, "metadata round trip")
+        m["decoder.hq_early_layer"] = nil
+        XCTAssertThrowsError(try ModelConfig(metadata: m)) { XCTAssertTrue("\($0)".contains("decoder.hq_early_layer"), "\($0)") }
+    }
 }
