@@ -23,8 +23,10 @@ final class QuantizeCommandTests: XCTestCase {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    func run(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let exe = try XCTUnwrap(Self.binary, "pocketsam-quantize was not built next to the tests")
+    func run(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) { try Self.run(args) }
+
+    static func run(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let exe = try XCTUnwrap(binary, "pocketsam-quantize was not built next to the tests")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args

@@ -25,8 +25,39 @@ public struct SourceTensor: @unchecked Sendable {
     /// Strides and offset in elements (PyTorch's view of its storage).
     public var strides: [Int]
     public var storageOffset: Int
-    /// The storage bytes (inside the checkpoint's mapping).
+    /// The storage bytes (inside the checkpoint's mapping, or in `owner`).
     let storage: UnsafeRawBufferPointer
+    /// Keeps `storage` alive: the checkpoint's mapping, or heap bytes (values computed here, such as merged LoRA weights).
+    var owner: AnyObject? = nil
+
+    /// A contiguous fp32 tensor holding `values` (copied into storage this tensor owns).
+    public init(name: String, shape: [Int], values: [Float]) {
+        precondition(values.count == shape.reduce(1, *), "values do not fill the shape")
+        let box = OwnedBytes(count: max(values.count, 1) * 4)
+        values.withUnsafeBytes { box.buffer.copyMemory(from: $0) }
+        var strides = [Int](repeating: 1, count: shape.count)
+        for d in stride(from: shape.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * shape[d + 1] }
+        self.init(name: name, dtype: .f32, shape: shape, strides: strides, storageOffset: 0,
+                  storage: UnsafeRawBufferPointer(box.buffer), owner: box)
+    }
+
+    init(name: String, dtype: TensorDType, shape: [Int], strides: [Int], storageOffset: Int, storage: UnsafeRawBufferPointer,
+         owner: AnyObject? = nil) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.strides = strides
+        self.storageOffset = storageOffset
+        self.storage = storage
+        self.owner = owner
+    }
+
+    /// The same tensor under another name.
+    public func renamed(_ newName: String) -> SourceTensor {
+        var t = self
+        t.name = newName
+        return t
+    }
 
     public var elementCount: Int { shape.reduce(1, *) }
 
@@ -100,6 +131,13 @@ public struct SourceTensor: @unchecked Sendable {
     }
 }
 
+/// Heap bytes a `SourceTensor` owns.
+final class OwnedBytes {
+    let buffer: UnsafeMutableRawBufferPointer
+    init(count: Int) { buffer = .allocate(byteCount: count, alignment: 16) }
+    deinit { buffer.deallocate() }
+}
+
 /// A checkpoint opened for reading: its tensors by name, backed by the mapped file.
 public final class Checkpoint: @unchecked Sendable {
     public enum Format: String, Sendable {
@@ -135,10 +173,10 @@ public final class Checkpoint: @unchecked Sendable {
         let b = file.bytes
         if b.count >= 4, b[0] == 0x50, b[1] == 0x4B {
             format = .pytorchZip
-            tensors = try Checkpoint.readTorchZip(b)
+            tensors = try Checkpoint.readTorchZip(b).map { var t = $0; t.owner = file; return t }
         } else if b.count >= 8, (try? Checkpoint.safetensorsHeaderLength(b)) != nil {
             format = .safetensors
-            tensors = try Checkpoint.readSafetensors(b)
+            tensors = try Checkpoint.readSafetensors(b).map { var t = $0; t.owner = file; return t }
         } else if b.count >= 2, b[0] == 0x80 {
             throw .unknownFormat(path: path + "' (a legacy, non-zip torch.save pickle; re-save it with a current torch")
         } else {

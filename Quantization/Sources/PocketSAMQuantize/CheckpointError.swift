@@ -16,6 +16,14 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
     case unexpectedTensor(name: String)
     case shapeMismatch(name: String, expected: [Int], found: [Int])
     case nonFinite(tensor: String)
+    /// A transformers `config.json` that is unreadable or disagrees with the tensors.
+    case config(path: String, reason: String)
+    /// A shard index (`*.index.json`) that is unreadable or disagrees with its shards.
+    case index(path: String, reason: String)
+    /// A tensor name of the transformers layout this tool cannot place.
+    case layout(tensor: String, reason: String)
+    /// A LoRA adapter (or inline LoRA layers) that cannot be merged.
+    case adapter(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -41,6 +49,10 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
         case let .shapeMismatch(name, expected, found):
             return "tensor '\(name)' has shape \(found), the detected architecture needs \(expected)"
         case let .nonFinite(tensor): return "tensor '\(tensor)' contains NaN or infinity"
+        case let .config(path, reason): return "'\(path)': \(reason)"
+        case let .index(path, reason): return "shard index '\(path)': \(reason)"
+        case let .layout(tensor, reason): return "tensor '\(tensor)': \(reason)"
+        case let .adapter(path, reason): return "LoRA adapter '\(path)': \(reason); nothing was written"
         }
     }
 }

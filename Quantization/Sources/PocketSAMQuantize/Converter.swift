@@ -73,10 +73,24 @@ public enum Converter {
                            progress: progress)
     }
 
+    /// Converts a prepared checkpoint (any layout, shards, LoRA merged).
+    public static func convert(_ p: PreparedCheckpoint, options: ConversionOptions = ConversionOptions(),
+                               progress: (String) -> Void = { _ in }) throws(CheckpointError) -> ConversionResult {
+        try convert(tensors: p.tensors, format: p.set.format, sourceSHA256: p.set.sha256, sourceMetadata: p.sourceMetadata,
+                    options: options, progress: progress)
+    }
+
     /// Converts a list of checkpoint tensors (a whole state dict).
     public static func convert(tensors source: [SourceTensor], format: Checkpoint.Format, sourceSHA256 digest: String,
                                options: ConversionOptions = ConversionOptions(),
                                progress: (String) -> Void = { _ in }) throws(CheckpointError) -> ConversionResult {
+        try convert(tensors: source, format: format.rawValue, sourceSHA256: digest, sourceMetadata: [], options: options,
+                    progress: progress)
+    }
+
+    static func convert(tensors source: [SourceTensor], format: String, sourceSHA256 digest: String,
+                        sourceMetadata: [(String, String)], options: ConversionOptions,
+                        progress: (String) -> Void) throws(CheckpointError) -> ConversionResult {
         // Strip a DistributedDataParallel "module." prefix when every name carries it.
         var tensors: [String: SourceTensor] = [:]
         let stripModule = !source.isEmpty && source.allSatisfy { $0.name.hasPrefix("module.") }
@@ -86,12 +100,13 @@ public enum Converter {
         let config = try ArchitectureDetector.detect(tensors.mapValues(\.shape))
         progress("detected \(describe(config))")
         return try convert(tensors: tensors, config: config, source: source, stripModule: stripModule, format: format,
-                           sourceSHA256: digest, options: options, progress: progress)
+                           sourceSHA256: digest, sourceMetadata: sourceMetadata, options: options, progress: progress)
     }
 
     /// Converts tensors named as `config.tensorSpecs()` names them or as the checkpoint does.
     static func convert(tensors: [String: SourceTensor], config: ModelConfig, source: [SourceTensor], stripModule: Bool,
-                        format: Checkpoint.Format, sourceSHA256 digest: String, options: ConversionOptions,
+                        format: String, sourceSHA256 digest: String, sourceMetadata: [(String, String)] = [],
+                        options: ConversionOptions,
                         progress: (String) -> Void) throws(CheckpointError) -> ConversionResult {
 
         var consumed: Set<String> = []
@@ -201,8 +216,9 @@ public enum Converter {
             writer.metadata["psam.smoothing"] = .string("SmoothQuant α=\(a) (calibration RMS per input channel) on \(smoothing.count) layers: "
                 + smoothing.keys.sorted().joined(separator: " "))
         }
-        writer.metadata["psam.source_format"] = .string(format.rawValue)
+        writer.metadata["psam.source_format"] = .string(format)
         writer.metadata["psam.source_sha256"] = .string(digest)
+        for (k, v) in sourceMetadata { writer.metadata[k] = .string(v) }
         writer.metadata["psam.tool_version"] = .string("pocketsam-quantize " + pocketSAMQuantizeVersion)
         return ConversionResult(config: config, writer: writer, reports: reports, ignored: ignored,
                                 foldedBatchNorms: foldedCount, sourceSHA256: digest)

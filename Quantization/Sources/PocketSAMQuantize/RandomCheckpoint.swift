@@ -41,7 +41,7 @@ public enum RandomCheckpoint {
             at += n
         }
         progress("random weights for \(Converter.describe(config)), seed \(seed)")
-        return try Converter.convert(tensors: tensors, config: config, source: list, stripModule: false, format: .random,
+        return try Converter.convert(tensors: tensors, config: config, source: list, stripModule: false, format: Checkpoint.Format.random.rawValue,
                                      sourceSHA256: "random seed \(seed)", options: options, progress: progress)
     }
 }

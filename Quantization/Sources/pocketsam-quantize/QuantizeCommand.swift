@@ -19,14 +19,21 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Convert a PyTorch SAM / MobileSAM / LiteMedSAM checkpoint into a .psam weights file.",
         discussion: """
         Reads a checkpoint as torch.save writes it (a zip with data.pkl; a {"model": ...} or \
-        {"state_dict": ...} wrapper is fine) or a .safetensors file, without Python. The architecture \
+        {"state_dict": ...} wrapper is fine) or a .safetensors file, without Python; in the official \
+        segment_anything layout or Hugging Face transformers' SamModel layout (a save_pretrained \
+        directory, single or sharded, whose config.json is checked against the tensors). The architecture \
         and its hyper-parameters are detected from tensor names and shapes, BatchNorm is folded into \
         the preceding convolutions, and weight matrices are quantized per output channel.
+
+        LoRA fine-tunes are merged first (W + scale·α/r·B·A, before any quantization): PEFT adapters \
+        given with --lora, and LoRA layers a checkpoint holds inline (PEFT's base_layer/lora_A/lora_B, \
+        which need --lora-alpha; SAMed's linear_a_q/linear_b_q/linear_a_v/linear_b_v, unscaled).
 
         With --calibrate, the model runs in fp32 on those images first and every image-encoder weight         matrix is rounded by GPTQ (minimising the layer's output error on the images' activations)         instead of to nearest. Use images like the ones the model will see, not the ones you test on.
 
         Example:
           pocketsam-quantize lite_medsam.pth -o lite_medsam.psam --calibrate a.png --calibrate b.jpg --report
+          pocketsam-quantize ./sam-vit-base -o sam_b.psam --lora ./my-lora-adapter
 
         Exit codes: 0 written, 1 the checkpoint was rejected, 3 the output could not be written or \
         did not read back.
@@ -34,7 +41,7 @@ struct QuantizeCommand: ParsableCommand {
         version: pocketSAMQuantizeVersion
     )
 
-    @Argument(help: "The checkpoint: .pth/.pt (torch.save zip) or .safetensors.")
+    @Argument(help: "The checkpoint: .pth/.pt (torch.save zip), .safetensors, a transformers save_pretrained directory, or a shard index (*.index.json).")
     var input: String?
 
     @Option(help: ArgumentHelp("Instead of a checkpoint, seeded random weights for a published architecture (for benchmarks; the masks mean nothing): \(ModelConfig.presetNames.joined(separator: ", ")).", valueName: "ARCH"))
@@ -72,6 +79,18 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Store a weight matrix as fp16 instead when its int8 relative RMS error exceeds this.")
     var maxInt8Error: Double = 0.01
 
+    @Option(name: .customLong("lora"), help: "A LoRA adapter to merge before quantizing: a PEFT directory (adapter_config.json + adapter_model.safetensors/.bin) or its weights file (repeatable, merged in order).")
+    var lora: [String] = []
+
+    @Option(name: .customLong("lora-scale"), help: "Multiplies every merged LoRA update (α/r·B·A).")
+    var loraScale: Double = 1
+
+    @Option(name: .customLong("lora-alpha"), help: "lora_alpha of LoRA layers that have no adapter_config.json: PEFT layers inline in the checkpoint, a bare adapter weights file.")
+    var loraAlpha: Double?
+
+    @Flag(name: .customLong("rslora"), help: "Those layers were trained with rsLoRA (scale α/√r instead of α/r).")
+    var rsLoRA = false
+
     @Flag(name: .shortAndLong, help: "No progress output.")
     var quiet = false
 
@@ -90,6 +109,9 @@ struct QuantizeCommand: ParsableCommand {
         guard maxInt8Error.isFinite, maxInt8Error > 0 else {
             throw ValidationError("--max-int8-error must be a positive number")
         }
+        if random != nil, !lora.isEmpty { throw ValidationError("--lora needs a real checkpoint") }
+        guard loraScale.isFinite else { throw ValidationError("--lora-scale must be a finite number") }
+        if let a = loraAlpha, !a.isFinite { throw ValidationError("--lora-alpha must be a finite number") }
     }
 
     func run() throws {
@@ -98,6 +120,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         let result: ConversionResult
         var inSize: Int?
+        var merges: [LoRAMergeReport] = []
         var options = ConversionOptions(precision: precision)
         options.keepFP32 = keepFP32
         options.maxInt8RelativeError = maxInt8Error
@@ -107,9 +130,19 @@ struct QuantizeCommand: ParsableCommand {
         do {
             if let input {
                 say("reading \(input)")
-                let checkpoint = try Checkpoint(path: input)
-                inSize = checkpoint.file.count
-                say("\(checkpoint.tensors.count) tensors (\(checkpoint.format.rawValue))")
+                let checkpoint = try PreparedCheckpoint.open(
+                    input, lora: LoRAOptions(adapters: lora, scale: loraScale, alpha: loraAlpha, rsLoRA: rsLoRA))
+                inSize = checkpoint.set.byteCount
+                say("\(checkpoint.set.tensors.count) tensors (\(checkpoint.set.format), \(checkpoint.layout) layout)")
+                for n in checkpoint.notes { say(n) }
+                merges = checkpoint.merges
+                for a in checkpoint.adapters {
+                    let mine = merges.filter { $0.adapter == a.source }
+                    let worst = mine.max { $0.relativeChange < $1.relativeChange }
+                    say("merged \(a.source): \(mine.filter { $0.rank > 0 }.count) LoRA layers"
+                        + (mine.contains { $0.rank == 0 } ? ", \(mine.filter { $0.rank == 0 }.count) tensors replaced" : "")
+                        + (worst.map { ", largest relative change \(percent($0.relativeChange)) (\($0.tensor))" } ?? ""))
+                }
                 if !calibrate.isEmpty, precision == .int8 {
                     say("calibrating on \(calibrate.count) image(s)")
                     let fp32 = try Converter.convert(checkpoint, options: .init(precision: .fp32)).writer.serialize()
@@ -135,7 +168,7 @@ struct QuantizeCommand: ParsableCommand {
             throw ExitCode(3)
         }
         let outSize = fileSize(output)
-        if report { printReport(result) }
+        if report { printReport(result, merges: merges) }
         let worst = result.reports.filter { $0.dtype == .i8 }.max { $0.relativeRMSError < $1.relativeRMSError }
         let counts = Dictionary(grouping: result.reports, by: \.dtype).mapValues(\.count)
         var summary = "wrote \(output): \(outSize) bytes"
@@ -146,7 +179,7 @@ struct QuantizeCommand: ParsableCommand {
         say(summary)
     }
 
-    func printReport(_ r: ConversionResult) {
+    func printReport(_ r: ConversionResult, merges: [LoRAMergeReport]) {
         print("architecture: \(Converter.describe(r.config))")
         var meta = Metadata()
         r.config.write(to: &meta)
@@ -154,6 +187,14 @@ struct QuantizeCommand: ParsableCommand {
         print("batchnorms folded: \(r.foldedBatchNorms)")
         if !r.ignored.isEmpty { print("ignored checkpoint tensors (unused by the runtime): \(r.ignored.count)") }
         print("source sha256: \(r.sourceSHA256)")
+        if !merges.isEmpty {
+            print("")
+            print(pad("LoRA-merged tensor", 72) + pad("rank", 6) + pad("scale", 12) + pad("‖ΔW‖/‖W‖", 12) + "adapter")
+            for m in merges {
+                print(pad(m.tensor, 72) + pad(m.rank > 0 ? "\(m.rank)" : "-", 6) + pad(m.kind == "replaced" ? "replaced" : "\(m.scale)", 12)
+                      + pad(percent(m.relativeChange), 12) + m.adapter + (m.kind.hasPrefix("lora ") ? " (\(m.kind.dropFirst(5)) rows)" : ""))
+            }
+        }
         print("")
         print(pad("tensor", 72) + pad("shape", 20) + pad("role", 15) + pad("dtype", 6) + "rel. RMS error")
         for t in r.reports {
