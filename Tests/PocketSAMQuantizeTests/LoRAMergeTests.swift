@@ -78,6 +78,9 @@ final class LoRAMergeTests: XCTestCase {
         c.layersPattern = ["blocks"]
         XCTAssertFalse(c.selects("vision_encoder.layers.1.mlp.lin1"))
         XCTAssertTrue(c.selects("image_encoder.blocks.1.mlp.lin1"))
+        var saved = c
+        saved.modulesToSave = ["blocks.1"]  // PEFT never adapts inside a module trained whole
+        XCTAssertFalse(saved.selects("image_encoder.blocks.1.mlp.lin1"))
         c.exclude = .names(["mlp.lin1"])
         XCTAssertFalse(c.selects("image_encoder.blocks.1.mlp.lin1"))
         c.rankPattern = [("lin1", 8)]
@@ -198,6 +201,8 @@ final class LoRAMergeTests: XCTestCase {
         let d = try adapter(config: { $0["alpha_pattern"] = ["layers.2.attn.qkv": 16] }, tensors: { l in
             l.append((name: "base_model.model.mask_decoder.iou_token.weight", shape: [1, 32], values: token))
             l.append((name: qkv + ".lora_B.bias", shape: [96], values: bBias))
+            // A trained bias of an adapted layer, as PEFT saves it with bias="lora_only".
+            l.append((name: "base_model.model.vision_encoder.layers.0.attn.proj.base_layer.bias", shape: [32], values: token))
         })
         let base = Dictionary(uniqueKeysWithValues: try PreparedCheckpoint.open(Self.path("sam_tiny")).tensors.map { ($0.name, $0) })
         let plain = try PreparedCheckpoint.open(Self.path("sam_tiny"), lora: LoRAOptions(adapters: [Self.path("lora_hf")]))
@@ -209,8 +214,35 @@ final class LoRAMergeTests: XCTestCase {
         for i in 0..<96 { XCTAssertEqual(bias[i], was[i] + 2 * bBias[i], accuracy: 1e-6) }
         XCTAssertEqual(p.merges.first { $0.tensor == "image_encoder.blocks.2.attn.qkv.weight" }?.scale, 4)  // 16 / 4
         XCTAssertEqual(p.merges.first { $0.tensor == "image_encoder.blocks.1.attn.qkv.weight" }?.scale, 2)
-        XCTAssertEqual(p.merges.filter { $0.kind == "replaced" }.map(\.tensor), ["mask_decoder.iou_token.weight"])
-        XCTAssertEqual(plain.merges.count + 1, p.merges.count)
+        XCTAssertEqual(Set(p.merges.filter { $0.kind == "replaced" }.map(\.tensor)),
+                       ["mask_decoder.iou_token.weight", "image_encoder.blocks.0.attn.proj.bias"])
+        XCTAssertEqual(try XCTUnwrap(t["image_encoder.blocks.0.attn.proj.bias"]).floats(), token)
+        XCTAssertEqual(plain.merges.count + 2, p.merges.count)
+    }
+
+    /// A checkpoint whose adapted weight is a scalar, or has a zero-sized or too-short bias, is refused, not a crash.
+    func testHostileBaseTensorsAreRefused() throws {
+        let base = try Checkpoint(path: Self.path("sam_tiny/model.safetensors"))
+        let qkv = "vision_encoder.layers.1.attn.qkv"
+        for (what, replace, expected) in [
+            ("scalar weight", (name: qkv + ".weight", shape: [Int](), values: [Float(1)]), "vision_encoder.layers.1.attn.qkv"),
+            ("empty weight", (name: qkv + ".weight", shape: [96, 0], values: [Float]()), "not a linear or convolution weight"),
+            ("short bias", (name: qkv + ".bias", shape: [3], values: [Float](repeating: 0, count: 3)), "bias"),
+        ] {
+            var list = try base.tensors.map { (name: $0.name, shape: $0.shape, values: try $0.floats()) }
+            let i = try XCTUnwrap(list.firstIndex { $0.name == replace.name })
+            list[i] = replace
+            let d = tmp.appendingPathComponent("base-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+            try writeFile(SafetensorsWriter.bytes(list), d.appendingPathComponent("model.safetensors"))
+            let adapter = try adapter(tensors: { l in
+                let b = l.firstIndex { $0.name.hasSuffix("layers.1.attn.qkv.lora_B.weight") }!
+                l.append((name: l[b].name.replacingOccurrences(of: ".weight", with: ".bias"), shape: [96], values: .init(repeating: 0.5, count: 96)))
+            })
+            XCTAssertThrowsError(try PreparedCheckpoint.open(d.path, lora: LoRAOptions(adapters: [adapter])), what) {
+                XCTAssertTrue("\($0)".contains(expected), "\(what): \($0)")
+            }
+        }
     }
 
     /// The report lists each merged layer with its rank, scale and relative change; the file records the adapter.
@@ -254,12 +286,15 @@ final class LoRAMergeTests: XCTestCase {
             try JSONSerialization.data(withJSONObject: j).write(to: cfgURL)
             var list = baseList
             let t = Int(rng.next() % UInt64(list.count))
-            switch rng.next() % 6 {
+            switch rng.next() % 7 {
             case 0: list[t].shape[Int(rng.next() % UInt64(list[t].shape.count))] = Int(rng.next() % 7)
                 list[t].values = [Float](repeating: 0.5, count: list[t].shape.reduce(1, *))
             case 1: list[t].values[Int(rng.next() % UInt64(list[t].values.count))] = [Float.nan, .infinity, 1e38][Int(rng.next() % 3)]
             case 2: list[t].name = ["x", "lora_A.weight", "a.lora_B.x.y.weight", "base_model.model.lora_A", ""][Int(rng.next() % 5)]
             case 3: list[t].shape = [list[t].values.count]
+            case 4:  // degenerate and huge shapes (no data, or more elements than any allocation)
+                list[t].shape = [[], [0, 1 << 39, 1 << 39], [1 << 20, 1 << 20], [4, 0], [0]][Int(rng.next() % 5)]
+                list[t].values = list[t].shape.isEmpty ? [1] : []
             default: break
             }
             var bytes = SafetensorsWriter.bytes(list)

@@ -62,6 +62,16 @@ final class TransformersLayoutTests: XCTestCase {
             }
         }
         XCTAssertNil(TransformersSAM.officialName("vision_encoder.layers.x.attn.qkv.weight", headDepths: depths))
+        XCTAssertNil(TransformersSAM.officialName("vision_encoder.layers.0.attn.qkv.extra.weight", headDepths: depths))
+        XCTAssertNil(TransformersSAM.officialName("mask_decoder.iou_prediction_head.proj_in.x.weight", headDepths: depths))
+        // A two-layer head has no `layers.N` in transformers' names (proj_in, proj_out only).
+        let two = ["mask_decoder.iou_prediction_head.proj_in.weight", "mask_decoder.iou_prediction_head.proj_out.weight"]
+        let d2 = TransformersSAM.headDepths(two, transformers: true)
+        XCTAssertEqual(d2["mask_decoder.iou_prediction_head"], 2)
+        XCTAssertEqual(TransformersSAM.officialName(two[1], headDepths: d2), "mask_decoder.iou_prediction_head.layers.1.weight")
+        // Decoder-only names are recognised as transformers' too (an adapter of the decoder alone).
+        XCTAssertTrue(TransformersSAM.isTransformersLayout(["mask_decoder.transformer.layers.0.layer_norm1.weight"]))
+        XCTAssertFalse(TransformersSAM.isTransformersLayout(rename.values))
         XCTAssertNil(TransformersSAM.officialName("mask_decoder.iou_prediction_head.layers.5.weight", headDepths: depths))
     }
 

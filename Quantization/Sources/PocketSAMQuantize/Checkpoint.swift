@@ -59,12 +59,27 @@ public struct SourceTensor: @unchecked Sendable {
         return t
     }
 
-    public var elementCount: Int { shape.reduce(1, *) }
+    /// The product of the shape; Int.max when it overflows (`checkBounds` then refuses the tensor).
+    public var elementCount: Int {
+        var n = 1
+        for d in shape {
+            let (p, o) = n.multipliedReportingOverflow(by: d)
+            if o || d < 0 { return Int.max }
+            n = p
+        }
+        return n
+    }
+
+    /// The most elements a tensor may have (8 GB of fp32; SAM ViT-H's largest matrix has 6.6 M).
+    static let maxElements = 1 << 31
 
     /// Checks that the view fits in its storage: every element it addresses is in bounds.
     func checkBounds() throws(CheckpointError) {
         let available = storage.count / dtype.size
         if elementCount == 0 { return }
+        guard elementCount <= Self.maxElements else {
+            throw .badTensor(tensor: name, reason: "shape \(shape) has more than \(Self.maxElements) elements")
+        }
         var last = storageOffset
         for (d, s) in zip(shape, strides) {
             let (m, o1) = (d - 1).multipliedReportingOverflow(by: s)
@@ -290,7 +305,9 @@ public final class Checkpoint: @unchecked Sendable {
         for (name, dtype, shape, begin, end) in rows {
             var strides = [Int](repeating: 1, count: shape.count)
             var acc = 1
-            for d in (0..<shape.count).reversed() { strides[d] = acc; acc *= shape[d] }
+            // Wrapping: only a tensor without elements can have a shape whose product overflows (the others are below
+            // 2^48), and its strides are never used.
+            for d in (0..<shape.count).reversed() { strides[d] = acc; acc = acc &* shape[d] }
             let storage = UnsafeRawBufferPointer(rebasing: b[(dataStart + begin)..<(dataStart + end)])
             out.append(SourceTensor(name: name, dtype: dtype, shape: shape, strides: strides, storageOffset: 0, storage: storage))
         }

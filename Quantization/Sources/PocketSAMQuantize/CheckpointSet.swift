@@ -1,4 +1,5 @@
 import Foundation
+import PocketSAMFormat
 
 /// The weights a user points the tool at: one checkpoint file, or a Hugging Face `save_pretrained` directory
 /// (`model.safetensors`, `pytorch_model.bin`, or either sharded with its `*.index.json`), or such an index file
@@ -11,7 +12,7 @@ public struct CheckpointSet: @unchecked Sendable {
     public let tensors: [SourceTensor]
     /// `pytorch-zip` or `safetensors`, with the shard count when sharded.
     public let format: String
-    /// SHA-256 of the one file; for shards, of the lines `<sha256>  <file name>\n` in index order (as sha256sum prints).
+    /// SHA-256 of the one file; for shards, of the lines `<sha256>  <file name>\n` in file-name order (as sha256sum prints).
     public let sha256: String
     /// The `config.json` beside the weights, parsed; nil when there is none.
     public let configJSON: [String: Any]?

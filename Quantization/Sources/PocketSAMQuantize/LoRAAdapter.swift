@@ -1,4 +1,5 @@
 import Foundation
+import PocketSAMFormat
 
 /// How an adapter was set up: PEFT's `adapter_config.json` (a `LoraConfig`), or, for LoRA layers without one (inline
 /// in a checkpoint, a bare weights file), what the command line says.
@@ -18,6 +19,10 @@ public struct LoRAConfig: Sendable {
     public var exclude: Targets?
     public var layersToTransform: [Int]?
     public var layersPattern: [String]?
+    /// PEFT's `modules_to_save`: modules trained whole (saved as plain tensors), never adapted.
+    public var modulesToSave: [String] = []
+    /// `auto_mapping.base_model_class`: "SamModel" (transformers) or "Sam" (segment_anything), when recorded.
+    public var baseModelClass: String?
     public var rankPattern: [(String, Int)] = []
     public var alphaPattern: [(String, Double)] = []
     /// A scale that does not depend on rank and α (SAMed adds B·A unscaled).
@@ -47,7 +52,14 @@ public struct LoRAConfig: Sendable {
         if (json["fan_in_fan_out"] as? Bool) == true {
             throw fail("fan_in_fan_out: true is for GPT-2-style Conv1D layers, which SAM has none of")
         }
-        if let init_ = json["init_lora_weights"] as? String, !["gaussian"].contains(init_) {
+        for key in ["alora_invocation_tokens", "velora_config", "monteclora_config", "arrow_config", "kasa_config"]
+            where json[key] != nil && !(json[key] is NSNull) {
+            throw fail("\(key): this LoRA variant is not supported (it is not a plain low-rank update that merges into W)")
+        }
+        for key in ["use_bdlora", "use_qalora"] where (json[key] as? Bool) == true {
+            throw fail("\(key): this LoRA variant is not supported")
+        }
+        if let init_ = json["init_lora_weights"] as? String, !["gaussian", "eva", "orthogonal"].contains(init_) {
             throw fail("init_lora_weights '\(init_)' changes the base weights when the adapter is created, so merging onto the original checkpoint would be wrong; save the adapter with PEFT's path_initial_model_for_weight_conversion to get a plain LoRA")
         }
         if let tp = json["target_parameters"] as? [Any], !tp.isEmpty {
@@ -75,6 +87,12 @@ public struct LoRAConfig: Sendable {
         c.targets = try targets("target_modules")
         guard c.targets != nil else { throw fail("no target_modules") }
         c.exclude = try targets("exclude_modules")
+        switch json["modules_to_save"] {
+        case nil, is NSNull: break
+        case let a as [String]: c.modulesToSave = a
+        default: throw fail("modules_to_save is not a list of names")
+        }
+        c.baseModelClass = (json["auto_mapping"] as? [String: Any])?["base_model_class"] as? String
         switch json["layers_to_transform"] {
         case nil, is NSNull: break
         case let n as NSNumber: c.layersToTransform = [n.intValue]
@@ -101,6 +119,18 @@ public struct LoRAConfig: Sendable {
         return c
     }
 
+    /// Refuses a module that several pattern keys match with different values (PEFT takes the first in the JSON's
+    /// order, which is lost here).
+    public func checkPatterns(_ key: String, path: String) throws(CheckpointError) {
+        func values<T: Equatable>(_ p: [(String, T)]) -> [T] {
+            p.filter { Self.regexMatch("^(.*\\.)?(\($0.0))$", key, whole: false) }.map(\.1)
+        }
+        for (name, v) in [("rank_pattern", values(rankPattern).map(Double.init)), ("alpha_pattern", values(alphaPattern))]
+            where Set(v).count > 1 {
+            throw .adapter(path: path, reason: "'\(key)' is matched by several \(name) keys with different values \(v); make them exclusive")
+        }
+    }
+
     // MARK: PEFT's module selection (peft.tuners.tuners_utils.check_target_module_exists)
 
     static func regexMatch(_ pattern: String, _ s: String, whole: Bool) -> Bool {
@@ -119,10 +149,11 @@ public struct LoRAConfig: Sendable {
     public func selects(_ key: String) -> Bool {
         guard let targets else { return true }
         if let exclude, Self.matches(exclude, key) { return false }
+        if modulesToSave.contains(where: { Self.regexMatch("^(.*\\.)?\($0)(\\..*)?$", key, whole: false) }) { return false }
         guard Self.matches(targets, key) else { return false }
-        guard case .names = targets, let layers = layersToTransform else { return true }
+        guard case let .names(names) = targets, let layers = layersToTransform, !names.contains(key) else { return true }
         var index: Int?
-        let patterns = layersPattern.map { $0.map { "(?:^|.*?\\.)\(NSRegularExpression.escapedPattern(for: $0))\\.(\\d+)\\." } }
+        let patterns = layersPattern.map { $0.map { "(?:^|.*?\\.)\($0)\\.(\\d+)\\." } }
             ?? [".*?\\.[^.]*\\.(\\d+)\\."]
         for p in patterns {
             guard let re = try? NSRegularExpression(pattern: "^" + p),
@@ -207,8 +238,9 @@ public struct LoRAAdapter: @unchecked Sendable {
         var sha = SHA256()
         sha.update(file.file.bytes)
         let names = parsed.layers.map(\.module) + parsed.replacements.map(\.name)
+        let layout = config.baseModelClass.map { $0 == "SamModel" } ?? TransformersSAM.isTransformersLayout(names)
         return LoRAAdapter(source: path, config: config, layers: parsed.layers, replacements: parsed.replacements,
-                           transformersLayout: TransformersSAM.isTransformersLayout(names), sha256: sha.finalize(), file: file)
+                           transformersLayout: layout, sha256: sha.finalize(), file: file)
     }
 
     /// PEFT's saved names: `[base_model.model.]M.lora_A[.adapter].weight`, `M.lora_B[.adapter].weight` (and `.bias` with
@@ -242,6 +274,7 @@ public struct LoRAAdapter: @unchecked Sendable {
                 }
             } else {
                 var parts = s
+                parts.removeAll { $0 == "base_layer" }  // a trained bias of an adapted layer (bias="lora_only"/"all")
                 if let i = parts.firstIndex(of: "modules_to_save") {
                     parts.remove(at: i)
                     if i < parts.count - 1 { adapterNames.insert(parts[i]); parts.remove(at: i) }
@@ -294,18 +327,16 @@ public struct LoRAAdapter: @unchecked Sendable {
                 if s.contains(where: { $0.hasPrefix("lora_") }) || s.contains("modules_to_save") { loraTensors.append(t) } else { rest.append(t) }
             }
             let parsed = try parse(loraTensors, path: path)
-            guard let alpha = peftAlpha else {
+            guard let alpha = peftAlpha ?? (parsed.layers.isEmpty ? 1 : nil) else {
                 let ranks = Set(parsed.layers.map(\.rank)).sorted()
                 throw .adapter(path: path, reason: "holds \(parsed.layers.count) PEFT LoRA layers inline (rank \(ranks.map(String.init).joined(separator: "/"))) but not their lora_alpha: give --lora-alpha (and --rslora if it was trained with use_rslora)")
             }
-            let replaced = Set(parsed.replacements.map(\.name))
             for t in rest {
+                // The base weights: PEFT's wrappers' inner names dropped (an adapted layer's base_layer, a trained
+                // module's original_module, which its modules_to_save copy then replaces).
                 var s = t.name.split(separator: ".").map(String.init)
-                if s.contains("original_module") { continue }
-                s.removeAll { $0 == "base_layer" }
-                let n = s.joined(separator: ".")
-                if replaced.contains(stripPrefixes(n)) { continue }
-                weights.append(t.renamed(n))
+                s.removeAll { $0 == "base_layer" || $0 == "original_module" }
+                weights.append(t.renamed(s.joined(separator: ".")))
             }
             adapters.append(LoRAAdapter(source: path + " (PEFT layers inline)", config: LoRAConfig(alpha: alpha, useRSLoRA: rsLoRA),
                                         layers: parsed.layers, replacements: parsed.replacements,

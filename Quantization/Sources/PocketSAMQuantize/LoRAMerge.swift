@@ -58,11 +58,17 @@ public enum LoRAMerge {
                 }
                 let r = layer.rank
                 guard r >= 1 else { throw .adapter(path: path, reason: "'\(aName)' has rank 0 (shape \(layer.a.shape))") }
+                try adapter.config.checkPatterns(layer.module, path: path)
                 if layer.part.isEmpty, let cr = adapter.config.rank(for: layer.module), cr != r {
                     throw .adapter(path: path, reason: "'\(aName)' has rank \(r) but adapter_config gives r = \(cr)")
                 }
                 let w = base.shape
-                let out = w[0], inner = w.dropFirst().reduce(1, *)
+                // A linear's [out, in] or a conv's [out, in, kh, kw], every dimension non-zero.
+                guard w.count >= 2, w.allSatisfy({ $0 > 0 }), base.elementCount <= 1 << 30 else {
+                    throw .adapter(path: path, reason: "'\(aName)' adapts '\(module).weight' of shape \(w), which is not a linear or convolution weight")
+                }
+                let out = w[0], inner = base.elementCount / out
+                guard r <= 1 << 14 else { throw .adapter(path: path, reason: "'\(aName)' has rank \(r) (at most 16384)") }
                 // A: [r, in] for a linear, [r, in, kh, kw] for a conv (the base's kernel); B: [out, r] or [out, r, 1, 1].
                 guard layer.a.shape.count == w.count, Array(layer.a.shape.dropFirst()) == Array(w.dropFirst()) else {
                     throw .adapter(path: path, reason: "'\(aName)' has shape \(layer.a.shape), which does not fit '\(module).weight' \(w) (needs [\(r)\(w.dropFirst().map { ", \($0)" }.joined())])")
@@ -79,6 +85,7 @@ public enum LoRAMerge {
                 let scale = userScale * adapter.config.scale(rank: r, alpha: adapter.config.alpha(for: layer.module))
                 guard scale.isFinite else { throw .adapter(path: path, reason: "'\(aName)': scale \(scale)") }
                 var wv = try current(module + ".weight")
+                guard wv.allSatisfy(\.isFinite) else { throw .nonFinite(tensor: module + ".weight") }
                 var baseNorm = 0.0, deltaNorm = 0.0
                 for v in wv { baseNorm += Double(v) * Double(v) }
                 var acc = [Double](repeating: 0, count: inner)
@@ -100,7 +107,7 @@ public enum LoRAMerge {
                 guard wv.allSatisfy(\.isFinite) else { throw .adapter(path: path, reason: "merging '\(aName)' overflows '\(module).weight'") }
                 values[module + ".weight"] = wv
                 if let bb = layer.bBias {
-                    guard bb.shape == [rowsOut], byName[module + ".bias"] != nil else {
+                    guard bb.shape == [rowsOut], byName[module + ".bias"]?.shape == [out] else {
                         throw .adapter(path: path, reason: "'\(bb.name)' does not fit a bias of '\(module)'")
                     }
                     var bv = try current(module + ".bias")

@@ -42,6 +42,10 @@ public struct PreparedCheckpoint: @unchecked Sendable {
         let inline = try LoRAAdapter.splitInline(tensors, path: path, peftAlpha: lora.alpha, rsLoRA: lora.rsLoRA)
         tensors = inline.weights
         var notes: [String] = []
+        var seen: Set<String> = []
+        for t in tensors where !seen.insert(t.name).inserted {
+            throw .notAStateDict("'\(t.name)' appears twice once LoRA wrappers are unwrapped (base_layer, original_module, SAMed's qkv.qkv)")
+        }
         let transformers = TransformersSAM.isTransformersLayout(tensors.map(\.name))
         if transformers { tensors = try TransformersSAM.toOfficial(tensors) }
         var adapters = inline.adapters
@@ -49,6 +53,9 @@ public struct PreparedCheckpoint: @unchecked Sendable {
             adapters.append(try LoRAAdapter.load(path: a, bareAlpha: lora.alpha, bareRSLoRA: lora.rsLoRA))
         }
         let merged = try LoRAMerge.merge(adapters, into: tensors, userScale: lora.scale)
+        if lora.alpha != nil || lora.rsLoRA, !adapters.contains(where: { $0.config.targets == nil && $0.config.fixedScale == nil }) {
+            notes.append("--lora-alpha/--rslora unused: every adapter has its adapter_config.json (or is SAMed's, unscaled)")
+        }
         tensors = merged.tensors
         if let json = set.configJSON, let configPath = set.configPath {
             if transformers {

@@ -8,9 +8,16 @@ import PocketSAMFormat
 public enum TransformersSAM {
     /// Whether names are transformers' (a name only that layout has).
     public static func isTransformersLayout<S: Sequence>(_ names: S) -> Bool where S.Element == String {
-        names.contains { $0.hasPrefix("vision_encoder.") || $0.hasPrefix("shared_image_embedding.")
-            || $0.hasPrefix("prompt_encoder.shared_embedding.") }
+        names.contains { $0.split(separator: ".").contains(where: transformersOnly.contains) }
     }
+
+    /// Name parts only transformers' layout has (the official one says blocks/norm1/neck.0/mask_downscaling/…), so that
+    /// a part of a model (an adapter of the decoder alone, say) is recognised too.
+    static let transformersOnly: Set<Substring> = [
+        "vision_encoder", "shared_image_embedding", "shared_embedding", "proj_in", "proj_out", "upscale_conv1",
+        "upscale_conv2", "upscale_layer_norm", "mask_embed", "point_embed", "layer_norm1", "layer_norm2", "layer_norm3",
+        "layer_norm4", "layer_norm_final_attn",
+    ]
 
     static let positional = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 
@@ -67,8 +74,11 @@ public enum TransformersSAM {
         var layers: [String: Set<Int>] = [:]
         for n in names {
             let s = n.split(separator: ".")
-            guard let p = headPrefix(s), s.count > p + 1, s[p] == "layers", let i = Int(s[p + 1]) else { continue }
-            layers[s[0..<p].joined(separator: "."), default: []].insert(i)
+            guard let p = headPrefix(s), s.count > p else { continue }
+            let head = s[0..<p].joined(separator: ".")
+            if s[p] == "proj_in" || s[p] == "proj_out" { layers[head, default: []] = layers[head] ?? [] }
+            guard s.count > p + 1, s[p] == "layers", let i = Int(s[p + 1]) else { continue }
+            layers[head, default: []].insert(i)
         }
         return layers.mapValues { transformers ? $0.count + 2 : $0.count }
     }
@@ -91,6 +101,7 @@ public enum TransformersSAM {
             guard let depth = headDepths[head], depth >= 2, s.count > p else { return nil }
             let rest: ArraySlice<Substring>
             let index: Int
+            guard s.count <= p + 3 else { return nil }
             if toOfficial {
                 switch s[p] {
                 case "proj_in": index = 0; rest = s[(p + 1)...]
@@ -100,10 +111,12 @@ public enum TransformersSAM {
                     index = i + 1; rest = s[(p + 2)...]
                 default: return nil
                 }
+                guard rest.count <= 1, rest.allSatisfy({ $0 == "weight" || $0 == "bias" }) else { return nil }
                 return ([head, "layers", String(index)] + rest.map(String.init)).joined(separator: ".")
             }
             guard s[p] == "layers", s.count > p + 1, let j = Int(s[p + 1]), j < depth else { return nil }
             rest = s[(p + 2)...]
+            guard rest.count <= 1, rest.allSatisfy({ $0 == "weight" || $0 == "bias" }) else { return nil }
             let layer = j == 0 ? "proj_in" : j == depth - 1 ? "proj_out" : "layers.\(j - 1)"
             return ([head, layer] + rest.map(String.init)).joined(separator: ".")
         }
@@ -204,8 +217,14 @@ public enum TransformersSAM {
         try expect("vision_config", "patch_size", try int(vc, "patch_size", 16), v.patchSize, "patch-embedding kernel")
         try expect("vision_config", "output_channels", try int(vc, "output_channels", 256), v.outChans, "neck width")
         try expect("vision_config", "num_channels", try int(vc, "num_channels", 3), 3, "patch-embedding input channels")
-        let ratio = (vc["mlp_ratio"] as? NSNumber)?.doubleValue ?? 4
-        try expect("vision_config", "mlp_dim", try int(vc, "mlp_dim", Int(Double(hidden) * ratio)), v.mlpDim, "MLP width")
+        var mlpDim = try int(vc, "mlp_dim", -1)
+        if mlpDim == -1 {
+            // transformers' default: hidden_size × mlp_ratio.
+            let ratio = (vc["mlp_ratio"] as? NSNumber)?.doubleValue ?? 4
+            guard ratio.isFinite, ratio > 0, ratio <= 1024 else { throw .config(path: path, reason: "vision_config.mlp_ratio \(ratio)") }
+            mlpDim = Int(Double(hidden) * ratio)
+        }
+        try expect("vision_config", "mlp_dim", mlpDim, v.mlpDim, "MLP width")
         let globals = v.windowSize == 0 ? Array(0..<v.depth) : v.globalAttnIndexes
         if v.windowSize != 0 {
             try expect("vision_config", "window_size", try int(vc, "window_size", 14), v.windowSize, "windowed blocks' relative-position tables")

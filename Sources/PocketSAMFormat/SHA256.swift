@@ -1,4 +1,4 @@
-/// SHA-256 (FIPS 180-4), to record which checkpoint a `.psam` came from.
+/// SHA-256 (FIPS 180-4): which checkpoint a `.psam` came from, and a `.psam` file's fingerprint.
 public struct SHA256 {
     private var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
     private var buffer: [UInt8] = []
