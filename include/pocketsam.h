@@ -15,9 +15,9 @@
  *  - Threads: a psam_model is immutable and may be shared by any number of threads and sessions.
  *    A psam_session must be used by one thread at a time. Using a freed object is undefined.
  *
- * Link (static, no Swift toolchain needed on the target):
- *   cc app.c -Iinclude libPocketSAMC.a <swift static runtime> -lopenblas -lturbojpeg -lpng16 \
- *      -lstdc++ -lm -ldl -lpthread   (see README.md, "C", for the exact line)
+ * Link (static, no Swift toolchain needed on the target), after `make install`:
+ *   cc app.c $(pkg-config --cflags --libs --static pocketsam)
+ * or with CMake: find_package(PocketSAM) and target_link_libraries(app PocketSAM::pocketsam).
  */
 #ifndef POCKETSAM_H
 #define POCKETSAM_H
@@ -30,8 +30,10 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. psam_abi_version() returns the library's; they must be equal.
- * 2: psam_prompt.hq_token_only, psam_generate_params.hq_token_only and psam_model_info.hq (HQ-SAM). */
-#define PSAM_ABI_VERSION 2
+ * 2: psam_prompt.hq_token_only, psam_generate_params.hq_token_only and psam_model_info.hq (HQ-SAM).
+ * 3: psam_get_embedding / psam_set_embedding, psam_predict_batch, a progress callback that returns int32_t
+ *    (non-zero cancels psam_generate: PSAM_ERR_CANCELLED), PSAM_ERR_EMBEDDING. */
+#define PSAM_ABI_VERSION 3
 
 typedef enum psam_status {
     PSAM_OK = 0,
@@ -42,7 +44,9 @@ typedef enum psam_status {
     PSAM_ERR_PROMPT = 5,           /* a prompt that is empty, not finite, outside the image, inverted */
     PSAM_ERR_NO_IMAGE = 6,         /* psam_predict before a successful psam_set_image */
     PSAM_ERR_BUFFER_TOO_SMALL = 7, /* a caller buffer smaller than the call needs */
-    PSAM_ERR_INTERNAL = 8          /* a bug: please report it with psam_last_error's text */
+    PSAM_ERR_INTERNAL = 8,         /* a bug: please report it with psam_last_error's text */
+    PSAM_ERR_CANCELLED = 9,        /* the progress callback asked to stop */
+    PSAM_ERR_EMBEDDING = 10        /* an image embedding that is corrupt, truncated or from another model file */
 } psam_status;
 
 /* A short English name of a status ("ok", "invalid argument", ...). Never NULL. */
@@ -134,6 +138,20 @@ psam_status psam_set_image_file(psam_session *session, const char *path);
 /* Size of the current image, for sizing mask buffers. PSAM_ERR_NO_IMAGE before psam_set_image. */
 psam_status psam_get_image_size(const psam_session *session, int32_t *out_width, int32_t *out_height);
 
+/* The current image's embedding as a .psemb file (docs/FORMAT.md): what prompts need of the image (the embedding,
+ * the image's original and resized size, an HQ-SAM model's HQ features) and the model file's fingerprint, so that a
+ * session of the same .psam file, on this machine or another, answers prompts without encoding the image again
+ * (encode once on a large machine, prompt on a small one; or cache embeddings). *out_size receives the file's size
+ * (a few MB: 4 MB for SAM's 64x64x256 embedding); with buffer NULL and capacity 0 only the size is returned.
+ * PSAM_ERR_BUFFER_TOO_SMALL if capacity < *out_size, PSAM_ERR_NO_IMAGE before an image. */
+psam_status psam_get_embedding(psam_session *session, void *buffer, size_t capacity, size_t *out_size);
+
+/* Sets the current image from a .psemb file made by psam_get_embedding (or `pocketsam encode`) with the same
+ * .psam file: prompts then answer bit for bit as after psam_set_image on that image. Everything is validated
+ * (magic, version, the model's fingerprint, sizes, checksum, finite values): PSAM_ERR_EMBEDDING otherwise, and
+ * the session then has no image. The bytes are copied; no encoder pass. */
+psam_status psam_set_embedding(psam_session *session, const void *data, size_t size);
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Prompts and masks                                                                                 */
 
@@ -185,6 +203,14 @@ typedef struct psam_result {
 psam_status psam_predict_alloc(psam_session *session, const psam_prompt *prompt, psam_result **out_result);
 void psam_result_free(psam_result *result);
 
+/* Answers `count` prompts against the current image in one call (e.g. a detector's boxes): out_results[i]
+ * receives prompt i's answer, as psam_predict_alloc's (free each with psam_result_free). Every prompt is checked
+ * before any is decoded; on failure every out_results[i] is NULL and the message names the prompt. The answers
+ * equal `count` psam_predict calls bit for bit; prompts without a mask input are decoded together, a few at a
+ * time, through the batched decoder. */
+psam_status psam_predict_batch(psam_session *session, const psam_prompt *prompts, size_t count,
+                               psam_result **out_results);
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Segment everything                                                                                */
 
@@ -206,8 +232,9 @@ typedef struct psam_generate_params {
     float hierarchical_cover_offset;         /* hierarchical: skip dense points where a kept mask's logit
                                                 exceeds the threshold by this (0: anywhere in the mask) */
     /* Called after each batch of prompts (may be NULL): crop index, crop count, points decoded in the crop
-     * so far, points in the crop. Runs on the calling thread. */
-    void (*progress)(void *user, int32_t crop, int32_t crops, int32_t done, int32_t total);
+     * so far, points in the crop. Runs on the calling thread. Return 0 to go on; non-zero stops the
+     * generation: psam_generate returns PSAM_ERR_CANCELLED and no result. */
+    int32_t (*progress)(void *user, int32_t crop, int32_t crops, int32_t done, int32_t total);
     void *progress_user;
     int32_t hq_token_only;                   /* HQ-SAM models: 1 each point's mask is the HQ mask alone; 0 (default)
                                                 HQ mask + SAM's best of three, as the official generator. HQ-SAM

@@ -1,4 +1,5 @@
-/* Drives the C ABI with bad arguments and checks every documented status; then two threads, each
+/* Drives the C ABI with bad arguments and checks every documented status (embeddings, many prompts per call and
+ * a cancelled generation included); then two threads, each
  * with its own session over one shared model, must give the same masks as one thread; then a session
  * over a caller-provided arena, and library-owned results.
  * usage: abi-checks MODEL.psam IMAGE
@@ -23,6 +24,12 @@ static psam_model *model;
 static const psam_box kBox = {355, 300, 500, 448};
 
 typedef struct { uint8_t *mask; size_t size; int32_t w, h; psam_status st; } job;
+
+/* A progress callback that asks to stop at its second call. */
+static int32_t stop_after_two(void *user, int32_t crop, int32_t crops, int32_t done, int32_t total) {
+    (void)crop, (void)crops, (void)done, (void)total;
+    return ++*(int *)user >= 2;
+}
 
 static void *segment(void *arg) {
     job *j = arg;
@@ -218,6 +225,76 @@ int main(int argc, char **argv) {
     psam_result_free(r);
     psam_result_free(NULL);
 
+    /* Embeddings out and in: the same answer from a second session without encoding; foreign bytes refused. */
+    {
+        size_t esize = 0;
+        EXPECT(psam_get_embedding(NULL, NULL, 0, &esize), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_get_embedding(s, NULL, 0, NULL), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_get_embedding(s, NULL, 10, &esize), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_get_embedding(s, NULL, 0, &esize), PSAM_OK);
+        CHECK(esize > 256 * 16 * 16 * 4, "embedding size (LiteMedSAM: 16x16x256 floats and a header)");
+        uint8_t *emb = malloc(esize), tiny[16];
+        EXPECT(psam_get_embedding(s, tiny, sizeof tiny, &esize), PSAM_ERR_BUFFER_TOO_SMALL);
+        EXPECT(psam_get_embedding(s, emb, esize, &esize), PSAM_OK);
+        psam_session *s2 = NULL;
+        EXPECT(psam_session_create(model, NULL, &s2, err, sizeof err), PSAM_OK);
+        EXPECT(psam_get_embedding(s2, emb, esize, &esize), PSAM_ERR_NO_IMAGE);
+        EXPECT(psam_set_embedding(s2, NULL, esize), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_set_embedding(s2, "garbage", 7), PSAM_ERR_EMBEDDING);
+        CHECK(strstr(psam_last_error(s2), "embedding") != NULL, "set_embedding: the message says what");
+        EXPECT(psam_set_embedding(s2, emb, esize - 1), PSAM_ERR_EMBEDDING);
+        emb[esize / 2] ^= 1;
+        EXPECT(psam_set_embedding(s2, emb, esize), PSAM_ERR_EMBEDDING);
+        emb[esize / 2] ^= 1;
+        EXPECT(psam_set_embedding(s2, emb, esize), PSAM_OK);
+        psam_result *r1 = NULL, *r2 = NULL;
+        EXPECT(psam_predict_alloc(s, &pr, &r1), PSAM_OK);
+        EXPECT(psam_predict_alloc(s2, &pr, &r2), PSAM_OK);
+        CHECK(r1 && r2 && memcmp(r1->masks, r2->masks, hw) == 0 && r1->iou[0] == r2->iou[0] &&
+              memcmp(r1->low_res_logits, r2->low_res_logits, 256 * 256 * sizeof(float)) == 0,
+              "set_embedding: the same answer as the session that encoded");
+
+        /* Many prompts per call: each answer equals its own psam_predict_alloc bit for bit. */
+        enum { NB = 6 };
+        psam_box boxes[NB];
+        psam_prompt prompts[NB];
+        for (int i = 0; i < NB; i++) {
+            boxes[i] = (psam_box){kBox.x0 - 10 * i, kBox.y0 - 5 * i, kBox.x1 + 3 * i, kBox.y1 + 4 * i};
+            prompts[i] = psam_prompt_default();
+            prompts[i].box = &boxes[i];
+            prompts[i].multimask = i % 2;
+        }
+        psam_result *rs[NB];
+        EXPECT(psam_predict_batch(s2, prompts, 0, rs), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_predict_batch(s2, NULL, NB, rs), PSAM_ERR_INVALID_ARGUMENT);
+        EXPECT(psam_predict_batch(s2, prompts, NB, NULL), PSAM_ERR_INVALID_ARGUMENT);
+        psam_box inverted = {10, 10, 5, 5};
+        prompts[3].box = &inverted;
+        EXPECT(psam_predict_batch(s2, prompts, NB, rs), PSAM_ERR_PROMPT);
+        CHECK(rs[0] == NULL && rs[5] == NULL && strstr(psam_last_error(s2), "prompt 3") != NULL,
+              "predict_batch: nothing returned, the message names the prompt");
+        prompts[3].box = &boxes[3];
+        EXPECT(psam_predict_batch(s2, prompts, NB, rs), PSAM_OK);
+        int same = 1;
+        for (int i = 0; i < NB; i++) {
+            psam_result *one = NULL;
+            if (psam_predict_alloc(s, &prompts[i], &one) != PSAM_OK || !rs[i]) { same = 0; continue; }
+            size_t nm = (size_t)one->num_masks;
+            if (rs[i]->num_masks != one->num_masks || memcmp(rs[i]->masks, one->masks, nm * hw) != 0 ||
+                memcmp(rs[i]->iou, one->iou, nm * sizeof(float)) != 0 ||
+                memcmp(rs[i]->stability, one->stability, nm * sizeof(float)) != 0 ||
+                memcmp(rs[i]->low_res_logits, one->low_res_logits, nm * 256 * 256 * sizeof(float)) != 0)
+                same = 0;
+            psam_result_free(one);
+            psam_result_free(rs[i]);
+        }
+        CHECK(same, "predict_batch: every answer equals psam_predict_alloc's bit for bit");
+        psam_result_free(r1);
+        psam_result_free(r2);
+        psam_session_free(s2);
+        free(emb);
+    }
+
     /* Segment everything on a small synthetic image (a bright disc on a gradient), every mask kept. */
     {
         enum { GW = 96, GH = 64 };
@@ -265,6 +342,15 @@ int main(int argc, char **argv) {
         EXPECT(psam_rle_decode(bad, 2, GW, GH, m, sizeof m), PSAM_ERR_INVALID_ARGUMENT);
         psam_generate_result_free(gr);
         psam_generate_result_free(NULL);
+        /* Cancelled by the progress callback after its second call. */
+        int calls = 0;
+        gp.points_per_batch = 4;
+        gp.progress = stop_after_two;
+        gp.progress_user = &calls;
+        gr = (psam_generate_result *)1;
+        EXPECT(psam_generate(s, px, GW, GH, 0, PSAM_PIXEL_RGB8, &gp, &gr), PSAM_ERR_CANCELLED);
+        CHECK(gr == NULL && calls == 2 && strcmp(psam_status_string(PSAM_ERR_CANCELLED), "cancelled") == 0,
+              "generate: cancelled at the callback's request, no result");
     }
 
     /* One thread, then two threads with their own sessions over the shared model. */

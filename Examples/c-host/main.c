@@ -31,6 +31,9 @@ int main(int argc, char **argv) {
     }
     int rc = 1;
     uint8_t *mask = NULL;
+    void *embedding = NULL;
+    psam_session *second = NULL;
+    psam_result *results[3] = {NULL, NULL, NULL};
     if ((st = psam_set_image_file(session, argv[2])) != PSAM_OK) {
         fprintf(stderr, "image: %s: %s\n", psam_status_string(st), psam_last_error(session));
         goto done;
@@ -62,8 +65,42 @@ int main(int argc, char **argv) {
     fwrite(mask, 1, (size_t)w * (size_t)h, f);
     fclose(f);
     printf("mask: %zu pixels, predicted IoU %.4f, stability %.4f\n", area, iou, stability);
+
+    /* The image's embedding into a second session (as a cache or another machine would), then the box and two
+     * variants in one call: the first answer must be the mask above. */
+    size_t esize = 0;
+    if ((st = psam_get_embedding(session, NULL, 0, &esize)) != PSAM_OK || !(embedding = malloc(esize)) ||
+        (st = psam_get_embedding(session, embedding, esize, &esize)) != PSAM_OK) {
+        fprintf(stderr, "get_embedding: %s: %s\n", psam_status_string(st), psam_last_error(session));
+        goto done;
+    }
+    if ((st = psam_session_create(model, &params, &second, err, sizeof err)) != PSAM_OK ||
+        (st = psam_set_embedding(second, embedding, esize)) != PSAM_OK) {
+        fprintf(stderr, "set_embedding: %s: %s\n", psam_status_string(st), second ? psam_last_error(second) : err);
+        goto done;
+    }
+    psam_box boxes[3] = {box, {box.x0, box.y0, box.x1 + 10, box.y1}, {box.x0 + 5, box.y0 + 5, box.x1, box.y1}};
+    psam_prompt prompts[3];
+    for (int i = 0; i < 3; i++) {
+        prompts[i] = psam_prompt_default();
+        prompts[i].box = &boxes[i];
+    }
+    if ((st = psam_predict_batch(second, prompts, 3, results)) != PSAM_OK) {
+        fprintf(stderr, "predict_batch: %s: %s\n", psam_status_string(st), psam_last_error(second));
+        goto done;
+    }
+    for (size_t i = 0; i < (size_t)w * (size_t)h; i++) {
+        if ((results[0]->masks[i] ? 255 : 0) != mask[i]) {
+            fprintf(stderr, "the embedding's session answered differently at pixel %zu\n", i);
+            goto done;
+        }
+    }
+    printf("embedding: %zu bytes; 3 boxes in one call, the first equal to the mask above\n", esize);
     rc = 0;
 done:
+    for (int i = 0; i < 3; i++) psam_result_free(results[i]);
+    psam_session_free(second);
+    free(embedding);
     free(mask);
     psam_session_free(session);
     psam_model_free(model);

@@ -145,12 +145,20 @@ extension MaskDecoder {
     /// prompt on all of a session's threads). The token→image attention's online softmax keeps running maxima, sums and
     /// weighted sums per part, merged in part order at the end, so the result depends on `parts` (at rounding level)
     /// but never on the thread count. With 1 (many prompts, a prompt per thread) it is the single sequential pass.
+    /// `rowExact`: each prompt's results are the bits of a `batch` 1 call (the token linears run per prompt).
     func runBatch(shared s: Shared, pe: UnsafePointer<Float>, grid g: Int, sparse: UnsafePointer<Float>, ns: Int,
                   batch B: Int, first: Int, count: Int, masks: UnsafeMutablePointer<Float>, iou: UnsafeMutablePointer<Float>,
-                  parts P: Int = 1, arena: Arena) {
+                  parts P: Int = 1, rowExact: Bool = false, arena: Arena) {
         let D = c.transformerDim, T = c.numMaskTokens, nt = 1 + T + ns, hw = g * g, rows = B * nt
         let inner = D / c.attentionDownsampleRate
         let mark = arena.mark()
+        /// A linear over every prompt's tokens: one GEMM, or with `rowExact` one per prompt, so that each prompt's
+        /// rows are computed exactly as with `batch` 1 (OpenBLAS's small-GEMM paths round differently with the row
+        /// count).
+        func tokenLinear(_ x: UnsafePointer<Float>, _ l: Lin, _ y: UnsafeMutablePointer<Float>, n: Int, k: Int) {
+            guard rowExact, B > 1 else { return Ops.linear(arena, x, l, y, m: rows, n: n, k: k) }
+            for b in 0..<B { Ops.linear(arena, x + b * nt * k, l, y + b * nt * n, m: nt, n: n, k: k) }
+        }
         let pePoints = arena.alloc(rows * D)
         for b in 0..<B {
             let t = pePoints + b * nt * D
@@ -166,12 +174,12 @@ extension MaskDecoder {
         func selfAttention(_ a: Attn, q: UnsafePointer<Float>, v: UnsafePointer<Float>, accumulate: Bool) {
             let m = arena.mark()
             let qp = arena.alloc(rows * D), kp = arena.alloc(rows * D), vp = arena.alloc(rows * D), o = arena.alloc(rows * D)
-            Ops.linear(arena, q, a.q, qp, m: rows, n: D, k: D)
-            Ops.linear(arena, q, a.k, kp, m: rows, n: D, k: D)
-            Ops.linear(arena, v, a.v, vp, m: rows, n: D, k: D)
+            tokenLinear(q, a.q, qp, n: D, k: D)
+            tokenLinear(q, a.k, kp, n: D, k: D)
+            tokenLinear(v, a.v, vp, n: D, k: D)
             selfAttentionCore(q: qp, k: kp, v: vp, stride: nt * D, nt: nt, batch: B, inner: D, o: o, arena: arena)
             let r = arena.alloc(rows * D)
-            Ops.linear(arena, o, a.out, r, m: rows, n: D, k: D)
+            tokenLinear(o, a.out, r, n: D, k: D)
             if accumulate { Ops.add(queries, r, rows * D) } else { queries.update(from: r, count: rows * D) }
             arena.reset(to: m)
         }
@@ -189,7 +197,7 @@ extension MaskDecoder {
             let m = arena.mark()
             let q = Self.sum(queries, pePoints, rows * D, arena)
             let qp = arena.alloc(rows * inner), o = arena.alloc(rows * inner), r = arena.alloc(rows * D)
-            Ops.linear(arena, q, a.q, qp, m: rows, n: inner, k: D)
+            tokenLinear(q, a.q, qp, n: inner, k: D)
             let sc = arena.alloc(nt * hw)
             arena.macs &+= 2 * B * heads * nt * hw * dh
             for b in 0..<B {
@@ -199,7 +207,7 @@ extension MaskDecoder {
                     psam_weighted_rows(sc, hw, s.v0 + h * dh, inner, nt, hw, dh, o + b * nt * inner + h * dh, inner)
                 }
             }
-            Ops.linear(arena, o, a.out, r, m: rows, n: D, k: inner)
+            tokenLinear(o, a.out, r, n: D, k: inner)
             Ops.add(queries, r, rows * D)
             arena.reset(to: m)
         }
@@ -207,9 +215,9 @@ extension MaskDecoder {
         func mlp(_ L: Layer) {
             let m = arena.mark()
             let hid = arena.alloc(rows * c.mlpDim), mo = arena.alloc(rows * D)
-            Ops.linear(arena, queries, L.lin1, hid, m: rows, n: c.mlpDim, k: D)
+            tokenLinear(queries, L.lin1, hid, n: c.mlpDim, k: D)
             Ops.relu(hid, rows * c.mlpDim)
-            Ops.linear(arena, hid, L.lin2, mo, m: rows, n: D, k: c.mlpDim)
+            tokenLinear(hid, L.lin2, mo, n: D, k: c.mlpDim)
             Ops.add(queries, mo, rows * D)
             arena.reset(to: m)
         }
@@ -360,8 +368,8 @@ extension MaskDecoder {
             // The image→token attention's token keys and values, from the tokens as this layer left them.
             let q = Self.sum(queries, pePoints, rows * D, arena)
             let kp = arena.alloc(rows * inner), vp = arena.alloc(rows * inner)
-            Ops.linear(arena, q, L.i2t.k, kp, m: rows, n: inner, k: D)
-            Ops.linear(arena, queries, L.i2t.v, vp, m: rows, n: inner, k: D)
+            tokenLinear(q, L.i2t.k, kp, n: inner, k: D)
+            tokenLinear(queries, L.i2t.v, vp, n: inner, k: D)
             // The next layer's token self-attention only reads the tokens, so it runs before the image tokens are
             // updated.
             let next = last ? finalAttn : layers[l + 1].t2i
@@ -373,11 +381,11 @@ extension MaskDecoder {
             }
             let q3 = Self.sum(queries, pePoints, rows * D, arena)
             let qp = arena.alloc(rows * inner), o = arena.alloc(rows * inner), r = arena.alloc(rows * D)
-            Ops.linear(arena, q3, next.q, qp, m: rows, n: inner, k: D)
+            tokenLinear(q3, next.q, qp, n: inner, k: D)
             // Only the IoU token and the wanted mask tokens are read after the final attention.
             fusedPass(i2t: L.i2t, layer: l, norm: L.norm4, kp: kp, vp: vp, next: next, qp: qp,
                       used: last, keepKeys: !last, o: o)
-            Ops.linear(arena, o, next.out, r, m: rows, n: D, k: inner)
+            tokenLinear(o, next.out, r, n: D, k: inner)
             Ops.add(queries, r, rows * D)
             if last {
                 norm(normFinal, queries, rows)
@@ -391,7 +399,11 @@ extension MaskDecoder {
         }
 
         // IoU head on every prompt's IoU token.
-        iouHead(queries, rows: B, ld: nt * D, out: iou, arena: arena)
+        if rowExact {
+            for b in 0..<B { iouHead(queries + b * nt * D, rows: 1, ld: nt * D, out: iou + b * T, arena: arena) }
+        } else {
+            iouHead(queries, rows: B, ld: nt * D, out: iou, arena: arena)
+        }
 
         // Hypernetworks of the wanted mask tokens, all prompts at once: [B, count, D/8].
         let d4 = D / 4, d8 = D / 8, g2 = 2 * g
@@ -401,11 +413,15 @@ extension MaskDecoder {
             let t1 = arena.alloc(B * D), t2 = arena.alloc(B * D), t3 = arena.alloc(B * d8)
             for j in 0..<count {
                 let t = first + j, hw3 = hyper[t]
-                Ops.linear(arena, queries + (1 + t) * D, hw3[0], t1, m: B, n: D, k: D, lda: nt * D)
-                Ops.relu(t1, B * D)
-                Ops.linear(arena, t1, hw3[1], t2, m: B, n: D, k: D)
-                Ops.relu(t2, B * D)
-                Ops.linear(arena, t2, hw3[2], t3, m: B, n: d8, k: D)
+                // With `rowExact`, one prompt per GEMM (see `tokenLinear`).
+                let nb = rowExact ? 1 : B  // no array of ranges: no heap allocation here
+                for b0 in stride(from: 0, to: B, by: nb) {
+                    Ops.linear(arena, queries + (b0 * nt + 1 + t) * D, hw3[0], t1 + b0 * D, m: nb, n: D, k: D, lda: nt * D)
+                    Ops.relu(t1 + b0 * D, nb * D)
+                    Ops.linear(arena, t1 + b0 * D, hw3[1], t2 + b0 * D, m: nb, n: D, k: D)
+                    Ops.relu(t2 + b0 * D, nb * D)
+                    Ops.linear(arena, t2 + b0 * D, hw3[2], t3 + b0 * d8, m: nb, n: d8, k: D)
+                }
                 for b in 0..<B { (hyperOut + (b * count + j) * d8).update(from: t3 + b * d8, count: d8) }
             }
             arena.reset(to: scratch)

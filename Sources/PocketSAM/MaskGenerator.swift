@@ -144,9 +144,12 @@ extension Session {
     /// optionally cleaned of small holes and islands. Replaces the session's current image (each crop
     /// is encoded in turn). Allocates its results and working buffers (not the planned arena).
     /// Cost: one encoder pass per crop and one decoder pass per point.
+    ///
+    /// `progress` is called after each batch of prompts; returning false stops the generation, which then throws
+    /// `PocketSAMError.cancelled` (the session keeps the last crop's embedding).
     public func generate(pixels: UnsafePointer<UInt8>, width: Int, height: Int, channels: Int = 3, stride: Int? = nil,
                          options o: MaskGeneratorOptions = MaskGeneratorOptions(),
-                         progress: ((GenerationProgress) -> Void)? = nil) throws -> GenerationResult {
+                         progress: ((GenerationProgress) -> Bool)? = nil) throws -> GenerationResult {
         try o.check()
         guard channels == 3 || channels == 1 else { throw PocketSAMError.invalidImage("\(channels) channels (1 or 3 are supported)") }
         let rowBytes = stride ?? width * channels
@@ -188,11 +191,19 @@ extension Session {
         return GenerationResult(masks: masks, stats: stats)
     }
 
+    /// As `generate`, with a progress closure that never stops the generation.
+    public func generate(pixels: UnsafePointer<UInt8>, width: Int, height: Int, channels: Int = 3, stride: Int? = nil,
+                         options o: MaskGeneratorOptions = MaskGeneratorOptions(),
+                         progress: @escaping (GenerationProgress) -> Void) throws -> GenerationResult {
+        try generate(pixels: pixels, width: width, height: height, channels: channels, stride: stride, options: o,
+                     progress: { progress($0); return true })
+    }
+
     /// Decodes the crop's points (the session holds the crop's embedding) and returns the masks that pass
     /// the filters, in image coordinates.
     private func generateInCrop(_ crop: MaskGeneration.Crop, index ci: Int, of nCrops: Int, imageH: Int, imageW: Int,
                                 options o: MaskGeneratorOptions, stats: inout GenerationStats,
-                                progress: ((GenerationProgress) -> Void)?) throws -> [MaskGeneration.Candidate] {
+                                progress: ((GenerationProgress) -> Bool)?) throws -> [MaskGeneration.Candidate] {
         let ch = crop.y1 - crop.y0, cw = crop.x1 - crop.x0
         let scale = SIMD2<Double>(Double(cw), Double(ch))
         // build_all_layer_point_grids: points per side of this crop layer.
@@ -201,7 +212,7 @@ extension Session {
         let decoder = try PointDecoder(session: self, cropH: ch, cropW: cw)
         decoder.hqTokenOnly = o.hqTokenOnly
         var covered = [UInt8](repeating: 0, count: o.hierarchical ? ch * cw : 0)
-        func run(_ points: [SIMD2<Double>], stage: String, cover: Bool = false) -> [MaskGeneration.Candidate] {
+        func run(_ points: [SIMD2<Double>], stage: String, cover: Bool = false) throws -> [MaskGeneration.Candidate] {
             var out: [MaskGeneration.Candidate] = []
             var i = 0
             while i < points.count {
@@ -211,21 +222,23 @@ extension Session {
                                    coverage: cover ? cov.baseAddress : nil)
                 }
                 i += batch.count
-                progress?(GenerationProgress(crop: ci, crops: nCrops, pointsDone: i, pointsTotal: points.count, stage: stage))
+                if progress?(GenerationProgress(crop: ci, crops: nCrops, pointsDone: i, pointsTotal: points.count, stage: stage)) == false {
+                    throw PocketSAMError.cancelled
+                }
             }
             return out
         }
         let pts = grid.map { $0 * scale }
-        guard o.hierarchical, let side else { return run(pts, stage: "points") }
+        guard o.hierarchical, let side else { return try run(pts, stage: "points") }
         // Hierarchical: a sparse grid first; then only the dense points outside every mask the sparse pass kept
         // (outside their cores: logit above threshold + hierarchicalCoverOffset).
         let sparse = MaskGeneration.pointGrid(max(1, side / o.hierarchicalSparseFactor)).map { $0 * scale }
-        let first = run(sparse, stage: "sparse points", cover: true)
+        let first = try run(sparse, stage: "sparse points", cover: true)
         let rest = pts.filter { p in
             let x = min(cw - 1, Int(p.x)), y = min(ch - 1, Int(p.y))
             return covered[y * cw + x] == 0
         }
-        return first + run(rest, stage: "dense points")
+        return first + (try run(rest, stage: "dense points"))
     }
 }
 

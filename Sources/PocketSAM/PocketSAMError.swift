@@ -11,6 +11,10 @@ public enum PocketSAMError: Error, Equatable, Sendable, CustomStringConvertible 
     case invalidOptions(String)
     case bufferTooSmall(needed: Int, given: Int)
     case bufferMisaligned
+    /// A `.psemb` image embedding that is corrupt or from another model.
+    case invalidEmbedding(String)
+    /// A long call stopped by its progress callback.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -22,6 +26,8 @@ public enum PocketSAMError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .invalidOptions(why): return "invalid options: \(why)"
         case let .bufferTooSmall(needed, given): return "the arena buffer has \(given) bytes, the model needs \(needed)"
         case .bufferMisaligned: return "the arena buffer is not 64-byte aligned"
+        case let .invalidEmbedding(why): return "image embedding: \(why)"
+        case .cancelled: return "cancelled by the progress callback"
         }
     }
 }

@@ -70,17 +70,17 @@ public final class Session {
     /// Most point prompts in one `predict` (the arena plan covers this many).
     public static let maxPoints = 256
 
-    private var embedding: UnsafeMutablePointer<Float>?
+    private(set) var embedding: UnsafeMutablePointer<Float>?
     /// HQ-SAM: the image's HQ features `[4G, 4G, D/8]` (`MaskDecoderHQ.features`), above the embedding.
-    private var hqFeatures: UnsafeMutablePointer<Float>?
-    private var densePE: UnsafePointer<Float>?
-    private var persistentMark: Arena.Mark?
-    private var imageSize: (h: Int, w: Int)?
-    private var resized: (h: Int, w: Int)?
+    private(set) var hqFeatures: UnsafeMutablePointer<Float>?
+    private(set) var densePE: UnsafePointer<Float>?
+    private(set) var persistentMark: Arena.Mark?
+    private(set) var imageSize: (h: Int, w: Int)?
+    private(set) var resized: (h: Int, w: Int)?
     private let scratch = SessionScratch()
     /// The decoder's prompt-independent part for the current image (`MaskDecoder.Shared`, in the arena above the
     /// embedding), made by the first prompt without a mask input; its weights-only part, made once per session.
-    private var decoderShared: MaskDecoder.Shared?
+    private(set) var decoderShared: MaskDecoder.Shared?
     private var decoderFolded: MaskDecoder.Folded?
     /// Seconds the current image's first prompt spent making `decoderShared` (0 until then).
     public private(set) var decoderSetupSeconds: Double = 0
@@ -122,7 +122,7 @@ public final class Session {
     }
 
     /// Measures the arena this model needs: one pass over a blank image at the model's input size and
-    /// the largest prompt (`maxPoints` points, a box and a mask input, three masks), on a reserved
+    /// the largest prompt (`maxPoints` points, a box and a mask input, three masks) and batch (`promptBatch` boxes), on a reserved
     /// address range that costs only the pages touched. No allocation depends on the image size or the
     /// prompt beyond that, so this bounds every later call. Cost: one encoder pass.
     static func measureArena(_ model: Model) throws -> Int {
@@ -136,6 +136,9 @@ public final class Session {
         var r = Prediction()
         // A prompt without a mask input first (it keeps the decoder's per-image part in the arena), then the largest.
         try s.predict(box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)), multimask: true, into: &r)
+        // A batch of such prompts (`predict(prompts:)`).
+        _ = try s.predict(prompts: Array(repeating: Prompt(box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)), multimask: true),
+                                         count: promptBatch))
         try s.predict(points: points, box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)),
                       maskInput: [Float](repeating: 0, count: lowRes * lowRes), multimask: true, into: &r)
         return arena.peakBytes
@@ -245,6 +248,44 @@ public final class Session {
         resized = (rh, rw)
     }
 
+    /// The current image's embedding as a `.psemb` file (docs/FORMAT.md): what `predict` needs of the image, without the
+    /// encoder pass, for `setEmbedding` on a session of the same model file (here or on another machine).
+    public func embeddingFile() throws -> [UInt8] {
+        guard let emb = embedding, let (h, w) = imageSize, let (rh, rw) = resized else { throw PocketSAMError.noImage }
+        let g = model.config.prompt.embeddingSize, c = model.config.prompt.embedDim
+        let hqCount = hqFeatures == nil ? 0 : 16 * g * g * (c / 8)
+        var out = [UInt8](repeating: 0, count: EmbeddingFile.size(embedding: g * g * c, hq: hqCount))
+        out.withUnsafeMutableBytes {
+            EmbeddingFile.write(fingerprint: model.file.fingerprint, original: (h, w), resized: (rh, rw), grid: g, channels: c,
+                                embedding: emb, hq: hqFeatures.map { UnsafePointer($0) }, hqCount: hqCount, into: $0)
+        }
+        return out
+    }
+
+    /// Sets the current image from a `.psemb` file made by `embeddingFile` with the same model file (its fingerprint must
+    /// match): prompts then answer exactly as after `setImage` on that image. Validates everything (a corrupt or foreign
+    /// file throws `invalidEmbedding` and leaves no image set). Cost: a copy; no encoder pass.
+    public func setEmbedding(_ data: UnsafeRawBufferPointer) throws {
+        embedding = nil
+        hqFeatures = nil
+        decoderShared = nil
+        decoderSetupSeconds = 0
+        let p = try EmbeddingFile.parse(data, model: model)
+        arena.reset(to: Arena.bottom)
+        let kept = arena.alloc(p.embeddingCount)
+        UnsafeMutableRawPointer(kept).copyMemory(from: data.baseAddress! + p.embeddingOffset, byteCount: 4 * p.embeddingCount)
+        if p.hqCount > 0 {
+            let f = arena.alloc(p.hqCount)
+            UnsafeMutableRawPointer(f).copyMemory(from: data.baseAddress! + p.hqOffset, byteCount: 4 * p.hqCount)
+            hqFeatures = f
+        }
+        embedding = kept
+        densePE = model.densePE
+        persistentMark = arena.mark()
+        imageSize = p.original
+        resized = p.resized
+    }
+
     /// HQ-SAM: the current image's HQ features `[4G, 4G, D/8]`; nil for other models or before `setImage`.
     var hqFeaturesState: UnsafePointer<Float>? { embedding == nil ? nil : hqFeatures.map { UnsafePointer($0) } }
 
@@ -285,31 +326,7 @@ public final class Session {
               let (rh, rw) = resized else { throw PocketSAMError.noImage }
         let cfg = model.config
         let g = cfg.prompt.embeddingSize, lowRes = 4 * g, lowN = lowRes * lowRes
-        guard !points.isEmpty || box != nil || maskInput != nil else {
-            throw PocketSAMError.invalidPrompt("no prompt: give at least one point, a box or a mask input")
-        }
-        guard points.count <= Self.maxPoints else {
-            throw PocketSAMError.invalidPrompt("\(points.count) points (at most \(Self.maxPoints))")
-        }
-        for p in points {
-            guard p.x.isFinite, p.y.isFinite else { throw PocketSAMError.invalidPrompt("point (\(p.x), \(p.y)) is not finite") }
-            guard p.x >= 0, p.y >= 0, p.x <= Float(w), p.y <= Float(h) else {
-                throw PocketSAMError.invalidPrompt("point (\(p.x), \(p.y)) is outside the \(w)×\(h) image")
-            }
-        }
-        if let b = box {
-            guard b.x0.isFinite, b.y0.isFinite, b.x1.isFinite, b.y1.isFinite else { throw PocketSAMError.invalidPrompt("box is not finite") }
-            guard b.x1 >= b.x0, b.y1 >= b.y0 else { throw PocketSAMError.invalidPrompt("box is inverted (x1 < x0 or y1 < y0)") }
-            guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Float(w), b.y1 <= Float(h) else {
-                throw PocketSAMError.invalidPrompt("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is outside the \(w)×\(h) image")
-            }
-        }
-        if let mi = maskInput {
-            guard mi.count == lowN else {
-                throw PocketSAMError.invalidPrompt("mask input has \(mi.count) values, \(lowRes)×\(lowRes) expected")
-            }
-            guard mi.allSatisfy(\.isFinite) else { throw PocketSAMError.invalidPrompt("mask input is not finite") }
-        }
+        try check(points: points, box: box, maskInput: maskInput, h: h, w: w)
         let pen = model.promptEncoder!, T = cfg.decoder.numMaskTokens
         let hq = model.maskDecoder.hq != nil
         var first = multimask ? 1 : 0
@@ -317,18 +334,8 @@ public final class Session {
         // The folded decoder (`MaskDecoder.runBatch`) where the keys are the shared ones (no mask input) and the
         // tokens fit its few-token attention; else (and under the debug tap, for the plain decoder's steps, and for
         // HQ-SAM, which it does not know) the plain one.
-        let folded = !hq && maskInput == nil && arena.tap == nil
-            && 1 + T + pen.sparseCount(points: points.count, box: box != nil) <= Ops.fewKeysMax
-        if folded && decoderShared == nil {
-            let t0 = Stopwatch.now()
-            arena.reset(to: keep)
-            let f = decoderFolded ?? model.maskDecoder.folded(model: model)
-            decoderFolded = f
-            decoderShared = model.maskDecoder.shared(image: emb, pe: pe, noMask: pen.noMask, hw: g * g, model: model, folded: f,
-                                                     arena: arena)
-            persistentMark = arena.mark()
-            decoderSetupSeconds = Stopwatch.since(t0)
-        }
+        let folded = usesFoldedDecoder(points: points.count, box: box != nil, maskInput: maskInput != nil)
+        if folded { makeDecoderShared(emb: emb, pe: pe, keep: keep) }
         let top = persistentMark ?? keep
         arena.reset(to: top)
         let (sparse, ns) = pen.sparse(points: points, box: box, sx: Double(rw) / Double(w), sy: Double(rh) / Double(h),
@@ -360,6 +367,67 @@ public final class Session {
                 low = allMasks + first * lowN
             }
         }
+        finish(low: low, count: count, iou: allIoU + first, into: &result)
+        arena.reset(to: top)
+    }
+
+    /// Whether a prompt goes through the folded decoder (see `predict`).
+    func usesFoldedDecoder(points: Int, box: Bool, maskInput: Bool) -> Bool {
+        let pen = model.promptEncoder!, T = model.config.decoder.numMaskTokens
+        return model.maskDecoder.hq == nil && !maskInput && arena.tap == nil
+            && 1 + T + pen.sparseCount(points: points, box: box) <= Ops.fewKeysMax
+    }
+
+    /// The folded decoder's per-image part, made at the first prompt that needs it after an image is set.
+    func makeDecoderShared(emb: UnsafeMutablePointer<Float>, pe: UnsafePointer<Float>, keep: Arena.Mark) {
+        guard decoderShared == nil else { return }
+        let t0 = Stopwatch.now()
+        arena.reset(to: keep)
+        let f = decoderFolded ?? model.maskDecoder.folded(model: model)
+        decoderFolded = f
+        decoderShared = model.maskDecoder.shared(image: emb, pe: pe, noMask: model.promptEncoder!.noMask, hw: model.config.prompt.embeddingSize * model.config.prompt.embeddingSize,
+                                                 model: model, folded: f, arena: arena)
+        persistentMark = arena.mark()
+        decoderSetupSeconds = Stopwatch.since(t0)
+    }
+
+    /// Checks a prompt against the current image's size.
+    func check(points: [PointPrompt], box: BoxPrompt?, maskInput: [Float]?, h: Int, w: Int) throws {
+        let lowRes = 4 * model.config.prompt.embeddingSize, lowN = lowRes * lowRes
+        guard !points.isEmpty || box != nil || maskInput != nil else {
+            throw PocketSAMError.invalidPrompt("no prompt: give at least one point, a box or a mask input")
+        }
+        guard points.count <= Self.maxPoints else {
+            throw PocketSAMError.invalidPrompt("\(points.count) points (at most \(Self.maxPoints))")
+        }
+        for p in points {
+            guard p.x.isFinite, p.y.isFinite else { throw PocketSAMError.invalidPrompt("point (\(p.x), \(p.y)) is not finite") }
+            guard p.x >= 0, p.y >= 0, p.x <= Float(w), p.y <= Float(h) else {
+                throw PocketSAMError.invalidPrompt("point (\(p.x), \(p.y)) is outside the \(w)×\(h) image")
+            }
+        }
+        if let b = box {
+            guard b.x0.isFinite, b.y0.isFinite, b.x1.isFinite, b.y1.isFinite else { throw PocketSAMError.invalidPrompt("box is not finite") }
+            guard b.x1 >= b.x0, b.y1 >= b.y0 else { throw PocketSAMError.invalidPrompt("box is inverted (x1 < x0 or y1 < y0)") }
+            guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Float(w), b.y1 <= Float(h) else {
+                throw PocketSAMError.invalidPrompt("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is outside the \(w)×\(h) image")
+            }
+        }
+        if let mi = maskInput {
+            guard mi.count == lowN else {
+                throw PocketSAMError.invalidPrompt("mask input has \(mi.count) values, \(lowRes)×\(lowRes) expected")
+            }
+            guard mi.allSatisfy(\.isFinite) else { throw PocketSAMError.invalidPrompt("mask input is not finite") }
+        }
+    }
+
+    /// Fills `result` from `count` masks' low-res logits (row-major) and their IoUs: the masks upscaled to the image
+    /// (`MaskPostprocess`), stability scores. Uses the arena above its current top and gives it back.
+    func finish(low: UnsafePointer<Float>, count: Int, iou: UnsafePointer<Float>, into result: inout Prediction) {
+        let cfg = model.config
+        let (h, w) = imageSize!, (rh, rw) = resized!
+        let lowRes = 4 * cfg.prompt.embeddingSize, lowN = lowRes * lowRes
+        let top = arena.mark()
         func resize<E>(_ a: inout [E], _ n: Int, _ zero: E) {
             a.removeAll(keepingCapacity: true)
             a.append(contentsOf: repeatElement(zero, count: n))
@@ -373,7 +441,7 @@ public final class Session {
         result.height = h
         result.lowResSize = lowRes
         result.lowResLogits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: low, count: count * lowN) }
-        for i in 0..<count { result.iou[i] = allIoU[first + i] }
+        for i in 0..<count { result.iou[i] = iou[i] }
         // Postprocess: upscale to the padded input, keep the valid region, upscale to the image (`MaskPostprocess`).
         // The last upscale goes straight into the mask: nothing of the image's size is kept in the arena, so its size
         // depends on the model only.

@@ -54,6 +54,8 @@ func status(of error: Error) -> psam_status {
         case .noImage: return PSAM_ERR_NO_IMAGE
         case .bufferTooSmall: return PSAM_ERR_BUFFER_TOO_SMALL
         case .bufferMisaligned, .invalidOptions: return PSAM_ERR_INVALID_ARGUMENT
+        case .invalidEmbedding: return PSAM_ERR_EMBEDDING
+        case .cancelled: return PSAM_ERR_CANCELLED
         }
     case let e as PSAMError:
         if case .cannotOpen = e { return PSAM_ERR_IO }
@@ -95,6 +97,8 @@ public func psam_status_string(_ s: psam_status) -> UnsafePointer<CChar> {
     case PSAM_ERR_NO_IMAGE: text = "no image set"
     case PSAM_ERR_BUFFER_TOO_SMALL: text = "buffer too small"
     case PSAM_ERR_INTERNAL: text = "internal error"
+    case PSAM_ERR_CANCELLED: text = "cancelled"
+    case PSAM_ERR_EMBEDDING: text = "invalid image embedding"
     default: text = "unknown status"
     }
     return UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
@@ -331,28 +335,111 @@ public func psam_prompt_default() -> psam_prompt {
 /// Runs a prompt into the session's reusable result.
 func run(_ s: SessionBox, _ prompt: UnsafePointer<psam_prompt>?) -> psam_status {
     guard let pr = prompt?.pointee else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "prompt is NULL") }
-    guard pr.num_points <= Session.maxPoints else {
-        return s.fail(PSAM_ERR_PROMPT, "\(pr.num_points) points (at most \(Session.maxPoints))")
+    let p: Prompt
+    switch convert(s, pr) {
+    case let .success(v): p = v
+    case let .failure(e): return e.status
     }
-    guard pr.num_points == 0 || pr.points != nil else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "points is NULL") }
-    guard pr.mask_input_size == 0 || pr.mask_input != nil else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "mask_input is NULL") }
-    guard pr.multimask == 0 || pr.multimask == 1 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "multimask must be 0 or 1") }
+    do {
+        try s.session.predict(points: p.points, box: p.box, maskInput: p.maskInput, multimask: p.multimask,
+                              hqTokenOnly: p.hqTokenOnly, into: &s.scratch)
+        return PSAM_OK
+    } catch {
+        return s.fail(status(of: error), "\(error)")
+    }
+}
+
+/// A C prompt as the Swift API's, or the failed status (its message set).
+func convert(_ s: SessionBox, _ pr: psam_prompt, index: Int? = nil) -> Result<Prompt, StatusError> {
+    let at = index.map { "prompt \($0): " } ?? ""
+    func fail(_ st: psam_status, _ m: String) -> Result<Prompt, StatusError> { .failure(StatusError(status: s.fail(st, at + m))) }
+    guard pr.num_points <= Session.maxPoints else {
+        return fail(PSAM_ERR_PROMPT, "\(pr.num_points) points (at most \(Session.maxPoints))")
+    }
+    guard pr.num_points == 0 || pr.points != nil else { return fail(PSAM_ERR_INVALID_ARGUMENT, "points is NULL") }
+    guard pr.mask_input_size == 0 || pr.mask_input != nil else { return fail(PSAM_ERR_INVALID_ARGUMENT, "mask_input is NULL") }
+    guard pr.multimask == 0 || pr.multimask == 1 else { return fail(PSAM_ERR_INVALID_ARGUMENT, "multimask must be 0 or 1") }
     guard pr.hq_token_only == 0 || pr.hq_token_only == 1 else {
-        return s.fail(PSAM_ERR_INVALID_ARGUMENT, "hq_token_only must be 0 or 1")
+        return fail(PSAM_ERR_INVALID_ARGUMENT, "hq_token_only must be 0 or 1")
     }
     var points: [PointPrompt] = []
     points.reserveCapacity(pr.num_points)
     for i in 0..<pr.num_points {
         let p = pr.points![i]
-        guard p.label == 0 || p.label == 1 else { return s.fail(PSAM_ERR_PROMPT, "point \(i) has label \(p.label) (0 or 1)") }
+        guard p.label == 0 || p.label == 1 else { return fail(PSAM_ERR_PROMPT, "point \(i) has label \(p.label) (0 or 1)") }
         points.append(PointPrompt(x: p.x, y: p.y, positive: p.label == 1))
     }
     let box = pr.box.map { BoxPrompt(x0: $0.pointee.x0, y0: $0.pointee.y0, x1: $0.pointee.x1, y1: $0.pointee.y1) }
     let mask = pr.mask_input.map { Array(UnsafeBufferPointer(start: $0, count: pr.mask_input_size)) }
+    return .success(Prompt(points: points, box: box, maskInput: mask, multimask: pr.multimask == 1, hqTokenOnly: pr.hq_token_only == 1))
+}
+
+/// Copies a prediction into library-owned memory (`psam_result_free`).
+func allocResult(_ r: Prediction) -> UnsafeMutablePointer<psam_result> {
+    func copy<T>(_ a: [T]) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: max(a.count, 1))
+        a.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: a.count) }
+        return p
+    }
+    let res = UnsafeMutablePointer<psam_result>.allocate(capacity: 1)
+    res.initialize(to: psam_result(num_masks: Int32(r.count), width: Int32(r.width), height: Int32(r.height),
+                                   low_res_size: Int32(r.lowResSize), masks: copy(r.masks), iou: copy(r.iou),
+                                   stability: copy(r.stability), low_res_logits: copy(r.lowResLogits)))
+    return res
+}
+
+@_cdecl("psam_predict_batch")
+public func psam_predict_batch(_ session: OpaquePointer?, _ prompts: UnsafePointer<psam_prompt>?, _ count: Int,
+                               _ out: UnsafeMutablePointer<UnsafeMutablePointer<psam_result>?>?) -> psam_status {
+    guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
+    guard let out else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "out_results is NULL") }
+    guard count >= 1, count <= 1 << 20 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "count \(count) (1 to 1048576)") }
+    for i in 0..<count { out[i] = nil }
+    guard let prompts else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "prompts is NULL") }
+    var list: [Prompt] = []
+    list.reserveCapacity(count)
+    for i in 0..<count {
+        switch convert(s, prompts[i], index: i) {
+        case let .success(p): list.append(p)
+        case let .failure(e): return e.status
+        }
+    }
     do {
-        try s.session.predict(points: points, box: box, maskInput: mask, multimask: pr.multimask == 1, hqTokenOnly: pr.hq_token_only == 1,
-                                  into: &s.scratch)
-        return PSAM_OK
+        let results = try s.session.predict(prompts: list)
+        for (i, r) in results.enumerated() { out[i] = allocResult(r) }
+        return s.ok()
+    } catch {
+        return s.fail(status(of: error), "\(error)")
+    }
+}
+
+@_cdecl("psam_get_embedding")
+public func psam_get_embedding(_ session: OpaquePointer?, _ buffer: UnsafeMutableRawPointer?, _ capacity: Int,
+                               _ outSize: UnsafeMutablePointer<Int>?) -> psam_status {
+    guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
+    guard let outSize else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "out_size is NULL") }
+    guard buffer != nil || capacity == 0 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "buffer is NULL with a capacity") }
+    do {
+        let bytes = try s.session.embeddingFile()
+        outSize.pointee = bytes.count
+        guard let buffer else { return s.ok() }
+        guard capacity >= bytes.count else {
+            return s.fail(PSAM_ERR_BUFFER_TOO_SMALL, "the embedding needs \(bytes.count) bytes, the buffer has \(capacity)")
+        }
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        return s.ok()
+    } catch {
+        return s.fail(status(of: error), "\(error)")
+    }
+}
+
+@_cdecl("psam_set_embedding")
+public func psam_set_embedding(_ session: OpaquePointer?, _ data: UnsafeRawPointer?, _ size: Int) -> psam_status {
+    guard let s = sessionBox(session) else { return PSAM_ERR_INVALID_ARGUMENT }
+    guard let data, size > 0 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "data is NULL or size is 0") }
+    do {
+        try s.session.setEmbedding(UnsafeRawBufferPointer(start: data, count: size))
+        return s.ok()
     } catch {
         return s.fail(status(of: error), "\(error)")
     }
@@ -398,16 +485,7 @@ public func psam_predict_alloc(_ session: OpaquePointer?, _ prompt: UnsafePointe
     out.pointee = nil
     let st = run(s, prompt)
     guard st == PSAM_OK else { return st }
-    let r = s.scratch
-    func copy<T>(_ a: [T]) -> UnsafeMutablePointer<T> {
-        let p = UnsafeMutablePointer<T>.allocate(capacity: max(a.count, 1))
-        a.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: a.count) }
-        return p
-    }
-    let res = UnsafeMutablePointer<psam_result>.allocate(capacity: 1)
-    res.initialize(to: psam_result(num_masks: Int32(r.count), width: Int32(r.width), height: Int32(r.height),
-                                   low_res_size: Int32(r.lowResSize), masks: copy(r.masks), iou: copy(r.iou),
-                                   stability: copy(r.stability), low_res_logits: copy(r.lowResLogits)))
+    let res = allocResult(s.scratch)
     out.pointee = res
     return s.ok()
 }
@@ -470,8 +548,8 @@ public func psam_generate(_ session: OpaquePointer?, _ pixels: UnsafePointer<UIn
         return s.fail(PSAM_ERR_INVALID_ARGUMENT, "hq_token_only must be 0 or 1")
     }
     o.hqTokenOnly = p.hq_token_only == 1
-    let progress: ((GenerationProgress) -> Void)? = p.progress.map { f in
-        { g in f(p.progress_user, Int32(g.crop), Int32(g.crops), Int32(g.pointsDone), Int32(g.pointsTotal)) }
+    let progress: ((GenerationProgress) -> Bool)? = p.progress.map { f in
+        { g in f(p.progress_user, Int32(g.crop), Int32(g.crops), Int32(g.pointsDone), Int32(g.pointsTotal)) == 0 }
     }
     do {
         let r = try s.session.generate(pixels: pixels, width: Int(width), height: Int(height), channels: channels,

@@ -31,6 +31,9 @@ public struct PSAMFile: Sendable {
     public let tensors: [TensorEntry]
     /// The model configuration, when `validateModel` was set.
     public let config: ModelConfig?
+    /// SHA-256 (hex) of the header, metadata and tensor table, which holds every tensor's CRC-32: identifies the
+    /// model's weights and format (what an image embedding saved from a session must match).
+    public let fingerprint: String
     public let dataOffset: Int
     public let dataLength: Int
     private let byName: [String: Int]
@@ -89,6 +92,11 @@ public struct PSAMFile: Sendable {
             guard crc.value == storedCRC else { throw .headerChecksumMismatch(stored: storedCRC, computed: crc.value) }
         }
 
+        var sha = SHA256()
+        sha.update(UnsafeRawBufferPointer(rebasing: file[0..<72]))
+        sha.update(metaBytes)
+        sha.update(tableBytes)
+        fingerprint = sha.finalize()
         metadata = try PSAMFile.parseMetadata(metaBytes, count: metadataCount)
         dataOffset = Int(dataOff)
         dataLength = Int(dataLen)

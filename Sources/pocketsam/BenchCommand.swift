@@ -20,6 +20,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Image (default: a synthetic gradient at the model's input size).") var image: String?
     @Option(help: "Encoder runs per model.") var runs = 5
     @Option(help: "Decoder prompts per model.") var prompts = 20
+    @Option(help: "Also time N box prompts answered by one predict(prompts:) call (psam_predict_batch) against N predict calls, side by side, --runs times (0: off).")
+    var batch = 0
     @Option(help: "Threads.") var threads = 2
     @Option(help: "auto (int8 kernels for int8 weights) or fp32 (dequantize everything at load).") var compute = "auto"
     @Flag(help: "Measure automatic mask generation instead (pocketsam everything), by default with every prompt decoded and postprocessed (--pred-iou-thresh 0 --stability-score-thresh 0); with --hierarchical, dense and hierarchical side by side.")
@@ -85,6 +87,27 @@ struct Bench: ParsableCommand {
         }
         // The first prompt made the decoder's per-image part: without it, that prompt's time is a prompt's.
         for i in models.indices { dec[i][0] -= setup[i] }
+        // Many prompts per call against one call per prompt, alternating.
+        var single = [[Double]](repeating: [], count: models.count), batched = single
+        if batch > 0 {
+            let boxes = (0..<batch).map { p -> Prompt in
+                let f = Float(p) / Float(batch)
+                return Prompt(box: BoxPrompt(x0: w * 0.4 * f, y0: h * 0.3 * f, x1: w * (0.5 + 0.5 * f), y1: h * (0.6 + 0.4 * f)),
+                              multimask: multimask)
+            }
+            for r in 0..<runs {
+                stderrWrite("bench: batch run \(r + 1)/\(runs)\r")
+                for i in models.indices {
+                    var t0 = now()
+                    for b in boxes { try sessions[i].predict(box: b.box, multimask: multimask, into: &pred) }
+                    single[i].append(now() - t0)
+                    t0 = now()
+                    _ = try sessions[i].predict(prompts: boxes)
+                    batched[i].append(now() - t0)
+                }
+            }
+            stderrWrite("\n")
+        }
         var ru = rusage()
         getrusage(RUSAGE_SELF.rawValue, &ru)
         let peak = Kernels.measuredPeakMACsPerSecond(threads: threads)
@@ -113,6 +136,15 @@ struct Bench: ParsableCommand {
             if i > 0 { dl += "; \(format3(d.median / Stats(dec[0]).median))x" }
             print(dl)
             print("  decoder setup (once per image, at its first prompt without a mask input): \(format3(setup[i] * 1000)) ms")
+            var batchJSON: JSONValue = .null
+            if batch > 0 {
+                let a = Stats(single[i]), b = Stats(batched[i])
+                print("  \(batch) prompts: one call \(format3(b.median * 1000)) ms (range \(format3(b.min * 1000))–\(format3(b.max * 1000))), "
+                      + "\(batch) calls \(format3(a.median * 1000)) ms (range \(format3(a.min * 1000))–\(format3(a.max * 1000))); "
+                      + "\(format3(b.median / a.median))x")
+                batchJSON = .object(["prompts": .int(batch), "one_call_ms": b.json(scale: 1000), "separate_calls_ms": a.json(scale: 1000),
+                                     "ratio": .number(b.median / a.median)])
+            }
             let planned = try? m.plannedArenaBytes()
             // A default session's arena grows in whole chunks, so what it holds can exceed what a fixed arena needs.
             print("  arena: \(sessions[i].arenaPeakBytes) bytes held (grown in chunks); a fixed arena needs \(planned.map(String.init) ?? "?") bytes for any image and prompt")
@@ -123,7 +155,7 @@ struct Bench: ParsableCommand {
                 "encoder_fraction_of_int8_peak": m.int8Layers > 0 ? fraction.map { .number($0) } ?? .null : .null,
                 "decoder_ms_per_prompt": d.json(scale: 1000), "decoder_mmac_per_prompt": .number(Double(decMACs[i]) / 1e6),
                 "decoder_setup_ms": .number(setup[i] * 1000), "arena_bytes_held": .int(sessions[i].arenaPeakBytes),
-                "planned_arena_bytes": planned.map { .int($0) } ?? .null,
+                "planned_arena_bytes": planned.map { .int($0) } ?? .null, "batch": batchJSON,
             ]))
         }
         // ru_maxrss before the arena planning above (a measuring pass on reserved address space).
