@@ -71,18 +71,18 @@ lib: $(if $(SWIFTPM),deps)
 install: $(if $(SWIFTPM),build)
 	@$(MAKE) --no-print-directory assembled-all
 	@test -n "$(VERSION)" || { echo "make: no version string found in $(VERSION_FILE)" >&2; exit 1; }
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM \
-		$(DESTDIR)$(PREFIX)/bin
-	install -m 644 include/pocketsam.h $(DESTDIR)$(PREFIX)/include/pocketsam.h
-	install -m 644 $(LIBPOCKETSAM) $(DESTDIR)$(PREFIX)/lib/libpocketsam.a
-	install -m 755 $(STATIC_TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	$(SUBST) packaging/pocketsam.pc.in >$(DESTDIR)$(PREFIX)/lib/pkgconfig/pocketsam.pc
-	$(SUBST) packaging/PocketSAMConfig.cmake.in >$(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM/PocketSAMConfig.cmake
-	$(SUBST) packaging/PocketSAMConfigVersion.cmake.in >$(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM/PocketSAMConfigVersion.cmake
+	install -d "$(DESTDIR)$(PREFIX)/include" "$(DESTDIR)$(PREFIX)/lib/pkgconfig" \
+		"$(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM" "$(DESTDIR)$(PREFIX)/bin"
+	install -m 644 include/pocketsam.h "$(DESTDIR)$(PREFIX)/include/pocketsam.h"
+	install -m 644 $(LIBPOCKETSAM) "$(DESTDIR)$(PREFIX)/lib/libpocketsam.a"
+	install -m 755 $(STATIC_TOOLS) "$(DESTDIR)$(PREFIX)/bin/"
+	$(SUBST) packaging/pocketsam.pc.in >"$(DESTDIR)$(PREFIX)/lib/pkgconfig/pocketsam.pc"
+	$(SUBST) packaging/PocketSAMConfig.cmake.in >"$(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM/PocketSAMConfig.cmake"
+	$(SUBST) packaging/PocketSAMConfigVersion.cmake.in >"$(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM/PocketSAMConfigVersion.cmake"
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED))
-	rmdir $(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM 2>/dev/null || true
+	rmdir "$(DESTDIR)$(PREFIX)/lib/cmake/PocketSAM" 2>/dev/null || true
 
 # What `lib` and `install` assemble from the SwiftPM products (never running SwiftPM), each when out of date.
 assembled-lib: $(LIBPOCKETSAM)

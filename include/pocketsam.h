@@ -32,7 +32,8 @@ extern "C" {
 /* The ABI this header describes. psam_abi_version() returns the library's; they must be equal.
  * 2: psam_prompt.hq_token_only, psam_generate_params.hq_token_only and psam_model_info.hq (HQ-SAM).
  * 3: psam_get_embedding / psam_set_embedding, psam_predict_batch, a progress callback that returns int32_t
- *    (non-zero cancels psam_generate: PSAM_ERR_CANCELLED), PSAM_ERR_EMBEDDING. */
+ *    (non-zero cancels psam_generate: PSAM_ERR_CANCELLED; a callback written for ABI 2 must now return 0),
+ *    PSAM_ERR_EMBEDDING. */
 #define PSAM_ABI_VERSION 3
 
 typedef enum psam_status {
@@ -203,11 +204,13 @@ typedef struct psam_result {
 psam_status psam_predict_alloc(psam_session *session, const psam_prompt *prompt, psam_result **out_result);
 void psam_result_free(psam_result *result);
 
-/* Answers `count` prompts against the current image in one call (e.g. a detector's boxes): out_results[i]
- * receives prompt i's answer, as psam_predict_alloc's (free each with psam_result_free). Every prompt is checked
- * before any is decoded; on failure every out_results[i] is NULL and the message names the prompt. The answers
- * equal `count` psam_predict calls bit for bit; prompts without a mask input are decoded together, a few at a
- * time, through the batched decoder. */
+/* Answers `count` prompts (1 to 2^20) against the current image in one call (e.g. a detector's boxes):
+ * out_results (an array of count pointers) receives prompt i's answer at [i], as psam_predict_alloc's (free each
+ * with psam_result_free). Every prompt is checked before any is decoded; once session, out_results and count are
+ * valid, a failure leaves every out_results[i] NULL and the message names the prompt. The answers equal `count`
+ * psam_predict calls bit for bit. Consecutive prompts without a mask input that have the same number of points,
+ * box or not, and multimask, are decoded together a few at a time through the batched decoder (not for HQ-SAM
+ * models, whose prompts are decoded one by one). Every answer is held until the call returns. */
 psam_status psam_predict_batch(psam_session *session, const psam_prompt *prompts, size_t count,
                                psam_result **out_results);
 
@@ -233,7 +236,9 @@ typedef struct psam_generate_params {
                                                 exceeds the threshold by this (0: anywhere in the mask) */
     /* Called after each batch of prompts (may be NULL): crop index, crop count, points decoded in the crop
      * so far, points in the crop. Runs on the calling thread. Return 0 to go on; non-zero stops the
-     * generation: psam_generate returns PSAM_ERR_CANCELLED and no result. */
+     * generation (checked after each batch, not during a crop's encoder pass): psam_generate returns
+     * PSAM_ERR_CANCELLED and no result, and the session is left holding the last crop's image (prompts and
+     * psam_get_image_size then refer to that crop: set an image again). */
     int32_t (*progress)(void *user, int32_t crop, int32_t crops, int32_t done, int32_t total);
     void *progress_user;
     int32_t hq_token_only;                   /* HQ-SAM models: 1 each point's mask is the HQ mask alone; 0 (default)

@@ -19,8 +19,8 @@ public struct Prompt: Sendable {
 }
 
 extension Session {
-    /// Prompts decoded together by `predict(prompts:)`: memory grows with it (about 7 MB a prompt at SAM's sizes), and
-    /// the planned arena covers a batch of this many.
+    /// Prompts decoded together by `predict(prompts:)`: memory grows with it (about 7 MB a box prompt at SAM's sizes),
+    /// and the planned arena covers a batch of this many boxes; prompts with more tokens go in smaller groups.
     public static let promptBatch = 4
 
     /// Answers many prompts against the current image (a detector's boxes, say), each exactly as `predict` would
@@ -53,8 +53,11 @@ extension Session {
                 i += 1
                 continue
             }
+            // At most `promptBatch` prompts, and no more tokens than that many boxes (what the planned arena measured).
+            let nt = 1 + T + k.tokens, boxTokens = 1 + T + 2
+            let most = max(1, min(Self.promptBatch, Self.promptBatch * boxTokens / nt))
             var end = i + 1
-            while end < prompts.count, end - i < Self.promptBatch, let k2 = key(prompts[end]), k2 == k { end += 1 }
+            while end < prompts.count, end - i < most, let k2 = key(prompts[end]), k2 == k { end += 1 }
             makeDecoderShared(emb: emb, pe: pe, keep: keep)
             guard let shared = decoderShared, let top = persistentMark else { throw PocketSAMError.noImage }
             arena.reset(to: top)

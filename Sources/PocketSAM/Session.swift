@@ -77,6 +77,8 @@ public final class Session {
     private(set) var persistentMark: Arena.Mark?
     private(set) var imageSize: (h: Int, w: Int)?
     private(set) var resized: (h: Int, w: Int)?
+    /// Whether `scratch.resized` holds the current image's resized pixels (not after `setEmbedding`).
+    private var resizedPixelsValid = false
     private let scratch = SessionScratch()
     /// The decoder's prompt-independent part for the current image (`MaskDecoder.Shared`, in the arena above the
     /// embedding), made by the first prompt without a mask input; its weights-only part, made once per session.
@@ -136,9 +138,12 @@ public final class Session {
         var r = Prediction()
         // A prompt without a mask input first (it keeps the decoder's per-image part in the arena), then the largest.
         try s.predict(box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)), multimask: true, into: &r)
-        // A batch of such prompts (`predict(prompts:)`).
-        _ = try s.predict(prompts: Array(repeating: Prompt(box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)), multimask: true),
-                                         count: promptBatch))
+        // A batch of such prompts (`predict(prompts:)`, whose groups never hold more tokens than this), and the folded
+        // decoder's largest single prompt.
+        let whole = BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size))
+        _ = try s.predict(prompts: Array(repeating: Prompt(box: whole, multimask: true), count: promptBatch))
+        let foldedMax = Ops.fewKeysMax - 3 - model.config.decoder.numMaskTokens
+        try s.predict(points: Array(points.prefix(max(foldedMax, 0))), box: whole, multimask: true, into: &r)
         try s.predict(points: points, box: BoxPrompt(x0: 0, y0: 0, x1: Float(size), y1: Float(size)),
                       maskInput: [Float](repeating: 0, count: lowRes * lowRes), multimask: true, into: &r)
         return arena.peakBytes
@@ -180,6 +185,7 @@ public final class Session {
     /// The last image resized to the encoder's input (uint8 RGB `[h, w, 3]`), as a copy; for tests.
     public func resizedImage() -> [UInt8] {
         guard let (h, w) = resized else { return [] }
+        guard resizedPixelsValid else { return [] }
         return Array(UnsafeBufferPointer(start: scratch.resized.base, count: h * w * 3))
     }
 
@@ -199,6 +205,7 @@ public final class Session {
         hqFeatures = nil
         decoderShared = nil
         decoderSetupSeconds = 0
+        resizedPixelsValid = false
         let size = model.config.encoder.imageSize
         let (rh, rw) = Preprocess.resizedShape(h: height, w: width, long: size)
         let small = scratch.resized.reserve(rh * rw * 3)
@@ -246,6 +253,7 @@ public final class Session {
         persistentMark = arena.mark()
         imageSize = (height, width)
         resized = (rh, rw)
+        resizedPixelsValid = true
     }
 
     /// The current image's embedding as a `.psemb` file (docs/FORMAT.md): what `predict` needs of the image, without the
@@ -266,6 +274,7 @@ public final class Session {
     /// match): prompts then answer exactly as after `setImage` on that image. Validates everything (a corrupt or foreign
     /// file throws `invalidEmbedding` and leaves no image set). Cost: a copy; no encoder pass.
     public func setEmbedding(_ data: UnsafeRawBufferPointer) throws {
+        resizedPixelsValid = false  // the file has no pixels
         embedding = nil
         hqFeatures = nil
         decoderShared = nil

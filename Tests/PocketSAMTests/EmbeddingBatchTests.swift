@@ -105,7 +105,33 @@ final class EmbeddingBatchTests: XCTestCase {
         var longer = file
         longer.append(0)
         XCTAssertThrowsError(try longer.withUnsafeBytes { try s.setEmbedding($0) })
+        // Well-formed files (checksum recomputed) whose content is wrong: each refused by its own check.
+        func resealed(_ edit: (inout [UInt8]) -> Void) -> [UInt8] {
+            var m = file
+            edit(&m)
+            var crc = CRC32()
+            m.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[0..<(m.count - 4)])) }
+            withUnsafeBytes(of: crc.value.littleEndian) { for i in 0..<4 { m[m.count - 4 + i] = $0[i] } }
+            return m
+        }
+        func put(_ v: UInt32, at o: Int, _ m: inout [UInt8]) { withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { m[o + i] = $0[i] } } }
+        for (what, edit, expected) in [
+            ("NaN", { (m: inout [UInt8]) in put(Float.nan.bitPattern, at: 112 + 4 * 77, &m) }, "not finite"),
+            ("resized", { (m: inout [UInt8]) in put(99, at: 88, &m) }, "does not follow"),
+            ("huge grid", { (m: inout [UInt8]) in put(0xFFFF_FFFF, at: 96, &m) }, "the model's is"),
+            ("huge image", { (m: inout [UInt8]) in put(1 << 30, at: 80, &m) }, "image size"),
+            ("hq count", { (m: inout [UInt8]) in put(7, at: 104, &m) }, "HQ-feature"),
+        ] as [(String, (inout [UInt8]) -> Void, String)] {
+            let m = resealed(edit)
+            XCTAssertThrowsError(try m.withUnsafeBytes { try s.setEmbedding($0) }, what) {
+                XCTAssertTrue("\($0)".contains(expected), "\(what): \($0)")
+            }
+            refused += 1
+        }
         print("embedding fuzz: \(refused) hostile files refused")
+        // An embedding carries no pixels: the session's resized image is empty, not the previous image's.
+        try file.withUnsafeBytes { try s.setEmbedding($0) }
+        XCTAssertEqual(s.resizedImage(), [])
     }
 
     /// `predict(prompts:)` answers as one `predict` per prompt, bit for bit (folded batches, the plain decoder's mask
@@ -135,6 +161,24 @@ final class EmbeddingBatchTests: XCTestCase {
         }
     }
 
+    /// A session over exactly the planned arena answers batches of the largest prompts the batched decoder takes
+    /// (57 points and a box, three masks) and of boxes: the plan covers what `predict(prompts:)` groups.
+    func testBatchFitsThePlannedArena() throws {
+        let model = try RandomModelParityTests.model("mobilesam_tiny.pth")
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: try model.plannedArenaBytes(), alignment: 64)
+        defer { raw.deallocate() }
+        let s = try Session(model: model, threads: 2, buffer: raw)
+        let img = try ImageIO.read(try LiteMedSAMParityTests.asset("images/chelsea.png"))
+        try img.pixels.withUnsafeBufferPointer {
+            try s.setImage(pixels: $0.baseAddress!, width: img.width, height: img.height, channels: img.channels)
+        }
+        let many = (0..<57).map { (i: Int) -> PointPrompt in PointPrompt(x: Float(5 + 7 * i), y: Float(10 + 4 * i)) }
+        let big = Prompt(points: many, box: BoxPrompt(x0: 0, y0: 0, x1: 451, y1: 300), multimask: true)
+        let r = try s.predict(prompts: Array(repeating: big, count: 6) + Self.prompts(maskInput: nil))
+        XCTAssertEqual(r.count, 6 + Self.prompts(maskInput: nil).count)
+        Self.assertSame(r[0], try s.predict(points: big.points, box: big.box, multimask: true), "57 points and a box")
+    }
+
     /// Segment everything stops when its progress closure says so.
     func testGenerateIsCancelledByItsProgressClosure() throws {
         let model = try RandomModelParityTests.model("vit_tiny.pth")
@@ -148,6 +192,11 @@ final class EmbeddingBatchTests: XCTestCase {
                                  progress: { (_: GenerationProgress) -> Bool in calls += 1; return calls < 3 })
         }) { XCTAssertEqual($0 as? PocketSAMError, .cancelled) }
         XCTAssertEqual(calls, 3)
+        // The README's form: a one-expression closure returning false stops at the first batch.
+        let stop = true
+        XCTAssertThrowsError(try img.pixels.withUnsafeBufferPointer {
+            try session.generate(pixels: $0.baseAddress!, width: img.width, height: img.height, options: o) { _ in !stop }
+        }) { XCTAssertEqual($0 as? PocketSAMError, .cancelled) }
         // Still usable afterwards.
         let r = try img.pixels.withUnsafeBufferPointer {
             try session.generate(pixels: $0.baseAddress!, width: img.width, height: img.height, options: o,
@@ -203,6 +252,7 @@ final class EmbeddingBatchTests: XCTestCase {
         XCTAssertNotEqual(r2.status, 0)
         XCTAssertTrue(r2.err.contains("several --box"), r2.err)
         let r3 = try SegmentCommandTests.run(["segment", "--model", model, "--box", boxes[0], "--out", dir.path + "/x"])
+        XCTAssertEqual(r3.status, 64, r3.err)
         XCTAssertTrue(r3.err.contains("--image or --embedding"), r3.err)
     }
 }
