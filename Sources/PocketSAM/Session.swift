@@ -259,15 +259,26 @@ public final class Session {
     /// The current image's embedding as a `.psemb` file (docs/FORMAT.md): what `predict` needs of the image, without the
     /// encoder pass, for `setEmbedding` on a session of the same model file (here or on another machine).
     public func embeddingFile() throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: try embeddingFileSize())
+        try out.withUnsafeMutableBytes { try writeEmbeddingFile(into: $0) }
+        return out
+    }
+
+    /// The size of `embeddingFile()`'s bytes, without making them.
+    public func embeddingFileSize() throws -> Int {
+        guard embedding != nil else { throw PocketSAMError.noImage }
+        let g = model.config.prompt.embeddingSize, c = model.config.prompt.embedDim
+        return EmbeddingFile.size(embedding: g * g * c, hq: hqFeatures == nil ? 0 : 16 * g * g * (c / 8))
+    }
+
+    /// Writes `embeddingFile()`'s bytes into `out`, which must hold exactly `embeddingFileSize()` bytes (a caller's buffer).
+    public func writeEmbeddingFile(into out: UnsafeMutableRawBufferPointer) throws {
         guard let emb = embedding, let (h, w) = imageSize, let (rh, rw) = resized else { throw PocketSAMError.noImage }
         let g = model.config.prompt.embeddingSize, c = model.config.prompt.embedDim
         let hqCount = hqFeatures == nil ? 0 : 16 * g * g * (c / 8)
-        var out = [UInt8](repeating: 0, count: EmbeddingFile.size(embedding: g * g * c, hq: hqCount))
-        out.withUnsafeMutableBytes {
-            EmbeddingFile.write(fingerprint: model.file.fingerprint, original: (h, w), resized: (rh, rw), grid: g, channels: c,
-                                embedding: emb, hq: hqFeatures.map { UnsafePointer($0) }, hqCount: hqCount, into: $0)
-        }
-        return out
+        precondition(out.count == EmbeddingFile.size(embedding: g * g * c, hq: hqCount), "the buffer is not embeddingFileSize() bytes")
+        EmbeddingFile.write(fingerprint: model.file.fingerprint, original: (h, w), resized: (rh, rw), grid: g, channels: c,
+                            embedding: emb, hq: hqFeatures.map { UnsafePointer($0) }, hqCount: hqCount, into: out)
     }
 
     /// Sets the current image from a `.psemb` file made by `embeddingFile` with the same model file (its fingerprint must

@@ -420,13 +420,13 @@ public func psam_get_embedding(_ session: OpaquePointer?, _ buffer: UnsafeMutabl
     guard let outSize else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "out_size is NULL") }
     guard buffer != nil || capacity == 0 else { return s.fail(PSAM_ERR_INVALID_ARGUMENT, "buffer is NULL with a capacity") }
     do {
-        let bytes = try s.session.embeddingFile()
-        outSize.pointee = bytes.count
+        let size = try s.session.embeddingFileSize()
+        outSize.pointee = size
         guard let buffer else { return s.ok() }
-        guard capacity >= bytes.count else {
-            return s.fail(PSAM_ERR_BUFFER_TOO_SMALL, "the embedding needs \(bytes.count) bytes, the buffer has \(capacity)")
+        guard capacity >= size else {
+            return s.fail(PSAM_ERR_BUFFER_TOO_SMALL, "the embedding needs \(size) bytes, the buffer has \(capacity)")
         }
-        bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        try s.session.writeEmbeddingFile(into: UnsafeMutableRawBufferPointer(start: buffer, count: size))
         return s.ok()
     } catch {
         return s.fail(status(of: error), "\(error)")

@@ -262,6 +262,22 @@ def prompt_records(kw, case, mask_input_file, model_box, model_pts):
     }
 
 
+def prompt_cases(spec: dict) -> list:
+    """The prompt cases of an image spec (box, pos, neg in image pixels) that both HQ fixture scripts use: (name,
+    predictor kwargs or None for the mask-input case, description)."""
+    box = np.array(spec["box"], dtype=np.float64)
+    pos = np.array(spec["pos"], dtype=np.float64)
+    neg = np.array(spec["neg"], dtype=np.float64)
+    return [
+        ("box", dict(box=box, multimask_output=False), "one box"),
+        ("point", dict(point_coords=pos[None], point_labels=np.array([1]), multimask_output=True),
+         "one positive point, multimask_output=True (SAM part = best of mask tokens 1..3 by predicted IoU)"),
+        ("box_point", dict(box=box, point_coords=neg[None], point_labels=np.array([0]), multimask_output=False),
+         "the box plus one negative point"),
+        ("mask_input", None, "the box plus mask_input = the box case's low-res logits of the same hq_token_only mode"),
+    ]
+
+
 def predict_checked(predictor, sam, dec, kw, hq_only):
     """SamPredictor.predict with the HQ decoder's fusion branches and IoU head hooked, checked against the same call
     with return_logits=True (masks = logits > threshold, same IoU and low-res logits). Returns masks, iou, lowres,
@@ -350,17 +366,10 @@ def run_image(tag: str, sam: Sam, stem: str, image: np.ndarray, writer: Writer, 
         files["hq_features"]["full_tensor_stats"] = stats(hq_np)
 
     # ---------------- prompt cases
-    box = np.array(spec["box"], dtype=np.float64)
+    box = np.array(spec["box"], dtype=np.float64)  # the mask_input case's box
     pos = np.array(spec["pos"], dtype=np.float64)
-    neg = np.array(spec["neg"], dtype=np.float64)
     pos2 = np.array(spec["pos2"], dtype=np.float64)
-    cases = [
-        ("box", dict(box=box, multimask_output=False), "one box"),
-        ("point", dict(point_coords=pos[None], point_labels=np.array([1]), multimask_output=True),
-         "one positive point, multimask_output=True (SAM part = best of mask tokens 1..3 by predicted IoU)"),
-        ("box_point", dict(box=box, point_coords=neg[None], point_labels=np.array([0]), multimask_output=False),
-         "the box plus one negative point"),
-        ("mask_input", None, "the box plus mask_input = the box case's low-res logits of the same hq_token_only mode"),
+    cases = prompt_cases(spec) + [
         ("points_multi", dict(point_coords=np.stack([pos, pos2]), point_labels=np.array([1, 1]),
                               multimask_output=False), "two positive points"),
     ]

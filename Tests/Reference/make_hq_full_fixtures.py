@@ -91,7 +91,7 @@ from segment_anything_hq.modeling import Sam, tiny_vit_sam  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_hq_fixtures import IMAGES as HQ_IMAGES, MODES, Hooks, predict_checked, prompt_records  # noqa: E402
+from make_hq_fixtures import IMAGES as HQ_IMAGES, MODES, Hooks, predict_checked, prompt_cases, prompt_records  # noqa: E402
 from make_random_fixtures import Writer, crops_nchw, sha256_file, stats, version  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -367,17 +367,8 @@ def run_image(sam: Sam, stem: str, image: np.ndarray) -> dict:
     hq_feat = dec.embedding_encoder(emb) + dec.compress_vit_feat(early.permute(0, 3, 1, 2))
     assert hq_feat.shape == (1, HQ_CHANNELS, LOW, LOW)
 
-    box = np.array(spec["box"], dtype=np.float64)
-    pos = np.array(spec["pos"], dtype=np.float64)
-    neg = np.array(spec["neg"], dtype=np.float64)
-    cases = [
-        ("box", dict(box=box, multimask_output=False), "one box"),
-        ("point", dict(point_coords=pos[None], point_labels=np.array([1]), multimask_output=True),
-         "one positive point, multimask_output=True (SAM part = best of mask tokens 1..3 by predicted IoU)"),
-        ("box_point", dict(box=box, point_coords=neg[None], point_labels=np.array([0]), multimask_output=False),
-         "the box plus one negative point"),
-        ("mask_input", None, "the box plus mask_input = the box case's low-res logits of the same hq_token_only mode"),
-    ]
+    box = np.array(spec["box"], dtype=np.float64)  # the mask_input case's box
+    cases = prompt_cases(spec)
     out = {"new_hw": list(predictor.input_size), "early": early.numpy().copy(), "hq": hq_feat.numpy().copy(),
            "cases": []}
     box_lowres = {}
