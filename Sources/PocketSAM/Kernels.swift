@@ -13,13 +13,18 @@ public enum Kernels {
 
     /// What runs where on this CPU, one line: the int8 GEMM, the int16 GEMM of an int8 model's fp16 layers (or fp32
     /// where it would not be faster), the row operations' bodies, the int8 path's GELU, and the int8 models' window
-    /// attention (fp16 where the CPU has half-precision arithmetic, bf16 where it has AVX-512 BF16 only, else fp32).
+    /// attention (fp16 where the CPU has half-precision arithmetic, bf16 where it has AVX-512 BF16 only, else fp32),
+    /// and the int8 SAM ViTs' attention (`vitAttention`).
     public static var summary: String {
         let attention = psam_window_attention_fp16_fast(32) != 0 ? "fp16" : psam_window_attention_bf16_fast(32) != 0 ? "bf16" : "fp32"
         return "int8 GEMM \(name), int16 GEMM " + (psam_s16gemm_fast() != 0 ? name : "off (fp32)")
             + ", row operations \(String(cString: psam_rowops_isa_name())), int8 GELU "
             + (psam_gelu_lut_fast() != 0 ? "piecewise cubic" : "exact") + ", int8 window attention \(attention)"
+            + ", int8 ViT attention \(vitAttention)"
     }
+
+    /// The int8 SAM ViTs' attention (64-wide heads): `bf16` where the CPU has AVX-512 BF16, else `fp32`.
+    public static var vitAttention: String { psam_vit_attention_bf16_fast(64) != 0 ? "bf16" : "fp32" }
 
     /// Measured peak int8 multiply-accumulates per second of the chosen variant's inner-loop instructions on `threads`
     /// threads at once (a register-only loop of the kernel's instruction mix, about 0.3 s); nil where that variant has

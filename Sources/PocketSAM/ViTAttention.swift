@@ -14,6 +14,11 @@ import PocketSAMKernels
 ///
 /// The relative terms are the queries' products with `rel_pos_h` / `rel_pos_w` (`[rows, 2·side − 1]`), added per
 /// score by `psam_relpos_add`: never expanded to `[n, n]` per head.
+///
+/// With `bf16` (int8 models on a CPU with AVX-512 BF16, as TinyViT's windows) the products run in
+/// `psam_vit_attention_bf16` (q·scale, k, v and the probabilities rounded to bf16, fp32 sums: twice the fp32 rate),
+/// and a global block is one head and `queryChunk` queries: its keys and values are packed once for that chunk's
+/// 64-query steps.
 struct ViTAttentionJob {
     /// `[n + 1][3·E]`: per token `[q | k | v]`, head h at columns h·hd of each; row n is the padding row (windowed
     /// blocks whose windows hang over the border).
@@ -29,18 +34,27 @@ struct ViTAttentionJob {
     let out: FPtr
     let scratch: FPtr
     let slotFloats: Int
+    let bf16: Bool
 
-    /// Queries per block of a global attention.
+    /// Queries per step of a global attention.
     static let queryRows = 64
+    /// Queries per block of a global attention in bf16 (one packing of the head's keys and values each).
+    static let queryChunk = 1024
 
     var n: Int { g * g }
     var windowsPerSide: Int { (g + ws - 1) / ws }
-    var queryBlocks: Int { (n + Self.queryRows - 1) / Self.queryRows }
+    var blockRows: Int { bf16 ? Self.queryChunk : Self.queryRows }
+    var queryBlocks: Int { (n + blockRows - 1) / blockRows }
     var blocks: Int { global ? heads * queryBlocks : windowsPerSide * windowsPerSide * heads }
 
     /// Floats of one slot's scratch.
-    static func slotFloats(g: Int, ws: Int, global: Bool, hd: Int) -> Int {
+    static func slotFloats(g: Int, ws: Int, global: Bool, hd: Int, bf16: Bool) -> Int {
         let r = 2 * ws - 1
+        if bf16 {
+            let rows = global ? queryRows : ws * ws
+            let own = global ? 0 : 4 * rows * hd
+            return own + psam_vit_attention_bf16_packed_floats(ws, hd) + psam_vit_attention_bf16_scratch(rows, ws, hd) + 2 * rows * r
+        }
         if global { return queryRows * (g * g) + 2 * queryRows * r }
         let wn = ws * ws
         return 4 * wn * hd + wn * wn + 2 * wn * r
@@ -59,16 +73,31 @@ struct ViTAttentionJob {
     }
 
     private func runGlobal(_ i: Int, _ base: FPtr) {
+        if bf16 { return runGlobalBF16(i, base) }
         let h = i / queryBlocks, q0 = (i % queryBlocks) * Self.queryRows, rows = min(Self.queryRows, n - q0)
         let r = 2 * ws - 1, ld = 3 * E
         let s = base, th = base + Self.queryRows * n, tw = th + Self.queryRows * r
         let q = qkv + q0 * ld + h * hd, k = qkv + E + h * hd, v = qkv + 2 * E + h * hd
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(hd), scale, q, Int32(ld), k, Int32(ld), 0,
                     s, Int32(n))
-        relativeTerms(q, ld: Int32(ld), rows: rows, q0: q0, side: g, s: s, ldS: n, th: th, tw: tw)
+        relativeTerms(q, ld: Int32(ld), rows: rows, th: th, tw: tw)
+        psam_relpos_add(s, n, rows, q0, g, th, tw, r)
         psam_softmax_rows(s, rows, n, n)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(hd), Int32(n), 1, s, Int32(n), v, Int32(ld), 0,
                     out + q0 * E + h * hd, Int32(E))
+    }
+
+    private func runGlobalBF16(_ i: Int, _ base: FPtr) {
+        let h = i / queryBlocks, c0 = (i % queryBlocks) * Self.queryChunk, c1 = min(n, c0 + Self.queryChunk)
+        let r = 2 * ws - 1, ld = 3 * E, rows = Self.queryRows
+        let packed = base, s = packed + psam_vit_attention_bf16_packed_floats(g, hd)
+        let th = s + psam_vit_attention_bf16_scratch(rows, g, hd), tw = th + rows * r
+        psam_vit_attention_bf16_pack(qkv + E + h * hd, qkv + 2 * E + h * hd, ld, g, hd, packed)
+        for q0 in stride(from: c0, to: c1, by: rows) {
+            let m = min(rows, c1 - q0), q = qkv + q0 * ld + h * hd
+            relativeTerms(q, ld: Int32(ld), rows: m, th: th, tw: tw)
+            psam_vit_attention_bf16(q, ld, m, q0, g, packed, hd, scale, th, tw, out + q0 * E + h * hd, E, s)
+        }
     }
 
     private func runWindow(_ i: Int, _ base: FPtr) {
@@ -82,24 +111,32 @@ struct ViTAttentionJob {
             (k + t * hd).update(from: row + E, count: hd)
             (v + t * hd).update(from: row + 2 * E, count: hd)
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(wn), Int32(wn), Int32(hd), scale, q, Int32(hd), k, Int32(hd), 0,
-                    s, Int32(wn))
-        relativeTerms(q, ld: Int32(hd), rows: wn, q0: 0, side: ws, s: s, ldS: wn, th: th, tw: tw)
-        psam_softmax_rows(s, wn, wn, wn)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(wn), Int32(hd), Int32(wn), 1, s, Int32(wn), v, Int32(hd), 0,
-                    o, Int32(hd))
+        if bf16 {
+            let packed = o + wn * hd, sc = packed + psam_vit_attention_bf16_packed_floats(ws, hd)
+            let th = sc + psam_vit_attention_bf16_scratch(wn, ws, hd), tw = th + wn * r
+            psam_vit_attention_bf16_pack(k, v, hd, ws, hd, packed)
+            relativeTerms(q, ld: Int32(hd), rows: wn, th: th, tw: tw)
+            psam_vit_attention_bf16(q, hd, wn, 0, ws, packed, hd, scale, th, tw, o, hd, sc)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(wn), Int32(wn), Int32(hd), scale, q, Int32(hd), k, Int32(hd), 0,
+                        s, Int32(wn))
+            relativeTerms(q, ld: Int32(hd), rows: wn, th: th, tw: tw)
+            psam_relpos_add(s, wn, wn, 0, ws, th, tw, r)
+            psam_softmax_rows(s, wn, wn, wn)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(wn), Int32(hd), Int32(wn), 1, s, Int32(wn), v, Int32(hd), 0,
+                        o, Int32(hd))
+        }
         for t in 0..<wn {
             let y = wy * ws + t / ws, x = wx * ws + t % ws
             if y < g && x < g { (out + (y * g + x) * E + h * hd).update(from: o + t * hd, count: hd) }
         }
     }
 
-    /// `th = q · rel_pos_hᵀ`, `tw = q · rel_pos_wᵀ` (unscaled queries, `[rows, 2·side − 1]`), added to the scores.
-    private func relativeTerms(_ q: CPtr, ld: Int32, rows: Int, q0: Int, side: Int, s: FPtr, ldS: Int, th: FPtr, tw: FPtr) {
-        let r = 2 * side - 1
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(r), Int32(hd), 1, q, ld, relH, Int32(hd), 0, th, Int32(r))
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(r), Int32(hd), 1, q, ld, relW, Int32(hd), 0, tw, Int32(r))
-        psam_relpos_add(s, ldS, rows, q0, side, th, tw, r)
+    /// `th = q · rel_pos_hᵀ`, `tw = q · rel_pos_wᵀ` (unscaled queries, `[rows, 2·ws − 1]`), for `psam_relpos_add`.
+    private func relativeTerms(_ q: CPtr, ld: Int32, rows: Int, th: FPtr, tw: FPtr) {
+        let r = Int32(2 * ws - 1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), r, Int32(hd), 1, q, ld, relH, Int32(hd), 0, th, r)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), r, Int32(hd), 1, q, ld, relW, Int32(hd), 0, tw, r)
     }
 }
 
@@ -108,12 +145,13 @@ extension Ops {
     /// side, or global (`ws` = g). Scratch for `windowSlots` threads (so the planned arena holds for that many); a
     /// session with more threads runs the blocks on the calling thread.
     static func vitAttention(_ ctx: Arena, qkv: CPtr, g: Int, ws: Int, global: Bool, E: Int, heads: Int, relH: CPtr, relW: CPtr,
-                             out: FPtr) {
+                             out: FPtr, halfPrecision: Bool) {
         let hd = E / heads, mark = ctx.mark()
-        let slotFloats = ViTAttentionJob.slotFloats(g: g, ws: ws, global: global, hd: hd)
+        let bf16 = halfPrecision && psam_vit_attention_bf16_fast(hd) != 0
+        let slotFloats = ViTAttentionJob.slotFloats(g: g, ws: ws, global: global, hd: hd, bf16: bf16)
         var job = ViTAttentionJob(qkv: qkv, g: g, ws: ws, global: global, E: E, heads: heads, hd: hd, relH: relH, relW: relW,
                                   scale: 1 / Float(hd).squareRoot(), out: out, scratch: ctx.alloc(windowSlots * slotFloats),
-                                  slotFloats: slotFloats)
+                                  slotFloats: slotFloats, bf16: bf16)
         ctx.macs &+= job.macs
         if ctx.threads <= windowSlots {
             runJob(ctx, &job, kind: .vitAttentionBlock, blocks: job.blocks)

@@ -93,7 +93,8 @@ struct ViTEncoder {
             arena.reset(to: scratch)
         }
         let att = arena.alloc(n * E)
-        Ops.vitAttention(arena, qkv: qkv, g: g, ws: ws, global: global, E: E, heads: c.numHeads, relH: wt.relH, relW: wt.relW, out: att)
+        Ops.vitAttention(arena, qkv: qkv, g: g, ws: ws, global: global, E: E, heads: c.numHeads, relH: wt.relH, relW: wt.relW, out: att,
+                        halfPrecision: wt.qkv.q != nil && arena.linearInputHook == nil)
         // The projection's output where qkv was.
         Ops.linear(arena, att, wt.proj, qkv, m: n, n: E, k: E)
         Ops.add(arena, x, qkv, into: x, n * E)

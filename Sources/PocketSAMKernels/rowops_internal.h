@@ -158,6 +158,12 @@ void psam_window_attention_bf16__generic(const float *qkv, size_t ldq, size_t wn
 void psam_window_attention_bf16_rows__avx512bf16(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 void psam_window_attention_bf16__avx512bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 #endif
+/* vit_attention_bf16.c */
+void psam_vit_attention_bf16_pack__generic(const float *k, const float *v, size_t ld, size_t nk, size_t kd, float *packed);
+void psam_vit_attention_bf16__generic(const float *q, size_t ldq, size_t nq, size_t q0, size_t side, const float *packed, size_t kd, float scale, const float *th, const float *tw, float *out, size_t ldo, float *scratch);
+#if defined(__x86_64__)
+void psam_vit_attention_bf16__avx512bf16(const float *q, size_t ldq, size_t nq, size_t q0, size_t side, const float *packed, size_t kd, float scale, const float *th, const float *tw, float *out, size_t ldo, float *scratch);
+#endif
 /* add.c */
 void psam_add__generic(float *out, const float *a, const float *b, size_t n);
 #if defined(__x86_64__)

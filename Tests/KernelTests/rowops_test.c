@@ -691,6 +691,96 @@ static void test_attention_half(struct half_attention *h, size_t wn, size_t head
     free(qkv); free(bias); free(ref); free(got); free(f32); free(scratch);
 }
 
+/* ---- SAM ViT attention in bf16 (psam_vit_attention_bf16) ----
+ * A head's queries q0 .. q0 + nq − 1 of a side × side grid with decomposed relative terms. The generic body against
+ * an fp32 reference computed here in double (scores q·k·scale + th + tw, softmax, · v): within 5e-2 · max|v|, as the
+ * window kernels (bf16 keeps 8 significant bits; the relative terms, up to ±kd·2, are added in fp32, not rounded).
+ * The dispatched body against the generic one as test_attention_half allows (its exp is a polynomial: a probability
+ * may move one bf16 step, 2^-7, in a few rows). A block of queries gives the whole call's rows bit for bit; nothing
+ * past kd in a row of out, nor past the scratch's size, is written. */
+static double worst_vit_bf16, worst_vit_bf16_fp32;
+static void test_vit_attention_bf16(size_t side, size_t kd, size_t q0, size_t nq) {
+    const size_t nk = side * side, r = 2 * side - 1, ld = 3 * kd + 5, ldo = kd + 3;
+    float *qkv = falloc(nk * ld), *rh = falloc(r * kd), *rw = falloc(r * kd), *th = falloc(nk * r), *tw = falloc(nk * r);
+    fill(qkv, nk * ld, -2.0f, 2.0f);
+    fill(rh, r * kd, -1.0f, 1.0f);
+    fill(rw, r * kd, -1.0f, 1.0f);
+    const float scale = 1.0f / sqrtf((float)kd);
+    const float *q = qkv, *k = qkv + kd, *v = qkv + 2 * kd;
+    for (size_t i = 0; i < nk; i++)
+        for (size_t t = 0; t < r; t++) {
+            float a = 0, b = 0;
+            for (size_t d = 0; d < kd; d++) {
+                a += q[i * ld + d] * rh[t * kd + d];
+                b += q[i * ld + d] * rw[t * kd + d];
+            }
+            th[i * r + t] = a;
+            tw[i * r + t] = b;
+        }
+    double vmag = 0.0;
+    for (size_t j = 0; j < nk; j++) {
+        double m = maxabs(v + j * ld, kd);
+        vmag = m > vmag ? m : vmag;
+    }
+    float *ref = falloc(nq * ldo), *gen = falloc(nq * ldo), *got = falloc(nk * ldo), *part = falloc(nq * ldo);
+    double *sc = calloc(nk, sizeof(double));
+    for (size_t i = 0; i < nq; i++) {
+        const size_t qi = q0 + i, qy = qi / side, qx = qi % side;
+        double mx = -INFINITY, sum = 0.0;
+        for (size_t j = 0; j < nk; j++) {
+            double acc = 0.0;
+            for (size_t d = 0; d < kd; d++) acc += (double)q[qi * ld + d] * k[j * ld + d];
+            const size_t ky = j / side, kx = j % side;
+            sc[j] = acc * scale + th[qi * r + qy + side - 1 - ky] + tw[qi * r + qx + side - 1 - kx];
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        for (size_t j = 0; j < nk; j++) sum += sc[j] = exp(sc[j] - mx);
+        for (size_t d = 0; d < kd; d++) {
+            double acc = 0.0;
+            for (size_t j = 0; j < nk; j++) acc += sc[j] / sum * v[j * ld + d];
+            ref[i * ldo + d] = (float)acc;
+        }
+    }
+    const size_t np = psam_vit_attention_bf16_packed_floats(side, kd), ns = psam_vit_attention_bf16_scratch(nq + 16, side, kd);
+    float *packed = falloc(np + 16), *scratch = falloc(ns + 16);
+    psam_vit_attention_bf16_pack__generic(k, v, ld, nk, kd, packed);
+    psam_vit_attention_bf16__generic(q + q0 * ld, ld, nq, q0, side, packed, kd, scale, th + q0 * r, tw + q0 * r, gen, ldo,
+                                     scratch);
+    double far = 0.0;
+    for (size_t i = 0; i < nq; i++) {
+        double d = reldiff(gen + i * ldo, ref + i * ldo, kd, vmag);
+        far = d > far ? d : far;
+    }
+    worst_vit_bf16_fp32 = far > worst_vit_bf16_fp32 ? far : worst_vit_bf16_fp32;
+    CHECK(far <= 5e-2, "vit bf16 attention generic vs fp32 side=%zu kd=%zu q0=%zu nq=%zu: rel diff %g", side, kd, q0, nq, far);
+    /* Dispatched: queries w0 .. w1 − 1 (the block and up to 8 more each side) in one call, then the block alone. */
+    const size_t w0 = q0 > 8 ? q0 - 8 : 0, w1 = q0 + nq + 8 < nk ? q0 + nq + 8 : nk;
+    for (size_t i = 0; i < 16; i++) packed[np + i] = scratch[ns + i] = -555.0f;
+    for (size_t i = 0; i < nk * ldo; i++) got[i] = 777.0f;
+    for (size_t i = 0; i < nq * ldo; i++) part[i] = 777.0f;
+    psam_vit_attention_bf16_pack(k, v, ld, side, kd, packed);
+    psam_vit_attention_bf16(q + w0 * ld, ld, w1 - w0, w0, side, packed, kd, scale, th + w0 * r, tw + w0 * r, got, ldo, scratch);
+    psam_vit_attention_bf16(q + q0 * ld, ld, nq, q0, side, packed, kd, scale, th + q0 * r, tw + q0 * r, part, ldo, scratch);
+    double worst = 0.0;
+    size_t moved = 0;
+    int ok = 1;
+    for (size_t i = 0; i < nq; i++) {
+        double d = reldiff(got + (q0 - w0 + i) * ldo, gen + i * ldo, kd, vmag);
+        worst = d > worst ? d : worst;
+        moved += d > TOL;
+        ok &= memcmp(got + (q0 - w0 + i) * ldo, part + i * ldo, kd * 4) == 0;
+    }
+    for (size_t i = 0; i < nk; i++)
+        for (size_t j = i < w1 - w0 ? kd : 0; j < ldo; j++) ok &= got[i * ldo + j] == 777.0f;
+    for (size_t i = 0; i < 16; i++) ok &= packed[np + i] == -555.0f && scratch[ns + i] == -555.0f;
+    worst_vit_bf16 = worst > worst_vit_bf16 ? worst : worst_vit_bf16;
+    CHECK(worst <= 1.0 / 128 && moved * 5 <= nq && ok,
+          "vit bf16 attention dispatched side=%zu kd=%zu q0=%zu nq=%zu: rel diff %g, %zu of %zu rows over %g, block/guards %d",
+          side, kd, q0, nq, worst, moved, nq, TOL, ok);
+    free(qkv); free(rh); free(rw); free(th); free(tw); free(ref); free(gen); free(got); free(part); free(sc); free(packed);
+    free(scratch);
+}
+
 /* ---- attention with few keys ---- */
 static void test_fewkeys(size_t nq, size_t nk, size_t heads, size_t d) {
     size_t ldq = heads * d + next() % 3, ldk = heads * d + next() % 3, ldv = heads * d + next() % 3;
@@ -1142,6 +1232,16 @@ int main(void) {
         test_attention_half(halves[f], 9, 1, 6, 0);
         test_attention_half(halves[f], 5, 1, 7, 1);
     }
+    /* SAM ViT attention in bf16: a window of 14 (ViT's), odd grids (tails of 16 and of fewer keys), a global grid of
+     * 64 (a block of 64 queries inside it), kd 32 and 64, and kd the vector body does not take (generic). */
+    test_vit_attention_bf16(14, 64, 0, 196);
+    test_vit_attention_bf16(14, 64, 37, 50);
+    test_vit_attention_bf16(7, 32, 3, 9);
+    test_vit_attention_bf16(5, 64, 0, 25);
+    test_vit_attention_bf16(3, 32, 1, 7);
+    test_vit_attention_bf16(1, 32, 0, 1);
+    test_vit_attention_bf16(9, 6, 4, 20);
+    test_vit_attention_bf16(64, 64, 64 * 17, 64);
     /* Few keys: every nk 1…64 with d 16 and 8 heads (SAM's image→token attention), and odd d and head counts. */
     /* (Random arguments are drawn into variables first: the order in which a call's arguments are
      * evaluated is unspecified, and the shapes should not depend on the compiler.) */
@@ -1225,6 +1325,8 @@ int main(void) {
                "%zu of %zu rows over %.0g; %s against fp32 %.2g\n", halves[f]->name,
                !halves[f]->vector ? "" : f == 0 ? fp16_isa : " (avx512bf16)", halves[f]->worst, halves[f]->name,
                halves[f]->step, halves[f]->rows_moved, halves[f]->rows, TOL, halves[f]->name, halves[f]->worst_fp32);
+    printf("vit bf16 attention%s: largest relative difference %.2g from the bf16 reference (tolerance %.2g); against fp32 %.2g\n",
+           psam_vit_attention_bf16_fast(32) ? " (avx512bf16)" : " (generic)", worst_vit_bf16, 1.0 / 128, worst_vit_bf16_fp32);
     for (int op = 0; op < 3; op++) {
         printf("%s", (const char *[]){"softmax_cols:", "; softmax_lanes:", "; softmax_online:"}[op]);
         for (int i = 0; i < 4 && softmax_ran[op][i]; i++) printf(" %s", softmax_ran[op][i]);

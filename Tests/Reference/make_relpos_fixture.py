@@ -16,6 +16,10 @@ Writes Tests/Fixtures/random/relpos/:
                    block 1, out_chans 32; the prompt encoder and decoder of make_random_checkpoints.heads), state_dict
   image.npy        uint8 [160, 160, 3] (already the encoder's input size: SamPredictor's resize leaves it as is)
   embedding.npy    float32 [32, 10, 10]: SamPredictor(sam).set_image(image) -> get_image_embedding()[0]
+  vit_relpos_hd32.pth, embedding_hd32.npy
+                   the same with embed 64 and 2 heads: 32-wide heads, which the bf16 attention of int8 models takes
+                   (psam_vit_attention_bf16 needs a multiple of 32), so its windows over the border and its global
+                   block are checked against the official code too
   manifest.json    versions and SHA-256 of the files
 """
 import hashlib, json, os, sys
@@ -33,10 +37,9 @@ from make_random_checkpoints import heads, randomise  # noqa: E402
 OUT = os.path.join("Tests", "Fixtures", "random", "relpos")
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
+def build(embed, heads_n):
     torch.manual_seed(0)
-    enc = ImageEncoderViT(img_size=160, patch_size=16, embed_dim=48, depth=3, num_heads=4, mlp_ratio=4.0, out_chans=32,
+    enc = ImageEncoderViT(img_size=160, patch_size=16, embed_dim=embed, depth=3, num_heads=heads_n, mlp_ratio=4.0, out_chans=32,
                           qkv_bias=True, use_rel_pos=True, window_size=4, global_attn_indexes=(1,),
                           norm_layer=partial(nn.LayerNorm, eps=1e-6), rel_pos_zero_init=True)
     prompt, decoder = heads(32, 160, 10)
@@ -47,22 +50,31 @@ def main():
         for name, t in sam.named_parameters():
             if "rel_pos" in name:
                 t.copy_(torch.randn(t.shape, generator=g) * 0.5)
-    sd = sam.state_dict()
-    path = os.path.join(OUT, "vit_relpos.pth")
-    torch.save(sd, path)
+    return sam
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=(160, 160, 3), dtype=np.uint8)
     np.save(os.path.join(OUT, "image.npy"), image)
     torch.set_num_threads(1)
-    pred = SamPredictor(sam)
-    pred.set_image(image)
-    emb = pred.get_image_embedding()[0].numpy().astype(np.float32)
-    np.save(os.path.join(OUT, "embedding.npy"), emb)
-    files = {f: hashlib.sha256(open(os.path.join(OUT, f), "rb").read()).hexdigest()
-             for f in ("vit_relpos.pth", "image.npy", "embedding.npy")}
+    names = ["image.npy"]
+    largest = {}
+    for suffix, embed, heads_n in (("", 48, 4), ("_hd32", 64, 2)):
+        sam = build(embed, heads_n)
+        torch.save(sam.state_dict(), os.path.join(OUT, f"vit_relpos{suffix}.pth"))
+        pred = SamPredictor(sam)
+        pred.set_image(image)
+        emb = pred.get_image_embedding()[0].numpy().astype(np.float32)
+        np.save(os.path.join(OUT, f"embedding{suffix}.npy"), emb)
+        names += [f"vit_relpos{suffix}.pth", f"embedding{suffix}.npy"]
+        largest["embedding" + suffix] = float(np.abs(emb).max())
+        print("wrote", suffix or "48-wide", emb.shape, largest["embedding" + suffix])
+    files = {f: hashlib.sha256(open(os.path.join(OUT, f), "rb").read()).hexdigest() for f in sorted(names)}
     json.dump({"torch": torch.__version__, "numpy": np.__version__, "sha256": files,
-               "embedding_max_abs": float(np.abs(emb).max())}, open(os.path.join(OUT, "manifest.json"), "w"), indent=1)
-    print("wrote", OUT, emb.shape, float(np.abs(emb).max()))
+               "embedding_max_abs": largest["embedding"], "embedding_hd32_max_abs": largest["embedding_hd32"]},
+              open(os.path.join(OUT, "manifest.json"), "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,19 @@ void psam_window_attention_bf16(const float *qkv, size_t ldq, size_t wn, size_t 
  * the others are not written. For windows over the image's border, whose padding queries' outputs are dropped. */
 void psam_window_attention_bf16_rows(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads,
                                      size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
+/* SAM ViT's attention for one head in bf16 (int8 models where psam_vit_attention_bf16_fast(kd): AVX-512 BF16, kd a
+ * multiple of 32; elsewhere a slow scalar emulation of the same rounding, the tests' reference): queries q0 .. q0 + nq − 1
+ * (rows of q[·][ldq], unscaled) of a side × side grid against all side² keys, softmax(q·scale·kᵀ + relative terms) · v
+ * into out[nq][ldo], rounded as psam_window_attention_bf16. The keys and values (rows of k and v, stride ld) are
+ * packed first, once per head, into psam_vit_attention_bf16_packed_floats(side, kd) floats; th, tw [nq][2·side − 1]
+ * are the queries' products with rel_pos_h and rel_pos_w (fp32, added as psam_relpos_add does). Scratch:
+ * psam_vit_attention_bf16_scratch(nq, side, kd) floats. */
+int psam_vit_attention_bf16_fast(size_t kd);
+size_t psam_vit_attention_bf16_packed_floats(size_t side, size_t kd);
+size_t psam_vit_attention_bf16_scratch(size_t nq, size_t side, size_t kd);
+void psam_vit_attention_bf16_pack(const float *k, const float *v, size_t ld, size_t side, size_t kd, float *packed);
+void psam_vit_attention_bf16(const float *q, size_t ldq, size_t nq, size_t q0, size_t side, const float *packed, size_t kd,
+                             float scale, const float *th, const float *tw, float *out, size_t ldo, float *scratch);
 
 /* Attention with few keys (nk <= 64), rows [r0, r1) of q: per head h (columns h*d of q, k, v, out)
  * softmax(q.k^T * scale) . v into out[row][ldo]. For SAM's image-to-token attention. */
