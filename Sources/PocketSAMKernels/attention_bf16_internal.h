@@ -39,15 +39,16 @@ PSAM_AVX512BF16 static inline __m512i bf16_low(__m512 x) {
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
 scores_tile_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, size_t kp, size_t i0, size_t j, const int R,
                  const int NC, const float *bias, const uint16_t *rows, float *s) {
-    __m512 acc[8][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    /* NC key vectors (1, 2 or 4) per query pair broadcast; R · NC accumulators. */
+    __m512 acc[8][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
     for (size_t p = 0; p < kp; p++) {
-        const __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j));
-        const __m512bh k1 = NC > 1 ? (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j + 16)) : k0;
+        __m512bh kv[4];
+        for (int c = 0; c < NC; c++) kv[c] = (__m512bh)_mm512_loadu_si512((const void *)(kt + p * wp + j + 16 * (size_t)c));
         for (int r = 0; r < R; r++) {
             const __m512bh qv = (__m512bh)_mm512_set1_epi32((int)qp[(i0 + r) * kp + p]);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qv, k0);
-            if (NC > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qv, k1);
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], qv, kv[c]);
         }
     }
     for (int c = 0; c < NC; c++) {
@@ -80,26 +81,32 @@ scores_tail_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, s
 /* Output of R queries (bf16 probabilities p[i][·], row stride lp halves, zero past the window) for value columns
  * [d, d + 32) of the key pairs vp[m][kd] (keys 2m, 2m + 1; zero past the window), over the first np pairs. */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
-values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
-                 const uint16_t *rows, float *out, size_t ldo) {
-    __m512 acc[8][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+values_tile_bf16_n(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
+                   const int NV, const uint16_t *rows, float *out, size_t ldo) {
+    /* NV value vectors (2 or 4: 32 or 64 columns) per probability pair broadcast; R · NV accumulators. */
+    __m512 acc[8][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NV; c++) acc[r][c] = _mm512_setzero_ps();
     for (size_t m = 0; m < np; m++) {
-        const __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(vp + m * kd + d));
-        const __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(vp + m * kd + d + 16));
+        __m512bh vv[4];
+        for (int c = 0; c < NV; c++) vv[c] = (__m512bh)_mm512_loadu_si512((const void *)(vp + m * kd + d + 16 * (size_t)c));
         for (int r = 0; r < R; r++) {
             uint32_t pair;
             memcpy(&pair, p + (i0 + r) * lp + 2 * m, 4);
             const __m512bh pv = (__m512bh)_mm512_set1_epi32((int)pair);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pv, v0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pv, v1);
+            for (int c = 0; c < NV; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pv, vv[c]);
         }
     }
     for (int r = 0; r < R; r++) {
         float *o = out + (rows ? rows[i0 + r] : i0 + r) * ldo + d;
-        _mm512_storeu_ps(o, acc[r][0]);
-        _mm512_storeu_ps(o + 16, acc[r][1]);
+        for (int c = 0; c < NV; c++) _mm512_storeu_ps(o + 16 * c, acc[r][c]);
     }
+}
+
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
+                 const uint16_t *rows, float *out, size_t ldo) {
+    values_tile_bf16_n(p, lp, vp, kd, np, i0, d, R, 2, rows, out, ldo);
 }
 
 /* Softmax of R score rows i0… (stride wp) over their wn keys, each row as softmax_row_exp and the scaling to bf16

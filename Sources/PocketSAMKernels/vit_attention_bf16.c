@@ -74,6 +74,47 @@ void psam_vit_attention_bf16__generic(const float *q, size_t ldq, size_t nq, siz
 }
 
 #if defined(__x86_64__)
+/* Scores in tiles of 6 queries × 64 keys (each query pair broadcast feeds four key vectors: 10 loads per 24
+ * vdpbf16ps instead of 10 per 16), the last 32 keys, if any, as scores_bf16 does. Same sums as scores_bf16. */
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+scores_wide_bf16(const uint32_t *qp, const uint32_t *kt, size_t nq, size_t nk, size_t kd, float *s) {
+    const size_t wp = bf16_keys_padded(nk), kp = kd / 2;
+    size_t j = 0;
+    for (; j + 64 <= wp; j += 64) {
+        size_t i = 0;
+        for (; i + 6 <= nq; i += 6) scores_tile_bf16(qp, kt, nk, wp, kp, i, j, 6, 4, NULL, NULL, s);
+        scores_tail_bf16(qp, kt, nk, wp, kp, i, j, nq - i, 4, NULL, NULL, s);
+    }
+    if (j < wp) {
+        const int nc = j + 16 >= nk ? 1 : 2;
+        size_t i = 0;
+        for (; i + 8 <= nq; i += 8)
+            if (nc == 1) scores_tile_bf16(qp, kt, nk, wp, kp, i, j, 8, 1, NULL, NULL, s);
+            else scores_tile_bf16(qp, kt, nk, wp, kp, i, j, 8, 2, NULL, NULL, s);
+        if (nc == 1) scores_tail_bf16(qp, kt, nk, wp, kp, i, j, nq - i, 1, NULL, NULL, s);
+        else scores_tail_bf16(qp, kt, nk, wp, kp, i, j, nq - i, 2, NULL, NULL, s);
+    }
+}
+
+/* The weighted values in tiles of 6 queries × 64 columns (kd a multiple of 64). Same sums as values_bf16. */
+static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
+values_wide_bf16(const float *s, const uint32_t *vp, size_t nq, size_t nk, size_t kd, float *o, size_t ldo) {
+    const size_t wp = bf16_keys_padded(nk), np = (nk + 1) / 2;
+    const uint16_t *pp = (const uint16_t *)s;
+    for (size_t d = 0; d < kd; d += 64) {
+        size_t i = 0;
+        for (; i + 6 <= nq; i += 6) values_tile_bf16_n(pp, 2 * wp, vp, kd, np, i, d, 6, 4, NULL, o, ldo);
+        switch (nq - i) {
+        case 5: values_tile_bf16_n(pp, 2 * wp, vp, kd, np, i, d, 5, 4, NULL, o, ldo); break;
+        case 4: values_tile_bf16_n(pp, 2 * wp, vp, kd, np, i, d, 4, 4, NULL, o, ldo); break;
+        case 3: values_tile_bf16_n(pp, 2 * wp, vp, kd, np, i, d, 3, 4, NULL, o, ldo); break;
+        case 2: values_tile_bf16_n(pp, 2 * wp, vp, kd, np, i, d, 2, 4, NULL, o, ldo); break;
+        case 1: values_tile_bf16_n(pp, 2 * wp, vp, kd, np, i, d, 1, 4, NULL, o, ldo); break;
+        default: break;
+        }
+    }
+}
+
 PSAM_AVX512BF16 static void pack_avx512bf16(const float *k, const float *v, size_t ld, size_t nk, size_t kd, float *packed) {
     uint32_t *kt = (uint32_t *)packed;
     pack_kv_bf16(k, v, ld, nk, kd, kt, kt + kd / 2 * bf16_keys_padded(nk));
@@ -87,10 +128,12 @@ PSAM_AVX512BF16 void psam_vit_attention_bf16__avx512bf16(const float *q, size_t 
     float *s = scratch;
     uint32_t *qp = (uint32_t *)(s + nq * wp);
     pack_q_bf16(q, ldq, nq, NULL, kd, scale, qp);
-    scores_bf16(qp, kt, nq, nk, kd, NULL, NULL, s);
+    if (kd % 64 == 0) scores_wide_bf16(qp, kt, nq, nk, kd, s);
+    else scores_bf16(qp, kt, nq, nk, kd, NULL, NULL, s);
     psam_relpos_add(s, wp, nq, q0, side, th, tw, 2 * side - 1);
     softmax_bf16(s, nq, nk);
-    values_bf16(s, vp, nq, nk, kd, NULL, out, ldo);
+    if (kd % 64 == 0) values_wide_bf16(s, vp, nq, nk, kd, out, ldo);
+    else values_bf16(s, vp, nq, nk, kd, NULL, out, ldo);
 }
 #endif
 
