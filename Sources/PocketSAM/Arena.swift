@@ -31,6 +31,11 @@ final class Arena {
     /// The session's worker threads (nil: single-threaded).
     var pool: ThreadPool?
     var threads: Int { pool?.size ?? 1 }
+    /// Per-thread scratch slots the block jobs allocate: one per thread up to `Ops.windowSlots` (more threads run such
+    /// jobs on the calling thread), and `Ops.windowSlots` when planning, so that the plan holds for any session.
+    var slots: Int { planning ? Ops.windowSlots : min(threads, Ops.windowSlots) }
+    /// A measuring arena (`measuring()`), whose peak becomes the planned size.
+    private(set) var planning = false
 
     struct Mark { let chunk: Int; let offset: Int }
     static let bottom = Mark(chunk: 0, offset: 0)
@@ -55,7 +60,9 @@ final class Arena {
     static func measuring(reserve: Int = 1 << 36) -> Arena? {
         guard let p = mmap(nil, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
               p != MAP_FAILED else { return nil }
-        return Arena(base: p, bytes: reserve, release: { p, n in munmap(p, n) })
+        let a = Arena(base: p, bytes: reserve, release: { p, n in munmap(p, n) })
+        a.planning = true
+        return a
     }
 
     deinit {

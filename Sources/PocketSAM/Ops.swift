@@ -169,8 +169,11 @@ enum Ops {
     /// Rows per scratch chunk of the fused quantizing operations (the int8 kernels' row block).
     static let quantizeChunk = 64
 
+    /// Multiply-accumulates up to which `matmul` (B not transposed) uses `psam_sgemm_inplace` rather than OpenBLAS.
+    static let smallProduct = 1_000_000
+
     /// `c[M, N] = alpha · a[M, K] · b[K, N]` (`a[K, M]ᵀ` with `transA`, `b[N, K]ᵀ` with `transB`), row-major
-    /// with strides; columns split as in `linear`.
+    /// with strides; columns split as in `linear`. `accumulate` adds to c (beta 1), else beta 0.
     static func matmul(_ ctx: Arena, _ a: CPtr, _ b: CPtr, _ c: FPtr, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int,
                        transA: Bool = false, transB: Bool = false, alpha: Float = 1, accumulate: Bool = false) {
         var t = ColumnTask(kind: .matmul, a: a, b: b, c: c, bias: nil, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
@@ -765,6 +768,14 @@ struct ColumnTask {
             }
         case .matmul:
             guard let a, let b else { return }
+            // OpenBLAS 0.3.21's AVX-512 small-matrix kernel for non-transposed products (n of 8, 16 or 32, m·n·k up to
+            // 10⁶: the decoders' attention with a mask input or HQ-SAM) calls malloc on every product. Products that
+            // small, B not transposed, run on the in-place kernel instead, on every CPU alike.
+            if !transB && m * (j1 - j0) * k <= Ops.smallProduct {
+                psam_sgemm_inplace(a, transA ? 1 : lda, transA ? lda : 1, b + j0, ldb, c + j0, ldc, m, j1 - j0, k, alpha, nil,
+                                   beta == 0 ? 0 : 1)
+                return
+            }
             cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
                         alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
         case .gelu:

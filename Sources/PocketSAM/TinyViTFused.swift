@@ -181,8 +181,8 @@ extension Ops {
         }
     }
 
-    /// Threads that `windowAttentionInt8` has scratch for (allocated whatever the session's thread count, so the
-    /// planned arena holds for up to this many threads); a session with more threads takes the whole-image steps.
+    /// Threads that the block jobs have scratch for (a slot per thread, `Arena.slots`; the planned arena holds
+    /// this many); a session with more threads takes the whole-image steps or runs the blocks on the calling thread.
     static let windowSlots = 8
 
     /// Windows per group: as many as have about 320 KB of fp32 qkv (at least one), so that a group's rows (tokens,
@@ -209,7 +209,7 @@ extension Ops {
                                                    attention: WindowAttentionJob.attentionScratch(kind, wn: wn, kd: kd)).total
         var job = WindowAttentionJob(x: x, h: h, d: d, win: win, heads: heads, kd: kd, norm: norm, eps: eps, qkv: q, qkvBias: qkv.b,
                                      proj: p, projBias: proj.b, bias: bias, scale: 1 / Float(kd).squareRoot(), attention: kind,
-                                     group: group, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+                                     group: group, scratch: ctx.alloc(ctx.slots * slotFloats), slotFloats: slotFloats)
         let T = windows * wn
         ctx.macs &+= T * 3 * d * d + windows * heads * wn * wn * kd * 2 + T * d * d
         runJob(ctx, &job, kind: .windowBlock, blocks: (windows + group - 1) / group)
@@ -303,7 +303,7 @@ extension Ops {
         for j in 0..<d { for t in 0..<(k * k) { wt[t * d + j] = local.w[j * k * k + t] } }
         var job = MLPJob(x: y, m: m, d: d, hid: hid, norm: norm, eps: eps, fc1: q1, fc1Bias: fc1.b, fc2: q2, fc2Bias: fc2.b,
                          local: (x, h, UnsafePointer(wt), local.b, k), gelu: intGELU, rows: rows,
-                         scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+                         scratch: ctx.alloc(ctx.slots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= m * d * k * k + 2 * m * d * hid
         runJob(ctx, &job, kind: .mlpBlock, blocks: (m + rows - 1) / rows)
         ctx.reset(to: mark)
@@ -320,7 +320,7 @@ extension Ops {
         let mark = ctx.mark(), rows = mlpRows
         let slotFloats = MLPJob.layout(rows: rows, d: d, hid: hid, kp: max(q1.kp, q2.kp)).total
         var job = MLPJob(x: x, m: m, d: d, hid: hid, norm: norm, eps: eps, fc1: q1, fc1Bias: fc1.b, fc2: q2, fc2Bias: fc2.b,
-                         local: nil, gelu: intGELU, rows: rows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+                         local: nil, gelu: intGELU, rows: rows, scratch: ctx.alloc(ctx.slots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= 2 * m * d * hid
         runJob(ctx, &job, kind: .mlpBlock, blocks: (m + rows - 1) / rows)
         ctx.reset(to: mark)
@@ -497,7 +497,7 @@ extension Ops {
         for j in 0..<hid { for t in 0..<9 { w2[t * hid + j] = conv2.w[j * 9 + t] } }
         var job = ExpandJob(x: x, h: h, cin: cin, hid: hid, cout: cout, stride: stride, ho: ho, q1: conv1.q, s1: conv1.q == nil ? conv1.s : nil,
                             b1: conv1.b, w2: w2, b2: conv2.b, q3: conv3.q, s3: s3, b3: conv3.b, out: out, residual: residual, gelu: intGELU, tileW: tileW,
-                            bandRows: bandRows, chunkRows: chunkRows, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+                            bandRows: bandRows, chunkRows: chunkRows, scratch: ctx.alloc(ctx.slots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= h * h * hid * cin &+ ho * ho * hid * 9 &+ ho * ho * cout * hid
         runJob(ctx, &job, kind: .expandBlock, blocks: job.tiles * ((ho + bandRows - 1) / bandRows))
         ctx.reset(to: mark)
@@ -581,7 +581,7 @@ extension Ops {
         let mark = ctx.mark()
         var job = ConvJob(x: x, h: h, w: w, cin: cin, k: k, stride: stride, pad: pad, wo: wo, pixels: pixels.count, q: weight.q, s: s,
                           bias: weight.b, cout: cout, gelu: gelu ? intGELU : 0, first: pixels.lowerBound, out: out, rows: rows,
-                          pass: pass, scratch: ctx.alloc(windowSlots * slotFloats), slotFloats: slotFloats)
+                          pass: pass, scratch: ctx.alloc(ctx.slots * slotFloats), slotFloats: slotFloats)
         ctx.macs &+= pixels.count * cout * kk
         runJob(ctx, &job, kind: .convBlock, blocks: (pixels.count + rows - 1) / rows)
         ctx.reset(to: mark)

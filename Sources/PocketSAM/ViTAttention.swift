@@ -17,8 +17,8 @@ import PocketSAMKernels
 ///
 /// With `bf16` (int8 models on a CPU with AVX-512 BF16, as TinyViT's windows) the products run in
 /// `psam_vit_attention_bf16` (q·scale, k, v and the probabilities rounded to bf16, fp32 sums: twice the fp32 rate),
-/// and a global block is one head and `queryChunk` queries: its keys and values are packed once for that chunk's
-/// 64-query steps.
+/// and a global block is one head and a chunk of its queries (`chunks` per head: as few as keep every thread busy,
+/// so that the head's keys and values are packed as seldom as possible), in 64-query steps.
 struct ViTAttentionJob {
     /// `[n + 1][3·E]`: per token `[q | k | v]`, head h at columns h·hd of each; row n is the padding row (windowed
     /// blocks whose windows hang over the border).
@@ -35,15 +35,28 @@ struct ViTAttentionJob {
     let scratch: FPtr
     let slotFloats: Int
     let bf16: Bool
+    /// bf16 global blocks per head.
+    let chunks: Int
 
     /// Queries per step of a global attention.
     static let queryRows = 64
-    /// Queries per block of a global attention in bf16 (one packing of the head's keys and values each).
-    static let queryChunk = 1024
+
+    /// bf16 global blocks per head for `threads` threads: 1 where the heads divide among the threads, else enough
+    /// that the blocks do (12 heads on 8 threads: 2).
+    static func chunksPerHead(heads: Int, threads: Int) -> Int {
+        var (a, b) = (heads, max(threads, 1))
+        while b != 0 { (a, b) = (b, a % b) }
+        return max(1, threads / max(a, 1))
+    }
 
     var n: Int { g * g }
     var windowsPerSide: Int { (g + ws - 1) / ws }
-    var blockRows: Int { bf16 ? Self.queryChunk : Self.queryRows }
+    /// Queries per global block: 64, or in bf16 a chunk of whole 64-query steps.
+    var blockRows: Int {
+        guard bf16 else { return Self.queryRows }
+        let steps = (n + Self.queryRows - 1) / Self.queryRows
+        return (steps + chunks - 1) / chunks * Self.queryRows
+    }
     var queryBlocks: Int { (n + blockRows - 1) / blockRows }
     var blocks: Int { global ? heads * queryBlocks : windowsPerSide * windowsPerSide * heads }
 
@@ -88,7 +101,7 @@ struct ViTAttentionJob {
     }
 
     private func runGlobalBF16(_ i: Int, _ base: FPtr) {
-        let h = i / queryBlocks, c0 = (i % queryBlocks) * Self.queryChunk, c1 = min(n, c0 + Self.queryChunk)
+        let h = i / queryBlocks, c0 = (i % queryBlocks) * blockRows, c1 = min(n, c0 + blockRows)
         let r = 2 * ws - 1, ld = 3 * E, rows = Self.queryRows
         let packed = base, s = packed + psam_vit_attention_bf16_packed_floats(g, hd)
         let th = s + psam_vit_attention_bf16_scratch(rows, g, hd), tw = th + rows * r
@@ -150,8 +163,9 @@ extension Ops {
         let bf16 = halfPrecision && psam_vit_attention_bf16_fast(hd) != 0
         let slotFloats = ViTAttentionJob.slotFloats(g: g, ws: ws, global: global, hd: hd, bf16: bf16)
         var job = ViTAttentionJob(qkv: qkv, g: g, ws: ws, global: global, E: E, heads: heads, hd: hd, relH: relH, relW: relW,
-                                  scale: 1 / Float(hd).squareRoot(), out: out, scratch: ctx.alloc(windowSlots * slotFloats),
-                                  slotFloats: slotFloats, bf16: bf16)
+                                  scale: 1 / Float(hd).squareRoot(), out: out, scratch: ctx.alloc(ctx.slots * slotFloats),
+                                  slotFloats: slotFloats, bf16: bf16,
+                                  chunks: ViTAttentionJob.chunksPerHead(heads: heads, threads: min(ctx.threads, windowSlots)))
         ctx.macs &+= job.macs
         if ctx.threads <= windowSlots {
             runJob(ctx, &job, kind: .vitAttentionBlock, blocks: job.blocks)
