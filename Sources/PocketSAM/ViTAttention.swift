@@ -40,6 +40,8 @@ struct ViTAttentionJob {
 
     /// Queries per step of a global attention.
     static let queryRows = 64
+    /// Queries whose relative terms a bf16 global block computes at once (a multiple of `queryRows`).
+    static let termRows = 512
 
     /// bf16 global blocks per head for `threads` threads: 1 where the heads divide among the threads, else enough
     /// that the blocks do (12 heads on 8 threads: 2).
@@ -51,11 +53,12 @@ struct ViTAttentionJob {
 
     var n: Int { g * g }
     var windowsPerSide: Int { (g + ws - 1) / ws }
-    /// Queries per global block: 64, or in bf16 a chunk of whole 64-query steps.
+    /// Queries per global block: 64, or in bf16 a chunk of whole `termRows` groups (so that the groups, and the
+    /// relative terms' products, are the same whatever the thread count).
     var blockRows: Int {
         guard bf16 else { return Self.queryRows }
-        let steps = (n + Self.queryRows - 1) / Self.queryRows
-        return (steps + chunks - 1) / chunks * Self.queryRows
+        let groups = (n + Self.termRows - 1) / Self.termRows
+        return (groups + chunks - 1) / chunks * Self.termRows
     }
     var queryBlocks: Int { (n + blockRows - 1) / blockRows }
     var blocks: Int { global ? heads * queryBlocks : windowsPerSide * windowsPerSide * heads }
@@ -66,7 +69,8 @@ struct ViTAttentionJob {
         if bf16 {
             let rows = global ? queryRows : ws * ws
             let own = global ? 0 : 4 * rows * hd
-            return own + psam_vit_attention_bf16_packed_floats(ws, hd) + psam_vit_attention_bf16_scratch(rows, ws, hd) + 2 * rows * r
+            return own + psam_vit_attention_bf16_packed_floats(ws, hd) + psam_vit_attention_bf16_scratch(rows, ws, hd)
+                + 2 * (global ? termRows : rows) * r
         }
         if global { return queryRows * (g * g) + 2 * queryRows * r }
         let wn = ws * ws
@@ -102,14 +106,20 @@ struct ViTAttentionJob {
 
     private func runGlobalBF16(_ i: Int, _ base: FPtr) {
         let h = i / queryBlocks, c0 = (i % queryBlocks) * blockRows, c1 = min(n, c0 + blockRows)
-        let r = 2 * ws - 1, ld = 3 * E, rows = Self.queryRows
+        let r = 2 * ws - 1, ld = 3 * E, rows = Self.queryRows, termRows = Self.termRows
         let packed = base, s = packed + psam_vit_attention_bf16_packed_floats(g, hd)
-        let th = s + psam_vit_attention_bf16_scratch(rows, g, hd), tw = th + rows * r
+        let th = s + psam_vit_attention_bf16_scratch(rows, g, hd), tw = th + termRows * r
         psam_vit_attention_bf16_pack(qkv + E + h * hd, qkv + 2 * E + h * hd, ld, g, hd, packed)
-        for q0 in stride(from: c0, to: c1, by: rows) {
-            let m = min(rows, c1 - q0), q = qkv + q0 * ld + h * hd
-            relativeTerms(q, ld: Int32(ld), rows: m, th: th, tw: tw)
-            psam_vit_attention_bf16(q, ld, m, q0, g, packed, hd, scale, th, tw, out + q0 * E + h * hd, E, s)
+        // The relative terms of `termRows` queries in one product (small per-step products ran at a fraction of the
+        // GEMM's rate), then 64-query steps over them.
+        for t0 in stride(from: c0, to: c1, by: termRows) {
+            let t1 = min(c1, t0 + termRows)
+            relativeTerms(qkv + t0 * ld + h * hd, ld: Int32(ld), rows: t1 - t0, th: th, tw: tw)
+            for q0 in stride(from: t0, to: t1, by: rows) {
+                let m = min(rows, t1 - q0), q = qkv + q0 * ld + h * hd
+                psam_vit_attention_bf16(q, ld, m, q0, g, packed, hd, scale, th + (q0 - t0) * r, tw + (q0 - t0) * r,
+                                        out + q0 * E + h * hd, E, s)
+            }
         }
     }
 

@@ -158,6 +158,11 @@ void psam_window_attention_bf16__generic(const float *qkv, size_t ldq, size_t wn
 void psam_window_attention_bf16_rows__avx512bf16(const float *qkv, size_t ldq, size_t wn, size_t nq, const uint16_t *rows, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 void psam_window_attention_bf16__avx512bf16(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale, const float *bias, float *out, size_t ldo, float *scratch);
 #endif
+/* relpos.c */
+void psam_relpos_add__generic(float *scores, size_t ld, size_t rows, size_t q0, size_t side, const float *th, const float *tw, size_t r);
+#if defined(__x86_64__)
+void psam_relpos_add__avx512(float *scores, size_t ld, size_t rows, size_t q0, size_t side, const float *th, const float *tw, size_t r);
+#endif
 /* vit_attention_bf16.c */
 void psam_vit_attention_bf16_pack__generic(const float *k, const float *v, size_t ld, size_t nk, size_t kd, float *packed);
 void psam_vit_attention_bf16__generic(const float *q, size_t ldq, size_t nq, size_t q0, size_t side, const float *packed, size_t kd, float scale, const float *th, const float *tw, float *out, size_t ldo, float *scratch);

@@ -698,6 +698,33 @@ static void test_attention_half(struct half_attention *h, size_t wn, size_t head
  * The dispatched body against the generic one as test_attention_half allows (its exp is a polynomial: a probability
  * may move one bf16 step, 2^-7, in a few rows). A block of queries gives the whole call's rows bit for bit; nothing
  * past kd in a row of out, nor past the scratch's size, is written. */
+/* psam_relpos_add: the dispatched function and the AVX-512 body against the generic one, bit for bit (the same two
+ * adds per score), rows of a block whose stride exceeds the grid, nothing past a row's side² scores touched. */
+static int relpos_ran_avx512;
+static void test_relpos_add(size_t side, size_t q0, size_t rows) {
+    const size_t n = side * side, r = 2 * side - 1, ld = n + 3;
+    float *th = falloc(rows * r), *tw = falloc(rows * r), *ref = falloc(rows * ld), *got = falloc(rows * ld);
+    fill(th, rows * r, -3.0f, 3.0f);
+    fill(tw, rows * r, -3.0f, 3.0f);
+    fill(ref, rows * ld, -5.0f, 5.0f);
+    memcpy(got, ref, rows * ld * 4);
+    psam_relpos_add__generic(ref, ld, rows, q0, side, th, tw, r);
+    void (*fns[2])(float *, size_t, size_t, size_t, size_t, const float *, const float *, size_t) = {psam_relpos_add, NULL};
+#if defined(__x86_64__)
+    if (has_avx512()) fns[1] = psam_relpos_add__avx512;
+#endif
+    for (int v = 0; v < 2; v++) {
+        if (!fns[v]) continue;
+        float *x = falloc(rows * ld);
+        memcpy(x, got, rows * ld * 4);
+        fns[v](x, ld, rows, q0, side, th, tw, r);
+        CHECK(memcmp(x, ref, rows * ld * 4) == 0, "relpos_add %s side=%zu q0=%zu rows=%zu", v ? "avx512" : "dispatched", side, q0, rows);
+        relpos_ran_avx512 |= v;
+        free(x);
+    }
+    free(th); free(tw); free(ref); free(got);
+}
+
 static double worst_vit_bf16, worst_vit_bf16_fp32;
 static void test_vit_attention_bf16(size_t side, size_t kd, size_t q0, size_t nq) {
     const size_t nk = side * side, r = 2 * side - 1, ld = 3 * kd + 5, ldo = kd + 3;
@@ -1234,6 +1261,11 @@ int main(void) {
     }
     /* SAM ViT attention in bf16: a window of 14 (ViT's), odd grids (tails of 16 and of fewer keys), a global grid of
      * 64 (a block of 64 queries inside it), kd 32 and 64, and kd the vector body does not take (generic). */
+    const size_t relpos_sides[] = {1, 3, 7, 14, 15, 16, 17, 31, 33, 64};
+    for (size_t a = 0; a < sizeof relpos_sides / sizeof relpos_sides[0]; a++) {
+        const size_t side = relpos_sides[a], n = side * side, q0 = n > 1 ? next() % (n - 1) : 0;
+        test_relpos_add(side, q0, n - q0 < 9 ? n - q0 : 9);
+    }
     test_vit_attention_bf16(14, 64, 0, 196);
     test_vit_attention_bf16(14, 64, 37, 50);
     test_vit_attention_bf16(7, 32, 3, 9);
@@ -1325,6 +1357,7 @@ int main(void) {
                "%zu of %zu rows over %.0g; %s against fp32 %.2g\n", halves[f]->name,
                !halves[f]->vector ? "" : f == 0 ? fp16_isa : " (avx512bf16)", halves[f]->worst, halves[f]->name,
                halves[f]->step, halves[f]->rows_moved, halves[f]->rows, TOL, halves[f]->name, halves[f]->worst_fp32);
+    printf("relpos_add: dispatched%s bit for bit against the generic body\n", relpos_ran_avx512 ? " avx512" : "");
     printf("vit bf16 attention%s: largest relative difference %.2g from the bf16 reference (tolerance %.2g); against fp32 %.2g\n",
            psam_vit_attention_bf16_fast(32) ? " (avx512bf16)" : " (generic)", worst_vit_bf16, 1.0 / 128, worst_vit_bf16_fp32);
     for (int op = 0; op < 3; op++) {
