@@ -165,8 +165,9 @@ struct ViTAttentionJob {
 
 extension Ops {
     /// SAM ViT's attention on `qkv` (`[n + 1, 3·E]`, see `ViTAttentionJob`) into `out[n, E]`: windows of `ws` tokens a
-    /// side, or global (`ws` = g). Scratch for `windowSlots` threads (so the planned arena holds for that many); a
-    /// session with more threads runs the blocks on the calling thread.
+    /// side, or global (`ws` = g). Scratch for `ctx.slots` threads (`windowSlots` when planning, so the planned arena
+    /// holds for that many); a session with more threads runs the blocks on the calling thread. `halfPrecision` (int8
+    /// models): the bf16 kernel where the CPU has AVX-512 BF16.
     static func vitAttention(_ ctx: Arena, qkv: CPtr, g: Int, ws: Int, global: Bool, E: Int, heads: Int, relH: CPtr, relW: CPtr,
                              out: FPtr, halfPrecision: Bool) {
         let hd = E / heads, mark = ctx.mark()

@@ -83,7 +83,11 @@ final class KernelTests: XCTestCase {
         // The fp16 and bf16 window attentions' vector bodies run where the CPU has AVX-512 FP16 or BF16 (else only
         // their references).
         if flags.contains(" avx512_fp16") { XCTAssertTrue(r.out.contains("fp16 window attention (avx512fp16)"), r.out) }
-        if flags.contains(" avx512_bf16") { XCTAssertTrue(r.out.contains("bf16 window attention (avx512bf16)"), r.out) }
+        if flags.contains(" avx512_bf16") {
+            XCTAssertTrue(r.out.contains("bf16 window attention (avx512bf16)"), r.out)
+            XCTAssertTrue(r.out.contains("vit bf16 attention (avx512bf16)"), r.out)
+        }
+        if expected.contains("avx512") { XCTAssertTrue(r.out.contains("relpos_add: dispatched avx512"), r.out) }
         #endif
     }
 

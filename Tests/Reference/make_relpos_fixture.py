@@ -20,6 +20,10 @@ Writes Tests/Fixtures/random/relpos/:
                    the same with embed 64 and 2 heads: 32-wide heads, which the bf16 attention of int8 models takes
                    (psam_vit_attention_bf16 needs a multiple of 32), so its windows over the border and its global
                    block are checked against the official code too
+  vit_relpos_hd64.pth, image384.npy, embedding_hd64.npy
+                   img 384 (a 24 x 24 grid: 576 tokens, more than one 512-query group of the bf16 global attention),
+                   embed 128, 2 heads of 64 (the width of SAM's heads: the kernel's 64-wide tiles), depth 2, windows
+                   of 7 (over the border), global block 1
   manifest.json    versions and SHA-256 of the files
 """
 import hashlib, json, os, sys
@@ -37,12 +41,12 @@ from make_random_checkpoints import heads, randomise  # noqa: E402
 OUT = os.path.join("Tests", "Fixtures", "random", "relpos")
 
 
-def build(embed, heads_n):
+def build(embed, heads_n, size=160, depth=3, window=4):
     torch.manual_seed(0)
-    enc = ImageEncoderViT(img_size=160, patch_size=16, embed_dim=embed, depth=3, num_heads=heads_n, mlp_ratio=4.0, out_chans=32,
-                          qkv_bias=True, use_rel_pos=True, window_size=4, global_attn_indexes=(1,),
+    enc = ImageEncoderViT(img_size=size, patch_size=16, embed_dim=embed, depth=depth, num_heads=heads_n, mlp_ratio=4.0,
+                          out_chans=32, qkv_bias=True, use_rel_pos=True, window_size=window, global_attn_indexes=(1,),
                           norm_layer=partial(nn.LayerNorm, eps=1e-6), rel_pos_zero_init=True)
-    prompt, decoder = heads(32, 160, 10)
+    prompt, decoder = heads(32, size, size // 16)
     sam = Sam(image_encoder=enc, prompt_encoder=prompt, mask_decoder=decoder).eval()
     randomise(sam, 1)
     g = torch.Generator().manual_seed(2)
@@ -71,9 +75,23 @@ def main():
         names += [f"vit_relpos{suffix}.pth", f"embedding{suffix}.npy"]
         largest["embedding" + suffix] = float(np.abs(emb).max())
         print("wrote", suffix or "48-wide", emb.shape, largest["embedding" + suffix])
+    # 64-wide heads on a 24 x 24 grid (576 tokens: two of the bf16 global attention's 512-query groups, windows of 7
+    # over the border), its own 384 x 384 image.
+    image384 = rng.integers(0, 256, size=(384, 384, 3), dtype=np.uint8)
+    np.save(os.path.join(OUT, "image384.npy"), image384)
+    sam = build(128, 2, size=384, depth=2, window=7)
+    torch.save(sam.state_dict(), os.path.join(OUT, "vit_relpos_hd64.pth"))
+    pred = SamPredictor(sam)
+    pred.set_image(image384)
+    emb = pred.get_image_embedding()[0].numpy().astype(np.float32)
+    np.save(os.path.join(OUT, "embedding_hd64.npy"), emb)
+    names += ["image384.npy", "vit_relpos_hd64.pth", "embedding_hd64.npy"]
+    largest["embedding_hd64"] = float(np.abs(emb).max())
+    print("wrote _hd64", emb.shape, largest["embedding_hd64"])
     files = {f: hashlib.sha256(open(os.path.join(OUT, f), "rb").read()).hexdigest() for f in sorted(names)}
     json.dump({"torch": torch.__version__, "numpy": np.__version__, "sha256": files,
-               "embedding_max_abs": largest["embedding"], "embedding_hd32_max_abs": largest["embedding_hd32"]},
+               "embedding_max_abs": largest["embedding"], "embedding_hd32_max_abs": largest["embedding_hd32"],
+               "embedding_hd64_max_abs": largest["embedding_hd64"]},
               open(os.path.join(OUT, "manifest.json"), "w"), indent=1)
 
 
