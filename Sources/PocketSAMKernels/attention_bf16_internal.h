@@ -18,12 +18,16 @@ static inline uint16_t bf16_bits(float x) {
     return (uint16_t)(u >> 16);
 }
 
-static inline float bf16_value(float x) {
-    uint32_t u = (uint32_t)bf16_bits(x) << 16;
+/* bf16 bits → the fp32 value they stand for. */
+static inline float bf16_float(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
     float y;
     memcpy(&y, &u, 4);
     return y;
 }
+
+/* x rounded to bf16, as fp32. */
+static inline float bf16_value(float x) { return bf16_float(bf16_bits(x)); }
 
 /* Keys padded to a whole number of score tiles. */
 static inline size_t bf16_keys_padded(size_t nk) { return (nk + 31) & ~(size_t)31; }
@@ -81,8 +85,8 @@ scores_tail_bf16(const uint32_t *qp, const uint32_t *kt, size_t wn, size_t wp, s
 /* Output of R queries (bf16 probabilities p[i][·], row stride lp halves, zero past the window) for value columns
  * [d, d + 32) of the key pairs vp[m][kd] (keys 2m, 2m + 1; zero past the window), over the first np pairs. */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
-values_tile_bf16_n(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
-                   const int NV, const uint16_t *rows, float *out, size_t ldo) {
+values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
+                 const int NV, const uint16_t *rows, float *out, size_t ldo) {
     /* NV value vectors (2 or 4: 32 or 64 columns) per probability pair broadcast; R · NV accumulators. */
     __m512 acc[8][4];
     for (int r = 0; r < R; r++)
@@ -103,10 +107,20 @@ values_tile_bf16_n(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, 
     }
 }
 
+/* Value tiles of the R < 8 rows from i0 (a switch to constant tile heights). */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
-values_tile_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, const int R,
+values_tail_bf16(const uint16_t *p, size_t lp, const uint32_t *vp, size_t kd, size_t np, size_t i0, size_t d, size_t R, const int NV,
                  const uint16_t *rows, float *out, size_t ldo) {
-    values_tile_bf16_n(p, lp, vp, kd, np, i0, d, R, 2, rows, out, ldo);
+    switch (R) {
+    case 7: values_tile_bf16(p, lp, vp, kd, np, i0, d, 7, NV, rows, out, ldo); break;
+    case 6: values_tile_bf16(p, lp, vp, kd, np, i0, d, 6, NV, rows, out, ldo); break;
+    case 5: values_tile_bf16(p, lp, vp, kd, np, i0, d, 5, NV, rows, out, ldo); break;
+    case 4: values_tile_bf16(p, lp, vp, kd, np, i0, d, 4, NV, rows, out, ldo); break;
+    case 3: values_tile_bf16(p, lp, vp, kd, np, i0, d, 3, NV, rows, out, ldo); break;
+    case 2: values_tile_bf16(p, lp, vp, kd, np, i0, d, 2, NV, rows, out, ldo); break;
+    case 1: values_tile_bf16(p, lp, vp, kd, np, i0, d, 1, NV, rows, out, ldo); break;
+    default: break;
+    }
 }
 
 /* Softmax of R score rows i0… (stride wp) over their wn keys, each row as softmax_row_exp and the scaling to bf16
@@ -189,9 +203,17 @@ pack_kv_bf16(const float *kk, const float *v, size_t ld, size_t nk, size_t kd, u
  * past nk). */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
 scores_bf16(const uint32_t *qp, const uint32_t *kt, size_t nq, size_t nk, size_t kd, const float *bias, const uint16_t *rows,
-            float *s) {
+            int wide, float *s) {
     const size_t wp = bf16_keys_padded(nk), kp = kd / 2;
-    for (size_t j = 0; j < wp; j += 32) {
+    size_t j = 0;
+    /* wide (SAM ViT's long key rows): tiles of 6 queries × 64 keys first, each query pair broadcast feeding four key
+     * vectors (10 loads per 24 vdpbf16ps instead of 10 per 16); the same sums. */
+    for (; wide && j + 64 <= wp; j += 64) {
+        size_t i = 0;
+        for (; i + 6 <= nq; i += 6) scores_tile_bf16(qp, kt, nk, wp, kp, i, j, 6, 4, bias, rows, s);
+        scores_tail_bf16(qp, kt, nk, wp, kp, i, j, nq - i, 4, bias, rows, s);
+    }
+    for (; j < wp; j += 32) {
         size_t i = 0;
         if (j + 16 >= nk) {
             for (; i + 8 <= nq; i += 8) scores_tile_bf16(qp, kt, nk, wp, kp, i, j, 8, 1, bias, rows, s);
@@ -220,22 +242,19 @@ static inline PSAM_AVX512BF16 __attribute__((always_inline)) void softmax_bf16(f
 /* out[rows[i] or i][0 .. kd) = the bf16 probabilities of s (softmax_bf16's) times the packed values, tiles of 8
  * queries × 32 columns. */
 static inline PSAM_AVX512BF16 __attribute__((always_inline)) void
-values_bf16(const float *s, const uint32_t *vp, size_t nq, size_t nk, size_t kd, const uint16_t *rows, float *o, size_t ldo) {
+values_bf16(const float *s, const uint32_t *vp, size_t nq, size_t nk, size_t kd, const uint16_t *rows, int wide, float *o,
+            size_t ldo) {
     const size_t wp = bf16_keys_padded(nk), np = (nk + 1) / 2;
     const uint16_t *pp = (const uint16_t *)s;
-    for (size_t d = 0; d < kd; d += 32) {
+    /* wide (kd a multiple of 64): tiles of 6 queries × 64 columns, else 8 × 32; the same sums. */
+    const int nv = wide && kd % 64 == 0 ? 4 : 2, rt = nv == 4 ? 6 : 8;
+    for (size_t d = 0; d < kd; d += 16 * (size_t)nv) {
         size_t i = 0;
-        for (; i + 8 <= nq; i += 8) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, rows, o, ldo);
-        switch (nq - i) {
-        case 7: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 7, rows, o, ldo); break;
-        case 6: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 6, rows, o, ldo); break;
-        case 5: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 5, rows, o, ldo); break;
-        case 4: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 4, rows, o, ldo); break;
-        case 3: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 3, rows, o, ldo); break;
-        case 2: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 2, rows, o, ldo); break;
-        case 1: values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 1, rows, o, ldo); break;
-        default: break;
-        }
+        for (; i + (size_t)rt <= nq; i += (size_t)rt)
+            if (nv == 4) values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 6, 4, rows, o, ldo);
+            else values_tile_bf16(pp, 2 * wp, vp, kd, np, i, d, 8, 2, rows, o, ldo);
+        if (nv == 4) values_tail_bf16(pp, 2 * wp, vp, kd, np, i, d, nq - i, 4, rows, o, ldo);
+        else values_tail_bf16(pp, 2 * wp, vp, kd, np, i, d, nq - i, 2, rows, o, ldo);
     }
 }
 #endif

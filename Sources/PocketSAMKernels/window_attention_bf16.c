@@ -73,9 +73,9 @@ PSAM_AVX512BF16 void psam_window_attention_bf16_rows__avx512bf16(const float *qk
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
         pack_q_bf16(q, ldq, nq, rows, kd, scale, qp);
         pack_kv_bf16(kk, v, ldq, wn, kd, kt, vp);
-        scores_bf16(qp, kt, nq, wn, kd, bias ? bias + hd * wn * wn : NULL, rows, s);
+        scores_bf16(qp, kt, nq, wn, kd, bias ? bias + hd * wn * wn : NULL, rows, 0, s);
         softmax_bf16(s, nq, wn);
-        values_bf16(s, vp, nq, wn, kd, rows, out + hd * kd, ldo);
+        values_bf16(s, vp, nq, wn, kd, rows, 0, out + hd * kd, ldo);
     }
 }
 
