@@ -26,11 +26,17 @@ enum EmbeddingFile {
 
     static func size(embedding: Int, hq: Int) -> Int { headerSize + 4 * (embedding + hq) + 4 }
 
+    /// Floats of the HQ features `model` keeps per image (`[4G, 4G, C/8]`; 0 for a model without HQ parts).
+    static func hqCount(_ model: Model) -> Int {
+        let g = model.config.prompt.embeddingSize, c = model.config.prompt.embedDim
+        return model.maskDecoder.hq == nil ? 0 : 16 * g * g * (c / 8)
+    }
+
     /// Writes the file into `out` (exactly `size(...)` bytes).
     static func write(fingerprint: String, original: (h: Int, w: Int), resized: (h: Int, w: Int), grid: Int, channels: Int,
                       embedding: UnsafePointer<Float>, hq: UnsafePointer<Float>?, hqCount: Int, into out: UnsafeMutableRawBufferPointer) {
         let n = grid * grid * channels
-        precondition(out.count == size(embedding: n, hq: hqCount))
+        precondition(out.count == size(embedding: n, hq: hqCount), "the buffer is not embeddingFileSize() bytes")
         var at = 0
         func put(_ bytes: some Collection<UInt8>) { for b in bytes { out[at] = b; at += 1 } }
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(truncatingIfNeeded: v).littleEndian) { put($0) } }
@@ -68,7 +74,7 @@ enum EmbeddingFile {
         guard g == cfg.prompt.embeddingSize, c == cfg.prompt.embedDim else {
             throw bad("embedding \(g)×\(g)×\(c), the model's is \(cfg.prompt.embeddingSize)×\(cfg.prompt.embeddingSize)×\(cfg.prompt.embedDim)")
         }
-        let wantHQ = model.maskDecoder.hq == nil ? 0 : 16 * g * g * (c / 8)
+        let wantHQ = hqCount(model)
         guard hq == wantHQ else { throw bad("\(hq) HQ-feature values, the model needs \(wantHQ)") }
         guard u32(108) == 0 else { throw bad("reserved field is not 0") }
         guard h >= 2, w >= 2, h <= Session.maxImageSide, w <= Session.maxImageSide else { throw bad("image size \(w)×\(h)") }

@@ -201,11 +201,7 @@ public final class Session {
         }
         let rowBytes = stride ?? width * channels
         guard rowBytes >= width * channels else { throw PocketSAMError.invalidImage("stride \(rowBytes) < \(width * channels)") }
-        embedding = nil
-        hqFeatures = nil
-        decoderShared = nil
-        decoderSetupSeconds = 0
-        resizedPixelsValid = false
+        clearImage()
         let size = model.config.encoder.imageSize
         let (rh, rw) = Preprocess.resizedShape(h: height, w: width, long: size)
         let small = scratch.resized.reserve(rh * rw * 3)
@@ -229,7 +225,7 @@ public final class Session {
         }
         // HQ-SAM: the HQ features once per image (the official decoder makes them at every prompt), above the embedding.
         var features: UnsafeMutablePointer<Float>?
-        let featureCount = 16 * g * g * (D / 8)
+        let featureCount = EmbeddingFile.hqCount(model)
         if let hq, let early {
             arena.tap?("hq.early", early, [g, g, hq.hq.vitDim])
             let f = arena.alloc(featureCount)
@@ -256,6 +252,15 @@ public final class Session {
         resizedPixelsValid = true
     }
 
+    /// Forgets the current image (its embedding, HQ features, the decoder's per-image part, the resized pixels).
+    private func clearImage() {
+        embedding = nil
+        hqFeatures = nil
+        decoderShared = nil
+        decoderSetupSeconds = 0
+        resizedPixelsValid = false
+    }
+
     /// The current image's embedding as a `.psemb` file (docs/FORMAT.md): what `predict` needs of the image, without the
     /// encoder pass, for `setEmbedding` on a session of the same model file (here or on another machine).
     public func embeddingFile() throws -> [UInt8] {
@@ -268,15 +273,14 @@ public final class Session {
     public func embeddingFileSize() throws -> Int {
         guard embedding != nil else { throw PocketSAMError.noImage }
         let g = model.config.prompt.embeddingSize, c = model.config.prompt.embedDim
-        return EmbeddingFile.size(embedding: g * g * c, hq: hqFeatures == nil ? 0 : 16 * g * g * (c / 8))
+        return EmbeddingFile.size(embedding: g * g * c, hq: hqFeatures == nil ? 0 : EmbeddingFile.hqCount(model))
     }
 
     /// Writes `embeddingFile()`'s bytes into `out`, which must hold exactly `embeddingFileSize()` bytes (a caller's buffer).
     public func writeEmbeddingFile(into out: UnsafeMutableRawBufferPointer) throws {
         guard let emb = embedding, let (h, w) = imageSize, let (rh, rw) = resized else { throw PocketSAMError.noImage }
         let g = model.config.prompt.embeddingSize, c = model.config.prompt.embedDim
-        let hqCount = hqFeatures == nil ? 0 : 16 * g * g * (c / 8)
-        precondition(out.count == EmbeddingFile.size(embedding: g * g * c, hq: hqCount), "the buffer is not embeddingFileSize() bytes")
+        let hqCount = hqFeatures == nil ? 0 : EmbeddingFile.hqCount(model)
         EmbeddingFile.write(fingerprint: model.file.fingerprint, original: (h, w), resized: (rh, rw), grid: g, channels: c,
                             embedding: emb, hq: hqFeatures.map { UnsafePointer($0) }, hqCount: hqCount, into: out)
     }
@@ -285,11 +289,7 @@ public final class Session {
     /// match): prompts then answer exactly as after `setImage` on that image. Validates everything (a corrupt or foreign
     /// file throws `invalidEmbedding` and leaves no image set). Cost: a copy; no encoder pass.
     public func setEmbedding(_ data: UnsafeRawBufferPointer) throws {
-        resizedPixelsValid = false  // the file has no pixels
-        embedding = nil
-        hqFeatures = nil
-        decoderShared = nil
-        decoderSetupSeconds = 0
+        clearImage()  // (the file has no pixels: resizedImage() stays empty)
         let p = try EmbeddingFile.parse(data, model: model)
         arena.reset(to: Arena.bottom)
         let kept = arena.alloc(p.embeddingCount)
