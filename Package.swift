@@ -52,7 +52,7 @@ let package = Package(
         // The quantization tool: checkpoint readers, architecture detection, BN folding, quantization.
         .target(
             name: "PocketSAMQuantize",
-            dependencies: ["PocketSAMFormat", "PocketSAM", "PocketSAMIO", "COpenBLAS"],
+            dependencies: ["PocketSAMFormat", "PocketSAM", "PocketSAMIO", "PocketSAMKernels"],
             path: "Quantization/Sources/PocketSAMQuantize"
         ),
         .executableTarget(

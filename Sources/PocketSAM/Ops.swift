@@ -100,7 +100,7 @@ enum Ops {
     /// The GELU of the int8 and int16 layers (fused into their GEMMs, and the depthwise convolutions whose output is
     /// quantized): the piecewise-cubic one (`psam_gelu_lut_rows`, within 1.7e-6·max(1, |x|) of exact, about twice as
     /// fast) where it is vectorised, else the exact one of the fp32 path.
-    static let intGELU: Int32 = psam_gelu_lut_fast() != 0 ? PSAM_GELU_LUT : PSAM_GELU_EXACT
+    static var intGELU: Int32 { psam_gelu_lut_fast() != 0 ? PSAM_GELU_LUT : PSAM_GELU_EXACT }
 
     /// Row blocks for int8 work: a multiple of 8 rows (the widest kernel tile), fixed by the shape.
     static func rowsPerBlock(m: Int, k: Int) -> Int {
@@ -752,8 +752,7 @@ struct ColumnTask {
         case .linear:
             guard let a, let b else { return }
             guard bias != nil || gelu else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda),
-                            b + j0 * k, Int32(k), 0, c + j0, Int32(ldc))
+                BLAS.sgemm(transB: true, m: m, n: j1 - j0, k: k, a: a, lda: lda, b: b + j0 * k, ldb: k, c: c + j0, ldc: ldc)
                 return
             }
             // With an epilogue: in row chunks, so bias and GELU run on output still in cache.
@@ -761,8 +760,7 @@ struct ColumnTask {
             var r0 = 0
             while r0 < m {
                 let rows = min(chunk, m - r0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(j1 - j0), Int32(k), 1, a + r0 * lda, Int32(lda),
-                            b + j0 * k, Int32(k), 0, c + r0 * ldc + j0, Int32(ldc))
+                BLAS.sgemm(transB: true, m: rows, n: j1 - j0, k: k, a: a + r0 * lda, lda: lda, b: b + j0 * k, ldb: k, c: c + r0 * ldc + j0, ldc: ldc)
                 psam_bias_gelu_rows(c + r0 * ldc + j0, rows, j1 - j0, ldc, bias.map { $0 + j0 }, gelu ? 1 : 0)
                 r0 += rows
             }
@@ -776,8 +774,7 @@ struct ColumnTask {
                                    beta == 0 ? 0 : 1)
                 return
             }
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(j1 - j0), Int32(k),
-                        alpha, a, Int32(lda), transB ? b + j0 * ldb : b + j0, Int32(ldb), beta, c + j0, Int32(ldc))
+            BLAS.sgemm(transA: transA, transB: transB, m: m, n: j1 - j0, k: k, alpha: alpha, a: a, lda: lda, b: transB ? b + j0 * ldb : b + j0, ldb: ldb, accumulate: beta != 0, c: c + j0, ldc: ldc)
         case .gelu:
             psam_gelu_rows(c + j0, j1 - j0)
         case .add:

@@ -95,13 +95,11 @@ struct ViTAttentionJob {
         let r = 2 * ws - 1, ld = 3 * E
         let s = base, th = base + Self.queryRows * n, tw = th + Self.queryRows * r
         let q = qkv + q0 * ld + h * hd, k = qkv + E + h * hd, v = qkv + 2 * E + h * hd
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(hd), scale, q, Int32(ld), k, Int32(ld), 0,
-                    s, Int32(n))
-        relativeTerms(q, ld: Int32(ld), rows: rows, th: th, tw: tw)
+        BLAS.sgemm(transB: true, m: rows, n: n, k: hd, alpha: scale, a: q, lda: ld, b: k, ldb: ld, c: s, ldc: n)
+        relativeTerms(q, ld: ld, rows: rows, th: th, tw: tw)
         psam_relpos_add(s, n, rows, q0, g, th, tw, r)
         psam_softmax_rows(s, rows, n, n)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(hd), Int32(n), 1, s, Int32(n), v, Int32(ld), 0,
-                    out + q0 * E + h * hd, Int32(E))
+        BLAS.sgemm(m: rows, n: hd, k: n, a: s, lda: n, b: v, ldb: ld, c: out + q0 * E + h * hd, ldc: E)
     }
 
     private func runGlobalBF16(_ i: Int, _ base: FPtr) {
@@ -114,7 +112,7 @@ struct ViTAttentionJob {
         // GEMM's rate), then 64-query steps over them.
         for t0 in stride(from: c0, to: c1, by: termRows) {
             let t1 = min(c1, t0 + termRows)
-            relativeTerms(qkv + t0 * ld + h * hd, ld: Int32(ld), rows: t1 - t0, th: th, tw: tw)
+            relativeTerms(qkv + t0 * ld + h * hd, ld: ld, rows: t1 - t0, th: th, tw: tw)
             for q0 in stride(from: t0, to: t1, by: rows) {
                 let m = min(rows, t1 - q0), q = qkv + q0 * ld + h * hd
                 psam_vit_attention_bf16(q, ld, m, q0, g, packed, hd, scale, th + (q0 - t0) * r, tw + (q0 - t0) * r,
@@ -138,16 +136,14 @@ struct ViTAttentionJob {
             let packed = o + wn * hd, sc = packed + psam_vit_attention_bf16_packed_floats(ws, hd)
             let th = sc + psam_vit_attention_bf16_scratch(wn, ws, hd), tw = th + wn * r
             psam_vit_attention_bf16_pack(k, v, hd, ws, hd, packed)
-            relativeTerms(q, ld: Int32(hd), rows: wn, th: th, tw: tw)
+            relativeTerms(q, ld: hd, rows: wn, th: th, tw: tw)
             psam_vit_attention_bf16(q, hd, wn, 0, ws, packed, hd, scale, th, tw, o, hd, sc)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(wn), Int32(wn), Int32(hd), scale, q, Int32(hd), k, Int32(hd), 0,
-                        s, Int32(wn))
-            relativeTerms(q, ld: Int32(hd), rows: wn, th: th, tw: tw)
+            BLAS.sgemm(transB: true, m: wn, n: wn, k: hd, alpha: scale, a: q, lda: hd, b: k, ldb: hd, c: s, ldc: wn)
+            relativeTerms(q, ld: hd, rows: wn, th: th, tw: tw)
             psam_relpos_add(s, wn, wn, 0, ws, th, tw, r)
             psam_softmax_rows(s, wn, wn, wn)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(wn), Int32(hd), Int32(wn), 1, s, Int32(wn), v, Int32(hd), 0,
-                        o, Int32(hd))
+            BLAS.sgemm(m: wn, n: hd, k: wn, a: s, lda: wn, b: v, ldb: hd, c: o, ldc: hd)
         }
         for t in 0..<wn {
             let y = wy * ws + t / ws, x = wx * ws + t % ws
@@ -156,10 +152,10 @@ struct ViTAttentionJob {
     }
 
     /// `th = q · rel_pos_hᵀ`, `tw = q · rel_pos_wᵀ` (unscaled queries, `[rows, 2·ws − 1]`), for `psam_relpos_add`.
-    private func relativeTerms(_ q: CPtr, ld: Int32, rows: Int, th: FPtr, tw: FPtr) {
-        let r = Int32(2 * ws - 1)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), r, Int32(hd), 1, q, ld, relH, Int32(hd), 0, th, r)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), r, Int32(hd), 1, q, ld, relW, Int32(hd), 0, tw, r)
+    private func relativeTerms(_ q: CPtr, ld: Int, rows: Int, th: FPtr, tw: FPtr) {
+        let r = 2 * ws - 1
+        BLAS.sgemm(transB: true, m: rows, n: r, k: hd, a: q, lda: ld, b: relH, ldb: hd, c: th, ldc: r)
+        BLAS.sgemm(transB: true, m: rows, n: r, k: hd, a: q, lda: ld, b: relW, ldb: hd, c: tw, ldc: r)
     }
 }
 

@@ -51,11 +51,34 @@ public struct PSAMWriter: Sendable {
     }
 
     public mutating func addF16(_ name: String, shape: [Int], values: [Float16]) throws(PSAMError) {
+        try add(Self.f16Tensor(name: name, shape: shape, values: values))
+    }
+
+    /// An fp16 tensor as `addF16` stores it.
+    public static func f16Tensor(name: String, shape: [Int], values: [Float16]) -> Tensor {
         var b = [UInt8](repeating: 0, count: values.count * 2)
         b.withUnsafeMutableBytes { p in
             for (i, v) in values.enumerated() { p.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
         }
-        try add(Tensor(name: name, dtype: .f16, shape: shape, data: b, scaleAxis: nil, scales: []))
+        return Tensor(name: name, dtype: .f16, shape: shape, data: b, scaleAxis: nil, scales: [])
+    }
+
+    /// Puts `t` in the place of the tensor of the same name (added before), with the checks `add` makes.
+    public mutating func replace(_ t: Tensor) throws(PSAMError) {
+        guard let i = tensors.firstIndex(where: { $0.name == t.name }) else {
+            throw .malformed(what: "tensor '\(t.name)': nothing of that name to replace")
+        }
+        let old = tensors[i]
+        tensors.remove(at: i)
+        names.remove(t.name)
+        do {
+            try add(t)
+        } catch {
+            tensors.insert(old, at: i)
+            names.insert(old.name)
+            throw error
+        }
+        tensors.insert(tensors.removeLast(), at: i)
     }
 
     /// Adds int8 values given row-major; `packed` stores them in the int8 GEMM layout (`.panels16x4`,

@@ -241,8 +241,10 @@ void psam_attention_few_keys(const float *q, size_t ldq, const float *k, size_t 
     }
 #endif
 #if defined(__aarch64__)
-    psam_attention_few_keys__neon(q, ldq, k, ldk, v, ldv, nk, heads, d, scale, out, ldo, r0, r1);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_attention_few_keys__neon(q, ldq, k, ldk, v, ldv, nk, heads, d, scale, out, ldo, r0, r1);
+        return;
+    }
 #endif
     psam_attention_few_keys__generic(q, ldq, k, ldk, v, ldv, nk, heads, d, scale, out, ldo, r0, r1);
 }

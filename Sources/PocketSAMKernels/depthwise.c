@@ -375,8 +375,10 @@ void psam_depthwise_rows(const float *x, size_t h, size_t w, size_t c, const flo
     }
 #endif
 #if defined(__aarch64__)
-    psam_depthwise__neon(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_depthwise__neon(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
+        return;
+    }
 #endif
     psam_depthwise__generic(x, h, w, c, wt, bias, k, stride, pad, out, wo, y0, y1, gelu, NULL, 0, NULL, NULL);
 }
@@ -395,8 +397,10 @@ void psam_depthwise_rows_u8(const float *x, size_t h, size_t w, size_t c, const 
     }
 #endif
 #if defined(__aarch64__)
-    psam_depthwise__neon(x, h, w, c, wt, bias, k, stride, pad, row, wo, y0, y1, gelu, q, ldq, scale, zero);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_depthwise__neon(x, h, w, c, wt, bias, k, stride, pad, row, wo, y0, y1, gelu, q, ldq, scale, zero);
+        return;
+    }
 #endif
     psam_depthwise__generic(x, h, w, c, wt, bias, k, stride, pad, row, wo, y0, y1, gelu, q, ldq, scale, zero);
 }

@@ -119,7 +119,7 @@ int psam_gelu_lut_fast(void) {
 #if defined(__x86_64__)
     return has_avx512();
 #elif defined(__aarch64__)
-    return 1;
+    return !psam_portable_kernels();
 #else
     return 0;
 #endif

@@ -173,10 +173,12 @@ void psam_layernorm_rows(const float *x, size_t m, size_t c, size_t ldx, const f
     }
 #endif
 #if defined(__aarch64__)
-    psam_layernorm__neon(x, m, c, ldx, w, b, eps, out, ldo);
-#else
-    psam_layernorm__generic(x, m, c, ldx, w, b, eps, out, ldo);
+    if (!psam_portable_kernels()) {
+        psam_layernorm__neon(x, m, c, ldx, w, b, eps, out, ldo);
+        return;
+    }
 #endif
+    psam_layernorm__generic(x, m, c, ldx, w, b, eps, out, ldo);
 }
 
 /* Layer norm with every sum a left-to-right chain along the row, in one fixed order of operations (rows of c
@@ -299,8 +301,10 @@ void psam_layernorm_seq__neon(const float *x, size_t m, size_t c, const float *w
 /* Layer norm with left-to-right sums per row (above), on NEON 4 or 8 rows at a time (the same bits). */
 void psam_layernorm_rows_seq(const float *x, size_t m, size_t c, const float *w, const float *b, float eps, float *out) {
 #if defined(__aarch64__)
-    psam_layernorm_seq__neon(x, m, c, w, b, eps, out);
-#else
-    psam_layernorm_seq__generic(x, m, c, w, b, eps, out);
+    if (!psam_portable_kernels()) {
+        psam_layernorm_seq__neon(x, m, c, w, b, eps, out);
+        return;
+    }
 #endif
+    psam_layernorm_seq__generic(x, m, c, w, b, eps, out);
 }

@@ -10,11 +10,14 @@
 /* AVX2 without FMA (bit-identical kernels: quantization, GELU) and with FMA (the rest). */
 #define PSAM_AVX2 __attribute__((target("avx2")))
 #define PSAM_AVX2FMA __attribute__((target("avx2,fma")))
+/* Both are 0 while the portable-kernels switch is on (portable.c): every operation then runs its generic body. */
 static inline int has_avx512(void) {
+    if (psam_portable_kernels()) return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 static inline int has_avx2(void) {
+    if (psam_portable_kernels()) return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }

@@ -319,6 +319,10 @@ void psam_sgemm_inplace__neon(SGEMM_PARAMS) {
 
 void psam_sgemm_inplace(SGEMM_PARAMS) {
     if (m == 0 || n == 0) return;
+    if (psam_portable_kernels()) {
+        psam_sgemm_portable(a, ars, aks, b, ldb, 1, c, ldc, m, n, k, alpha, bias, accumulate);
+        return;
+    }
     if (k == 0) {
         sgemm_generic(a, ars, aks, b, ldb, c, ldc, m, n, k, alpha, bias, accumulate);
         return;

@@ -159,8 +159,10 @@ void psam_softmax_rows(float *x, size_t m, size_t n, size_t ld) {
     }
 #endif
 #if defined(__aarch64__)
-    psam_softmax__neon(x, m, n, ld);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_softmax__neon(x, m, n, ld);
+        return;
+    }
 #endif
     psam_softmax__generic(x, m, n, ld);
 }
@@ -311,8 +313,10 @@ void psam_softmax_cols(float *x, size_t groups, size_t n, size_t cols, size_t ld
     }
 #endif
 #if defined(__aarch64__)
-    psam_softmax_cols__neon(x, groups, n, cols, ld, bias);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_softmax_cols__neon(x, groups, n, cols, ld, bias);
+        return;
+    }
 #endif
     psam_softmax_cols__generic(x, groups, n, cols, ld, bias);
 }
@@ -457,8 +461,10 @@ void psam_softmax_online_cols(float *s, size_t rows, size_t cols, size_t ld, flo
     }
 #endif
 #if defined(__aarch64__)
-    psam_softmax_online__neon(s, rows, cols, ld, m, l, acc, ldacc, accw);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_softmax_online__neon(s, rows, cols, ld, m, l, acc, ldacc, accw);
+        return;
+    }
 #endif
     psam_softmax_online__generic(s, rows, cols, ld, m, l, acc, ldacc, accw);
 }
@@ -563,7 +569,7 @@ void psam_softmax_lanes(float *x, size_t m, size_t ld, size_t n, size_t g) {
     }
 #endif
 #if defined(__aarch64__)
-    if (g % 4 == 0) {
+    if (g % 4 == 0 && !psam_portable_kernels()) {
         psam_softmax_lanes__neon(x, m, ld, n, g);
         return;
     }

@@ -5,15 +5,24 @@
  * (head h at columns h·kd) = scores·v. `scratch` holds wn·wn + kd·wn floats. */
 void psam_window_attention__generic(const float *qkv, size_t ldq, size_t wn, size_t heads, size_t kd, float scale,
                               const float *bias, float *out, size_t ldo, float *scratch) {
-    float *s = scratch;
+    /* Each score is summed over d in order, as a dot product would be, but with the keys transposed into scratch the
+     * inner loop runs along a row of scores (j), which a compiler vectorises without reordering any sum: the
+     * portable kernels (portable.c) run this body, so its speed matters. */
+    float *s = scratch, *kt = scratch + wn * wn;
     for (size_t hd = 0; hd < heads; hd++) {
         const float *q = qkv + hd * 3 * kd, *kk = q + kd, *v = q + 2 * kd;
-        for (size_t i = 0; i < wn; i++)
-            for (size_t j = 0; j < wn; j++) {
-                float acc = 0.0f;
-                for (size_t d = 0; d < kd; d++) acc += q[i * ldq + d] * kk[j * ldq + d];
-                s[i * wn + j] = acc * scale + (bias ? bias[(hd * wn + i) * wn + j] : 0.0f);
+        for (size_t j = 0; j < wn; j++)
+            for (size_t d = 0; d < kd; d++) kt[d * wn + j] = kk[j * ldq + d];
+        for (size_t i = 0; i < wn; i++) {
+            float *si = s + i * wn;
+            for (size_t j = 0; j < wn; j++) si[j] = 0.0f;
+            for (size_t d = 0; d < kd; d++) {
+                const float qd = q[i * ldq + d];
+                const float *kd_row = kt + d * wn;
+                for (size_t j = 0; j < wn; j++) si[j] += qd * kd_row[j];
             }
+            for (size_t j = 0; j < wn; j++) si[j] = si[j] * scale + (bias ? bias[(hd * wn + i) * wn + j] : 0.0f);
+        }
         psam_softmax__generic(s, wn, wn, wn);
         for (size_t i = 0; i < wn; i++) {
             float *o = out + i * ldo + hd * kd;
@@ -278,8 +287,10 @@ void psam_window_attention(const float *qkv, size_t ldq, size_t wn, size_t heads
     }
 #endif
 #if defined(__aarch64__)
-    psam_window_attention__neon(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
-    return;
+    if (!psam_portable_kernels()) {
+        psam_window_attention__neon(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
+        return;
+    }
 #endif
     psam_window_attention__generic(qkv, ldq, wn, heads, kd, scale, bias, out, ldo, scratch);
 }

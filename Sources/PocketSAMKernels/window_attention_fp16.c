@@ -410,7 +410,7 @@ int psam_window_attention_fp16_fast(size_t kd) {
 #if defined(__x86_64__)
     return kd > 0 && kd % 32 == 0 && has_avx512fp16();
 #elif defined(__aarch64__)
-    return kd > 0 && kd % 8 == 0 && psam_cpu_neon_fp16();
+    return kd > 0 && kd % 8 == 0 && psam_cpu_neon_fp16() && !psam_portable_kernels();
 #else
     (void)kd;
     return 0;

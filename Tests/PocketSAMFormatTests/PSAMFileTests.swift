@@ -3,6 +3,22 @@ import PocketSAMFormat
 import XCTest
 
 final class PSAMFileTests: XCTestCase {
+    /// `replace` keeps the tensor's place (the file stays a pure function of its inputs), refuses an unknown name, and
+    /// leaves the writer as it was when the new tensor is refused.
+    func testWriterReplacesATensorInPlace() throws {
+        var w = PSAMWriter()
+        try w.addF32("a", shape: [2], values: [1, 2])
+        try w.addF32("b", shape: [2], values: [3, 4])
+        try w.addF32("c", shape: [1], values: [5])
+        try w.replace(PSAMWriter.f16Tensor(name: "b", shape: [2], values: [3, 4]))
+        XCTAssertEqual(w.tensors.map(\.name), ["a", "b", "c"])
+        XCTAssertEqual(w.tensors[1].dtype, .f16)
+        XCTAssertThrowsError(try w.replace(PSAMWriter.f16Tensor(name: "d", shape: [1], values: [1])))
+        XCTAssertThrowsError(try w.replace(PSAMWriter.f16Tensor(name: "c", shape: [2], values: [1])))  // 1 value, shape [2]
+        XCTAssertEqual(w.tensors.map(\.name), ["a", "b", "c"])
+        XCTAssertEqual(w.tensors[2].dtype, .f32)
+    }
+
     func open(_ bytes: [UInt8], _ options: PSAMFile.Options = .init()) throws -> PSAMFile {
         try PSAMFile(storage: ByteStorage(copying: bytes), options: options)
     }

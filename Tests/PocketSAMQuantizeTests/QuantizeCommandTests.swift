@@ -25,11 +25,17 @@ final class QuantizeCommandTests: XCTestCase {
 
     func run(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) { try Self.run(args) }
 
-    static func run(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    /// Runs the tool with `args`; `environment` entries are set (or, with nil values, removed) on top of this process's.
+    static func run(_ args: [String], environment: [String: String?] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
         let exe = try XCTUnwrap(binary, "pocketsam-quantize was not built next to the tests")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args
+        if !environment.isEmpty {
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in environment { env[k] = v }
+            p.environment = env
+        }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

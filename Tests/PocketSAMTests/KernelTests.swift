@@ -1,4 +1,5 @@
 import Foundation
+import PocketSAMKernels
 import XCTest
 
 /// The C kernels' own test programs (`Tests/KernelTests/*_test.c`), built with the system C compiler and run
@@ -110,23 +111,74 @@ final class KernelTests: XCTestCase {
     func testInPlaceGEMMAgainstTripleLoop() throws {
         let source = Self.root.appendingPathComponent("Tests/KernelTests/sgemm_test.c").path
         let include = Self.root.appendingPathComponent("Sources/PocketSAMKernels/include").path
-        let cpuSource = Self.root.appendingPathComponent("Sources/PocketSAMKernels/cpu.c").path
-        let flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", include, source, cpuSource, "-lm"]
+        let kernels = Self.root.appendingPathComponent("Sources/PocketSAMKernels")
+        let others = ["cpu.c", "portable.c", "sgemm_portable.c"].map { kernels.appendingPathComponent($0).path }
+        let flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", include, source] + others + ["-lm"]
         let cc = try XCTUnwrap(Self.which("cc") ?? Self.which("gcc"), "no C compiler")
         let exe = FileManager.default.temporaryDirectory.appendingPathComponent("sgemm-test-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: exe) }
         let built = try CABITests.run(cc, flags + ["-o", exe])
         XCTAssertEqual(built.status, 0, "\(cc) failed:\n\(built.err)")
         guard built.status == 0 else { return }
-        var expected = ["generic", "rows", "dispatched"]
+        let expected = ["generic", "rows", "dispatched"] + Self.fp32VectorBodies
+        check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 4000)
+    }
+
+    /// The x86 fp32 bodies this CPU runs (`psam_cpu_avx2_fma`, `psam_cpu_avx512`), as the C tests name them.
+    static var fp32VectorBodies: [String] {
+        var bodies: [String] = []
         #if arch(x86_64)
         let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        if cpu.contains(" avx2") && cpu.contains(" fma") { expected.append("avx2") }
+        if cpu.contains(" avx2") && cpu.contains(" fma") { bodies.append("avx2") }
         if cpu.contains(" avx512f") && cpu.contains(" avx512bw") && cpu.contains(" avx512vl") && cpu.contains(" avx512dq") {
-            expected.append("avx512")
+            bodies.append("avx512")
         }
         #endif
-        check(try CABITests.run(exe, []), expecting: expected, minimumChecks: 4000)
+        return bodies
+    }
+
+    /// The portable kernels the quantizer's calibration runs on (`Tests/KernelTests/portable_test.c`): every body of
+    /// `psam_sgemm_portable` and `psam_moments_f64` equal bit for bit to the plain loops that define them, and the
+    /// switch making the dispatched row operations and `psam_sgemm_inplace` run the portable code.
+    func testPortableKernelsEqualTheirDefinitionBitForBit() throws {
+        let r = try XCTUnwrap(try buildAndRun("portable_test"))
+        let expected = ["generic"] + Self.fp32VectorBodies
+        check(r, expecting: expected, minimumChecks: 1000)
+    }
+
+    /// The same bodies as the package compiles them (clang, the package's flags: a compiler that fused the AVX-512
+    /// body's multiplies and adds would show here, not in the C test built with cc): each body this CPU has gives the
+    /// generic body's bits for a linear's shapes (B = Wᵀ) and the moments of a layer's inputs.
+    func testPortableBodiesAsBuiltGiveTheSameBits() throws {
+        var bodies: [Int32] = [0]
+        if psam_cpu_avx2_fma() != 0 { bodies.append(1) }
+        if psam_cpu_avx512() != 0 { bodies.append(2) }
+        var g = SystemRandomNumberGenerator()
+        let m = 37, n = 70, k = 300
+        let a = (0..<(m * k)).map { _ in Float.random(in: -2...2, using: &g) }
+        let w = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &g) }
+        let bias = (0..<n).map { _ in Float.random(in: -1...1, using: &g) }
+        var results: [[Float]] = []
+        for body in bodies {
+            var c = [Float](repeating: 0, count: m * n)
+            psam_sgemm_portable_with(body, a, k, 1, w, 1, k, &c, n, m, n, k, 1, bias, 0)
+            results.append(c)
+        }
+        for (i, r) in results.enumerated() {
+            XCTAssertEqual(r.map(\.bitPattern), results[0].map(\.bitPattern), "sgemm body \(bodies[i]) differs from the generic body")
+        }
+        var moments: [[Double]] = []
+        for body in bodies {
+            var h = [Double](repeating: 0, count: k * k)
+            psam_moments_f64_with(body, a, k, m, k, &h, 0, 1)
+            moments.append(h)
+        }
+        for (i, h) in moments.enumerated() {
+            let upper = (0..<k).flatMap { r in (r..<k).map { h[r * k + $0].bitPattern } }
+            let ref = (0..<k).flatMap { r in (r..<k).map { moments[0][r * k + $0].bitPattern } }
+            XCTAssertEqual(upper, ref, "moments body \(bodies[i]) differs from the generic body")
+        }
+        XCTAssertGreaterThan(bodies.count, 1, "only the generic body on this CPU: nothing compared")
     }
 
     /// `scripts/test-arm.sh`: the kernel library and every kernel test program cross-compiled for aarch64 and run under

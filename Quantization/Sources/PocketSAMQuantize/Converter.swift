@@ -5,7 +5,9 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Dispatch
 import PocketSAMFormat
+import Synchronization
 
 public let pocketSAMQuantizeVersion = "0.1.0"
 
@@ -28,12 +30,19 @@ public struct ConversionOptions: Sendable {
     /// Input second moments per weight name (`Calibrator.hessians`): those int8 weights are rounded by
     /// GPTQ (output error) instead of to nearest (weight error).
     public var hessians: [String: [Float]] = [:]
-    /// What the calibration was, for the file's metadata.
+    /// What the calibration was, for the file's metadata (`psam.calibration`), and its images' fingerprint
+    /// (`psam.calibration_sha256`).
     public var calibrationNote: String?
+    public var calibrationFingerprint: String?
     /// SmoothQuant's migration strength α for the int8 MLP input layers of TinyViT (`mlp.fc1`, fed by a layer
     /// norm), used when their calibration moments are in `hessians`; nil or 0: no smoothing. See
     /// `Converter.smoothingFactors` for how the default was measured.
     public var smoothingAlpha: Double? = 0.25
+    /// Threads rounding tensors at once (GPTQ is the slow part); the file does not depend on it.
+    public var threads: Int = 2
+    /// Keep the values (BN-folded, smoothed) of the image encoder's int8 weight matrices in the result's `originals`,
+    /// for `PrecisionSearch`, which stores some of them as fp16 afterwards.
+    public var keepOriginals = false
 
     public init(precision: Precision = .int8) {
         self.precision = precision
@@ -59,6 +68,8 @@ public struct ConversionResult: Sendable {
     public var ignored: [String]
     public var foldedBatchNorms: Int
     public var sourceSHA256: String
+    /// With `ConversionOptions.keepOriginals`: the stored-before-rounding values of the image encoder's int8 matrices.
+    public var originals: [String: [Float]] = [:]
 }
 
 /// checkpoint → detected configuration → BN folding → per-tensor precision → `.psam` writer.
@@ -168,7 +179,8 @@ public enum Converter {
                 options.hessians[lin + ".weight"] = hs
             }
         }
-        for (i, spec) in specs.enumerated() {
+        // A tensor's values as stored: from the checkpoint, BN-folded, smoothed.
+        func values(of spec: TensorSpec) throws(CheckpointError) -> [Float] {
             let values: [Float]
             if tensors[spec.name] != nil {
                 values = try load(spec.name, spec.shape)
@@ -189,9 +201,39 @@ public enum Converter {
                 let k = sv.count, rows = stored.count / k
                 for r in 0..<rows { for j in 0..<k { stored[r * k + j] = divide ? stored[r * k + j] / sv[j] : stored[r * k + j] * sv[j] } }
             }
-            let report = try store(spec, stored, options, fp32Activations: fp32Act, &writer)
-            reports.append(report)
-            if (i + 1) % 100 == 0 || i + 1 == specs.count { progress("stored \(i + 1)/\(specs.count) tensors") }
+            return stored
+        }
+        // In chunks: the tensors' values read in order, rounded on `options.threads` threads (GPTQ is the slow part;
+        // each tensor's result depends on nothing else), then written in order.
+        // A chunk holds up to 32 tensors and 2²⁵ values (128 MB of fp32), so memory stays bounded for the large ViTs.
+        var done = 0, c0 = 0
+        var originals: [String: [Float]] = [:]
+        while c0 < specs.count {
+            var chunk: [TensorSpec] = [], inputs: [[Float]] = [], size = 0
+            while c0 < specs.count, chunk.count < 32, size < 1 << 25 {
+                let spec = specs[c0]
+                chunk.append(spec)
+                inputs.append(try values(of: spec))
+                size += inputs[inputs.count - 1].count
+                c0 += 1
+            }
+            let decided = Decisions(count: chunk.count)
+            let opts = options, fa = fp32Act, todo = chunk, values = inputs
+            DispatchQueue.concurrentPerform(iterations: min(max(1, options.threads), chunk.count)) { _ in
+                while true {
+                    let t = decided.next.add(1, ordering: .relaxed).oldValue
+                    guard t < todo.count else { return }
+                    decided.set(t, quantize(todo[t], values[t], opts, fp32Activations: fa))
+                }
+            }
+            for (t, spec) in chunk.enumerated() {
+                let (report, stored) = decided.get(t)
+                if options.keepOriginals, report.dtype == .i8, spec.name.hasPrefix("image_encoder.") { originals[spec.name] = inputs[t] }
+                try write(spec, stored, &writer)
+                reports.append(report)
+                done += 1
+                if done % 100 == 0 || done == specs.count { progress("stored \(done)/\(specs.count) tensors") }
+            }
         }
         let foldedCount = folded.count
 
@@ -211,6 +253,7 @@ public enum Converter {
             writer.metadata["psam.keep_fp16"] = .string(k.joined(separator: " "))
         }
         if let c = options.calibrationNote { writer.metadata["psam.calibration"] = .string(c) }
+        if let f = options.calibrationFingerprint { writer.metadata["psam.calibration_sha256"] = .string(f) }
         if options.precision == .int8, !fp32Act.isEmpty { writer.metadata["psam.fp32_activations"] = .string(fp32Act.joined(separator: " ")) }
         if !smoothing.isEmpty, let a = options.smoothingAlpha {
             writer.metadata["psam.smoothing"] = .string("SmoothQuant α=\(a) (calibration RMS per input channel) on \(smoothing.count) layers: "
@@ -221,7 +264,7 @@ public enum Converter {
         for (k, v) in sourceMetadata { writer.metadata[k] = .string(v) }
         writer.metadata["psam.tool_version"] = .string("pocketsam-quantize " + pocketSAMQuantizeVersion)
         return ConversionResult(config: config, writer: writer, reports: reports, ignored: ignored,
-                                foldedBatchNorms: foldedCount, sourceSHA256: digest)
+                                foldedBatchNorms: foldedCount, sourceSHA256: digest, originals: originals)
     }
 
     /// SmoothQuant (Xiao et al.): per input channel j of a linear layer fed by a layer norm,
@@ -307,43 +350,41 @@ public enum Converter {
                 "image_encoder.layers.*.downsample.*"]
     }
 
-    static func store(_ spec: TensorSpec, _ w: [Float], _ o: ConversionOptions, fp32Activations: [String],
-                      _ writer: inout PSAMWriter) throws(CheckpointError) -> TensorReport {
+    /// How a tensor is stored (what `quantize` decided; `write` adds it to the file).
+    enum StoredTensor: Sendable {
+        case f32([Float])
+        case f16([Float16])
+        case i8(values: [Int8], scales: [Float], axis: Int, groupSize: Int, packed: Bool)
+    }
+
+    /// The stored form of one tensor and its report: a pure function of its values and the options, so tensors can be
+    /// rounded on several threads at once.
+    static func quantize(_ spec: TensorSpec, _ w: [Float], _ o: ConversionOptions,
+                         fp32Activations: [String]) -> (TensorReport, StoredTensor) {
         var report = TensorReport(name: spec.name, shape: spec.shape, role: spec.role, dtype: .f32, relativeRMSError: 0, note: "")
-        func add(_ body: () throws(PSAMError) -> Void) throws(CheckpointError) {
-            do { try body() } catch { throw .badTensor(tensor: spec.name, reason: error.description) }
-        }
-        func storeF16(_ why: String) throws(CheckpointError) {
+        func f16(_ why: String) -> (TensorReport, StoredTensor) {
             let h = w.map { Float16($0) }
             guard h.allSatisfy(\.isFinite) else {
                 report.note = "kept fp32: values beyond the fp16 range"
-                try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
-                return
+                return (report, .f32(w))
             }
             report.dtype = .f16
             report.relativeRMSError = Quantizer.relativeRMSError(w, h.map { Float($0) })
             report.note = why
-            try add { () throws(PSAMError) in try writer.addF16(spec.name, shape: spec.shape, values: h) }
+            return (report, .f16(h))
         }
         if matches(spec.name, o.keepFP32) {
             report.note = "kept fp32 (--keep-fp32)"
-            try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
-            return report
+            return (report, .f32(w))
         }
         switch o.precision {
         case .fp32:
-            try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
+            return (report, .f32(w))
         case .fp16:
-            try storeF16("")
+            return f16("")
         case .int8:
-            guard let axis = spec.role.int8ScaleAxis, w.count >= o.minInt8Elements else {
-                try add { () throws(PSAMError) in try writer.addF32(spec.name, shape: spec.shape, values: w) }
-                return report
-            }
-            if matches(spec.name, o.keepFP16 ?? []) {
-                try storeF16("kept fp16 (--keep-fp16)")
-                return report
-            }
+            guard let axis = spec.role.int8ScaleAxis, w.count >= o.minInt8Elements else { return (report, .f32(w)) }
+            if matches(spec.name, o.keepFP16 ?? []) { return f16("kept fp16 (--keep-fp16)") }
             // One scale per output channel; where that misses the error limit, one per group of 256,
             // 128, 64 or 32 consecutive weights of the channel (axis 0 only), the largest that meets it.
             let inner = spec.shape[(axis + 1)...].reduce(1, *)
@@ -351,41 +392,49 @@ public enum Converter {
             if axis == 0 { candidates += [256, 128, 64, 32].filter { $0 < inner && inner % $0 == 0 } }
             var firstError = 0.0
             for group in candidates {
-                let (q, scales) = Quantizer.int8PerChannel(w, shape: spec.shape, axis: axis, groupSize: group)
+                var (q, scales) = Quantizer.int8PerChannel(w, shape: spec.shape, axis: axis, groupSize: group)
                 let err = Quantizer.relativeRMSError(
                     w, Quantizer.dequantize(q, scales: scales, shape: spec.shape, axis: axis, groupSize: group))
                 if group == 0 { firstError = err }
-                if err < o.maxInt8RelativeError {
-                    report.dtype = .i8
-                    report.relativeRMSError = err
-                    if group != 0 {
-                        report.note = "groups of \(group): per-channel error \(formatPercent(firstError)) was over the limit"
-                    }
-                    var q = q, scales = scales
-                    if axis == 0, let h = o.hessians[spec.name], spec.shape.count >= 2 {
-                        let n = spec.shape[0], k = w.count / max(n, 1)
-                        if h.count == k * k, let r = GPTQ.quantize(w, n: n, k: k, hessian: h, groupSize: group) {
-                            (q, scales) = r
-                            report.relativeRMSError = Quantizer.relativeRMSError(
-                                w, Quantizer.dequantize(q, scales: scales, shape: spec.shape, axis: axis, groupSize: group))
-                            report.note = (report.note.isEmpty ? "" : report.note + "; ") + "GPTQ (nearest: \(formatPercent(err)))"
-                        }
-                    }
-                    let fp32Act = matches(spec.name, fp32Activations)
-                    if fp32Act { report.note = (report.note.isEmpty ? "" : report.note + "; ") + "fp32 activations" }
-                    try add { () throws(PSAMError) in
-                        // Linear and conv weights (scale axis 0) go in the int8 GEMM kernels' panel layout, so
-                        // the runtime uses them in place; transposed-conv weights, and layers kept at fp32
-                        // activations, stay row-major (dequantized at load).
-                        try writer.addI8(spec.name, shape: spec.shape, values: q, scaleAxis: axis, groupSize: group, scales: scales,
-                                         packed: axis == 0 && spec.shape.count >= 2 && !fp32Act)
-                    }
-                    return report
+                guard err < o.maxInt8RelativeError else { continue }
+                report.dtype = .i8
+                report.relativeRMSError = err
+                if group != 0 {
+                    report.note = "groups of \(group): per-channel error \(formatPercent(firstError)) was over the limit"
                 }
+                if axis == 0, let h = o.hessians[spec.name], spec.shape.count >= 2 {
+                    let n = spec.shape[0], k = w.count / max(n, 1)
+                    if h.count == k * k, let r = GPTQ.quantize(w, n: n, k: k, hessian: h, groupSize: group) {
+                        (q, scales) = r
+                        report.relativeRMSError = Quantizer.relativeRMSError(
+                            w, Quantizer.dequantize(q, scales: scales, shape: spec.shape, axis: axis, groupSize: group))
+                        report.note = (report.note.isEmpty ? "" : report.note + "; ") + "GPTQ (nearest: \(formatPercent(err)))"
+                    }
+                }
+                let fp32Act = matches(spec.name, fp32Activations)
+                if fp32Act { report.note = (report.note.isEmpty ? "" : report.note + "; ") + "fp32 activations" }
+                // Linear and conv weights (scale axis 0) go in the int8 GEMM kernels' panel layout, so the runtime
+                // uses them in place; transposed-conv weights, and layers kept at fp32 activations, stay row-major
+                // (dequantized at load).
+                return (report, .i8(values: q, scales: scales, axis: axis, groupSize: group,
+                                    packed: axis == 0 && spec.shape.count >= 2 && !fp32Act))
             }
-            try storeF16("fp16: int8 error \(formatPercent(firstError)) over the \(formatPercent(o.maxInt8RelativeError)) limit")
+            return f16("fp16: int8 error \(formatPercent(firstError)) over the \(formatPercent(o.maxInt8RelativeError)) limit")
         }
-        return report
+    }
+
+    static func write(_ spec: TensorSpec, _ stored: StoredTensor, _ writer: inout PSAMWriter) throws(CheckpointError) {
+        do {
+            switch stored {
+            case let .f32(v): try writer.addF32(spec.name, shape: spec.shape, values: v)
+            case let .f16(v): try writer.addF16(spec.name, shape: spec.shape, values: v)
+            case let .i8(v, scales, axis, group, packed):
+                try writer.addI8(spec.name, shape: spec.shape, values: v, scaleAxis: axis, groupSize: group, scales: scales,
+                                 packed: packed)
+            }
+        } catch {
+            throw .badTensor(tensor: spec.name, reason: error.description)
+        }
     }
 
     public static func describe(_ c: ModelConfig) -> String {
@@ -409,4 +458,15 @@ public enum Converter {
 func formatPercent(_ x: Double) -> String {
     let v = (x * 10000).rounded() / 100
     return "\(v)%"
+}
+
+/// The chunk's results, each slot written by the one thread that took its index from `next`.
+private final class Decisions: @unchecked Sendable {
+    private var slots: [(TensorReport, Converter.StoredTensor)?]
+    let next = Atomic<Int>(0)
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ v: (TensorReport, Converter.StoredTensor)) {
+        slots.withUnsafeMutableBufferPointer { $0[i] = v }
+    }
+    func get(_ i: Int) -> (TensorReport, Converter.StoredTensor) { slots[i]! }
 }

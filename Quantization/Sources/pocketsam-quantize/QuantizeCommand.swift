@@ -29,7 +29,14 @@ struct QuantizeCommand: ParsableCommand {
         given with --lora, and LoRA layers a checkpoint holds inline (PEFT's base_layer/lora_A/lora_B, \
         which need --lora-alpha; SAMed's linear_a_q/linear_b_q/linear_a_v/linear_b_v, unscaled).
 
-        With --calibrate, the model runs in fp32 on those images first and every image-encoder weight         matrix is rounded by GPTQ (minimising the layer's output error on the images' activations)         instead of to nearest. Use images like the ones the model will see, not the ones you test on.
+        int8 conversions are calibrated: the model runs in fp32 on calibration images first and every \
+        image-encoder weight matrix is rounded by GPTQ (minimising the layer's output error on the images' \
+        activations) instead of to nearest. Without --calibrate the images are built in (generated in code: \
+        dead-leaves pictures in colour and grey, scan-like slices, 1/f noise; 8 for TinyViT models, 2 for the \
+        SAM ViTs, whose fp32 pass is long); --calibrate IMAGE replaces them with yours (use images like the ones \
+        the model will see, not the ones you test on; add --calibrate builtin to keep the built-in ones too), \
+        --no-calibration rounds to nearest. The result is the same bytes on every x86-64 machine, whatever \
+        OPENBLAS_CORETYPE and --threads.
 
         Example:
           pocketsam-quantize lite_medsam.pth -o lite_medsam.psam --calibrate a.png --calibrate b.jpg --report
@@ -66,8 +73,20 @@ struct QuantizeCommand: ParsableCommand {
             help: "In an int8 conversion, store weight matrices whose name matches this glob as fp16 (repeatable; 'none' for none; default: the measured sensitive layers of TinyViT models).")
     var keepFP16: [String] = []
 
-    @Option(name: .customLong("calibrate"), help: "A calibration image (JPEG/PNG) for GPTQ rounding (repeatable).")
+    @Option(name: .customLong("calibrate"),
+            help: "A calibration image (JPEG/PNG) for GPTQ rounding (repeatable): these replace the built-in images; 'builtin' adds those back.")
     var calibrate: [String] = []
+
+    @Flag(name: .customLong("no-calibration"),
+          help: "Round every int8 weight to nearest, without calibration images (the built-in images are used otherwise).")
+    var noCalibration = false
+
+    @Option(name: .customLong("max-slowdown"),
+            help: "For calibrated TinyViT conversions: instead of the fixed fp16 list, keep fp16 the int8 layers whose measured accuracy gain per cost is best, while the estimated encoder GEMM time stays within this factor of the all-int8 one (e.g. 1.15).")
+    var maxSlowdown: Double?
+
+    @Option(name: .customLong("save-calibration-images"), help: ArgumentHelp("Also write the calibration images used, as PNG, into this folder.", valueName: "DIR"))
+    var saveCalibrationImages: String?
 
     @Option(name: .customLong("fp32-activations"),
             help: "Run int8 layers whose weight name matches this glob with fp32 activations (repeatable; 'none' for none; default: the measured sensitive layers of TinyViT models).")
@@ -91,6 +110,9 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(name: .customLong("rslora"), help: "Those layers were trained with rsLoRA (scale α/√r instead of α/r).")
     var rsLoRA = false
 
+    @Option(help: "Threads for the calibration run and the rounding (the file does not depend on it).")
+    var threads: Int = 2
+
     @Flag(name: .shortAndLong, help: "No progress output.")
     var quiet = false
 
@@ -100,6 +122,10 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("unknown architecture '\(r)' for --random (one of \(ModelConfig.presetNames.joined(separator: ", ")))")
         }
         if random != nil, !calibrate.isEmpty { throw ValidationError("--calibrate needs a real checkpoint") }
+        if noCalibration, !calibrate.isEmpty { throw ValidationError("--no-calibration and --calibrate contradict each other") }
+        if precision != .int8, !calibrate.isEmpty {
+            throw ValidationError("--calibrate applies to int8 conversions (--precision \(precision.rawValue) rounds nothing to int8)")
+        }
         guard smoothingAlpha.isFinite, smoothingAlpha >= 0, smoothingAlpha <= 1 else {
             throw ValidationError("--smoothing-alpha must be between 0 and 1")
         }
@@ -109,6 +135,16 @@ struct QuantizeCommand: ParsableCommand {
         guard maxInt8Error.isFinite, maxInt8Error > 0 else {
             throw ValidationError("--max-int8-error must be a positive number")
         }
+        if let m = maxSlowdown {
+            guard m.isFinite, m > 1, m <= 4 else { throw ValidationError("--max-slowdown must be above 1 and at most 4") }
+            guard precision == .int8, !noCalibration, random == nil else {
+                throw ValidationError("--max-slowdown measures a calibrated int8 conversion of a checkpoint")
+            }
+            guard keepFP16.isEmpty, fp32Activations.isEmpty else {
+                throw ValidationError("--max-slowdown chooses the fp16 layers itself: drop --keep-fp16 and --fp32-activations")
+            }
+        }
+        guard threads >= 1, threads <= 64 else { throw ValidationError("--threads must be between 1 and 64") }
         if random != nil, !lora.isEmpty { throw ValidationError("--lora needs a real checkpoint") }
         guard loraScale.isFinite else { throw ValidationError("--lora-scale must be a finite number") }
         if let a = loraAlpha, !a.isFinite { throw ValidationError("--lora-alpha must be a finite number") }
@@ -121,10 +157,12 @@ struct QuantizeCommand: ParsableCommand {
         let result: ConversionResult
         var inSize: Int?
         var merges: [LoRAMergeReport] = []
+        var search: PrecisionSearch.Result?
         var options = ConversionOptions(precision: precision)
         options.keepFP32 = keepFP32
         options.maxInt8RelativeError = maxInt8Error
         options.smoothingAlpha = smoothingAlpha
+        options.threads = threads
         if !keepFP16.isEmpty { options.keepFP16 = keepFP16.filter { $0 != "none" } }
         if !fp32Activations.isEmpty { options.fp32Activations = fp32Activations.filter { $0 != "none" } }
         do {
@@ -143,13 +181,13 @@ struct QuantizeCommand: ParsableCommand {
                         + (mine.contains { $0.rank == 0 } ? ", \(mine.filter { $0.rank == 0 }.count) tensors replaced" : "")
                         + (worst.map { ", largest relative change \(percent($0.relativeChange)) (\($0.tensor))" } ?? ""))
                 }
-                if !calibrate.isEmpty, precision == .int8 {
-                    say("calibrating on \(calibrate.count) image(s)")
-                    let fp32 = try Converter.convert(checkpoint, options: .init(precision: .fp32)).writer.serialize()
-                    options.hessians = try Calibrator.hessians(fp32: fp32, images: calibrate, progress: say)
-                    options.calibrationNote = "GPTQ on " + calibrate.map { String($0.split(separator: "/").last ?? "") }.joined(separator: ", ")
-                }
-                result = try Converter.convert(checkpoint, options: options, progress: say)
+                var settings = CalibratedConversion.Settings()
+                settings.files = calibrate
+                settings.calibrate = !noCalibration
+                settings.maxSlowdown = maxSlowdown
+                settings.threads = threads
+                settings.saveImages = saveCalibrationImages
+                (result, search) = try CalibratedConversion.convert(checkpoint, options: options, settings: settings, progress: say)
             } else {
                 result = try RandomCheckpoint.convert(config: ModelConfig.preset(random ?? "")!, seed: seed, options: options,
                                                       progress: say)
@@ -168,7 +206,7 @@ struct QuantizeCommand: ParsableCommand {
             throw ExitCode(3)
         }
         let outSize = fileSize(output)
-        if report { printReport(result, merges: merges) }
+        if report { printReport(result, merges: merges, search: search) }
         let worst = result.reports.filter { $0.dtype == .i8 }.max { $0.relativeRMSError < $1.relativeRMSError }
         let counts = Dictionary(grouping: result.reports, by: \.dtype).mapValues(\.count)
         var summary = "wrote \(output): \(outSize) bytes"
@@ -179,7 +217,7 @@ struct QuantizeCommand: ParsableCommand {
         say(summary)
     }
 
-    func printReport(_ r: ConversionResult, merges: [LoRAMergeReport]) {
+    func printReport(_ r: ConversionResult, merges: [LoRAMergeReport], search: PrecisionSearch.Result?) {
         print("architecture: \(Converter.describe(r.config))")
         var meta = Metadata()
         r.config.write(to: &meta)
@@ -201,6 +239,17 @@ struct QuantizeCommand: ParsableCommand {
             let shape = t.shape.map(String.init).joined(separator: "x")
             print(pad(t.name, 72) + pad(shape, 20) + pad(t.role.rawValue, 15) + pad(t.dtype.description, 6)
                   + percent(t.relativeRMSError) + (t.note.isEmpty ? "" : "  " + t.note))
+        }
+        if let search {
+            print("")
+            print("layer precisions by measurement (--max-slowdown \(maxSlowdown ?? 0)): Σ(1 − embedding cosine) on the measuring images "
+                  + "\(search.baseError) all int8 → \(search.chosenError); estimated encoder GEMM time ×\(search.estimatedSlowdown)")
+            print(pad("int8 weight matrix", 72) + pad("MMAC/image", 12) + pad("cost", 12) + pad("gain", 14) + "choice")
+            for c in search.candidates.sorted(by: { $0.gain / $0.cost > $1.gain / $1.cost }) {
+                print(pad(c.name, 72) + pad("\((Double(c.macs) / 1e4).rounded() / 100)", 12)
+                      + pad("\((c.cost / 1e4).rounded() / 100)", 12) + pad("\((c.gain * 1e7).rounded() / 1e7)", 14)
+                      + (c.chosen ? "fp16" : "int8"))
+            }
         }
         let params = r.reports.reduce(0) { $0 + $1.shape.reduce(1, *) }
         print("\n\(r.reports.count) tensors, \(params) parameters")

@@ -307,6 +307,27 @@ int psam_cpu_neon_bf16(void);
  * aks = lda). A is read in place (never copied): meant for a large A and a small, cache-resident B. */
 void psam_sgemm_inplace(const float *a, size_t ars, size_t aks, const float *b, size_t ldb, float *c, size_t ldc, size_t m,
                         size_t n, size_t k, float alpha, const float *bias, int accumulate);
+/* Portable kernels (portable.c): while on, the fp32 row operations run their generic bodies and psam_sgemm_inplace runs
+ * psam_sgemm_portable, so an fp32 forward pass has the same bits on every CPU. Process-wide; int8 dispatch unaffected. */
+void psam_set_portable_kernels(int on);
+int psam_portable_kernels(void);
+/* c[r·ldc + j] = alpha · s + bias[j] (+ the old c when accumulate) with s = Σ_{t<k} A(r, t) · B(t, j) summed in order,
+ * each product and sum rounded separately (no fused multiply-add): the same bits on every CPU (sgemm_portable.c).
+ * A(r, t) = a[r·ars + t·aks], B(t, j) = b[t·bks + j·bjs]. `_with` picks the body: -1 the best this CPU has, 0 generic,
+ * 1 AVX2, 2 AVX-512 (x86-64; the caller checks the CPU), for tests. */
+void psam_sgemm_portable(const float *a, size_t ars, size_t aks, const float *b, size_t bks, size_t bjs, float *c, size_t ldc,
+                         size_t m, size_t n, size_t k, float alpha, const float *bias, int accumulate);
+void psam_sgemm_portable_with(int body, const float *a, size_t ars, size_t aks, const float *b, size_t bks, size_t bjs,
+                              float *c, size_t ldc, size_t m, size_t n, size_t k, float alpha, const float *bias,
+                              int accumulate);
+/* h[i·k + j] += Σ_{r<rows} x[r·ldx + i] · x[r·ldx + j] for i ≤ j < k (the upper triangle of a row-major k × k; a few
+ * elements with j < i near the diagonal get their (equal) sums too), in double,
+ * rows in order: the same bits on every CPU (moments.c). Only rows i of h in this caller's share (blocks of 8 rows,
+ * block b to part b mod parts), so `parts` threads can each take one part. `_with`: the body as for
+ * psam_sgemm_portable_with. */
+void psam_moments_f64(const float *x, size_t ldx, size_t rows, size_t k, double *h, size_t part, size_t parts);
+void psam_moments_f64_with(int body, const float *x, size_t ldx, size_t rows, size_t k, double *h, size_t part,
+                           size_t parts);
 /* im2col rows of a k × k convolution (channels-last x[h][w][cin], zero padding) for output pixels p0 … p1 − 1 (wo
  * per output row): col[(p − p0)·ldc + (c·k + ky)·k + kx] = x[iy][ix][c] (PyTorch's weight order), 0 outside. */
 void psam_im2col(const float *x, size_t h, size_t w, size_t cin, size_t k, size_t stride, size_t pad, size_t wo, size_t p0,
