@@ -20,7 +20,7 @@ void psam_attention_few_keys__generic(const float *q, size_t ldq, const float *k
             }
             float sum = 0.0f;
             for (size_t j = 0; j < nk; j++) {
-                s[j] = expf(s[j] - mx);
+                s[j] = exp_generic(s[j] - mx);
                 sum += s[j];
             }
             float inv = 1.0f / sum;

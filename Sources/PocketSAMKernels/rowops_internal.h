@@ -24,6 +24,31 @@
 #pragma STDC FP_CONTRACT OFF
 #endif /* GCC in ISO C mode (-std=c11) does not contract */
 
+/* exp(x) for the generic bodies, with plain multiplies and adds: libm's expf is chosen by glibc per CPU (an FMA build
+ * and an SSE2 one, which differ in the last bit now and then), and the portable kernels (portable.c) must give the
+ * same bits on every CPU. The vector bodies' method (rowops_x86.h's exp512): reduction by ln 2 in two parts, a
+ * degree-6 Taylor polynomial, 2^n as two normal factors (so results go smoothly into the subnormals); relative error
+ * about 2e-7. NaN stays NaN; below −103 (under the smallest subnormal) the result is 0. */
+static inline float exp_generic(float x) {
+    if (x != x) return x;
+    if (x <= -103.0f) return 0.0f;
+    if (x > 88.3762626647949f) x = 88.3762626647949f;
+    const int32_t ni = (int32_t)floorf(x * 1.44269504088896341f + 0.5f);
+    const float n = (float)ni;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t n1 = ni >> 1, n2 = ni - n1;
+    union { uint32_t u; float f; } f1 = {(uint32_t)(n1 + 127) << 23}, f2 = {(uint32_t)(n2 + 127) << 23};
+    return p * f1.f * f2.f;
+}
+
 
 /* A row's scale and zero point from its extremes (lo ≤ 0 ≤ hi), and the factor and offset its values are quantized
  * with (x·inv + add, truncated). Returns 0, with scale 1 and zero 0, for an all-zero (or non-finite, which upstream

@@ -1,14 +1,15 @@
 #include "rowops_internal.h"
 
-/* Softmax of each row of x[m][ld] (n values), in place: exp(x − max) / Σ. The AVX-512 version uses a
- * degree-6 polynomial exp after range reduction by ln 2 (relative error about 2e-7), not libm's expf. */
+/* Softmax of each row of x[m][ld] (n values), in place: exp(x − max) / Σ. Every body uses a degree-6 polynomial
+ * exp after range reduction by ln 2 (relative error about 2e-7), not libm's expf: the vector ones with fused
+ * multiply-adds, the generic one without (exp_generic, rowops_internal.h), so that its bits are the same on every CPU. */
 void psam_softmax__generic(float *x, size_t m, size_t n, size_t ld) {
     for (size_t i = 0; i < m; i++) {
         float *r = x + i * ld;
         float mx = -INFINITY;
         for (size_t j = 0; j < n; j++) mx = r[j] > mx ? r[j] : mx;
         float s = 0.0f;
-        for (size_t j = 0; j < n; j++) { float e = expf(r[j] - mx); r[j] = e; s += e; }
+        for (size_t j = 0; j < n; j++) { float e = exp_generic(r[j] - mx); r[j] = e; s += e; }
         float inv = 1.0f / s;
         for (size_t j = 0; j < n; j++) r[j] *= inv;
     }
@@ -183,7 +184,7 @@ void psam_softmax_cols__generic(float *x, size_t groups, size_t n, size_t cols, 
             }
             float s = 0.0f;
             for (size_t i = 0; i < n; i++) {
-                float e = expf(blk[i * ld + c] + (bb ? bb[i] : 0.0f) - mx);
+                float e = exp_generic(blk[i * ld + c] + (bb ? bb[i] : 0.0f) - mx);
                 blk[i * ld + c] = e;
                 s += e;
             }
@@ -331,14 +332,14 @@ void psam_softmax_online__generic(float *s, size_t rows, size_t cols, size_t ld,
         float mx = m[c];
         for (size_t i = 0; i < rows; i++) mx = s[i * ld + c] > mx ? s[i * ld + c] : mx;
         if (mx > m[c]) {
-            const float f = expf(m[c] - mx);
+            const float f = exp_generic(m[c] - mx);
             l[c] *= f;
             for (size_t j = 0; j < accw; j++) acc[c * ldacc + j] *= f;
             m[c] = mx;
         }
         float sum = 0.0f;
         for (size_t i = 0; i < rows; i++) {
-            const float e = expf(s[i * ld + c] - mx);
+            const float e = exp_generic(s[i * ld + c] - mx);
             s[i * ld + c] = e;
             sum += e;
         }
@@ -480,7 +481,7 @@ void psam_softmax_lanes__generic(float *x, size_t m, size_t ld, size_t n, size_t
             for (size_t t = 0; t < n; t++) mx = r[t * g + h] > mx ? r[t * g + h] : mx;
             float s = 0.0f;
             for (size_t t = 0; t < n; t++) {
-                const float e = expf(r[t * g + h] - mx);
+                const float e = exp_generic(r[t * g + h] - mx);
                 r[t * g + h] = e;
                 s += e;
             }

@@ -14,7 +14,7 @@ import PocketSAMIO
 ///   view of a CT or MRI slice), blurred more.
 /// - `noise`: octave value noise with amplitude proportional to the cell size (a 1/f spectrum), colour or grey.
 ///
-/// The set a conversion uses (`set(for:)`) was chosen by measurement: see `Converter`'s notes and the README.
+/// The set a conversion uses (`CalibrationPlan.builtinKinds(for:)`) was chosen by measurement: see `defaultKinds`.
 public enum BuiltinCalibration {
     /// Bumped whenever the pixels change (files record it with the set's fingerprint).
     public static let version = 1
@@ -31,7 +31,10 @@ public enum BuiltinCalibration {
     /// 0.99850; `leaves` and `greyLeaves` only, 4 images 0.9841 / 0.9627 / 0.99823, 8 images without noise 0.9867 /
     /// 0.9643 / 0.99841; against no calibration 0.9714 / 0.8598 / 0.99653 and `make demo`'s 4 real images 0.9859 /
     /// 0.9546 / 0.99915. The worst cosine is always the fluorescence-microscopy image (cell); the worst box case is a
-    /// draw, as Int8AccuracyTests explains, so the set with the best worst cosine and worst box was kept.
+    /// draw, as Int8AccuracyTests explains, so the set with the best worst cosine and worst box was kept. (Measured
+    /// with OpenBLAS's Prescott kernels in the decoder, and before the generic softmax's exp stopped being libm's
+    /// expf, which moved every calibrated file a little: this set now gives 0.9861 / 0.9603 / 0.99859, `make demo`'s
+    /// images 0.9870 / 0.9593 / 0.99917, SkylakeX in the decoder.)
     public static let defaultKinds: [Kind] = [.leaves, .greyLeaves, .scan, .leaves, .greyLeaves, .noise, .scan, .greyNoise]
 
     /// Images of `size` × `size` pixels (RGB), named `builtin-<kind>-<index>`.

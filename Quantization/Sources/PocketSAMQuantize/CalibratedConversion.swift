@@ -34,6 +34,9 @@ public enum CalibratedConversion {
         options.hessians = stats.hessians
         options.calibrationNote = plan.note
         options.calibrationFingerprint = plan.fingerprint
+        if settings.maxSlowdown != nil, case .vit = fp32.config.encoder {
+            say("--max-slowdown: the layer-precision search is for TinyViT encoders; this SAM ViT keeps every matrix int8")
+        }
         guard case .tinyViT = fp32.config.encoder, options.keepFP16 == nil, options.fp32Activations == nil,
               let maxSlowdown = settings.maxSlowdown else {
             return (try Converter.convert(checkpoint, options: options, progress: say), nil)

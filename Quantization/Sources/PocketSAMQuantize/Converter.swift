@@ -205,7 +205,8 @@ public enum Converter {
         }
         // In chunks: the tensors' values read in order, rounded on `options.threads` threads (GPTQ is the slow part;
         // each tensor's result depends on nothing else), then written in order.
-        // A chunk holds up to 32 tensors and 2²⁵ values (128 MB of fp32), so memory stays bounded for the large ViTs.
+        // A chunk holds up to 32 tensors and 2²⁵ values (128 MB of fp32), so memory stays bounded for the large ViTs
+        // (GPTQ adds about 12·k² bytes per rounding thread: 0.3 GB for ViT-H's k = 5120 MLP output).
         var done = 0, c0 = 0
         var originals: [String: [Float]] = [:]
         while c0 < specs.count {
@@ -460,13 +461,19 @@ func formatPercent(_ x: Double) -> String {
     return "\(v)%"
 }
 
-/// The chunk's results, each slot written by the one thread that took its index from `next`.
+/// The chunk's results, each slot written by the one thread that took its index from `next` (a buffer allocated once:
+/// the threads never touch a shared Swift array, only their own slots), read after all of them have finished.
 private final class Decisions: @unchecked Sendable {
-    private var slots: [(TensorReport, Converter.StoredTensor)?]
+    private let slots: UnsafeMutableBufferPointer<(TensorReport, Converter.StoredTensor)?>
     let next = Atomic<Int>(0)
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ v: (TensorReport, Converter.StoredTensor)) {
-        slots.withUnsafeMutableBufferPointer { $0[i] = v }
+    init(count: Int) {
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: nil)
     }
+    deinit {
+        slots.deinitialize()
+        slots.deallocate()
+    }
+    func set(_ i: Int, _ v: (TensorReport, Converter.StoredTensor)) { slots[i] = v }
     func get(_ i: Int) -> (TensorReport, Converter.StoredTensor) { slots[i]! }
 }

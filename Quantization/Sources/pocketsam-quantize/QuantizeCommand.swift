@@ -123,6 +123,9 @@ struct QuantizeCommand: ParsableCommand {
         }
         if random != nil, !calibrate.isEmpty { throw ValidationError("--calibrate needs a real checkpoint") }
         if noCalibration, !calibrate.isEmpty { throw ValidationError("--no-calibration and --calibrate contradict each other") }
+        if saveCalibrationImages != nil, noCalibration || precision != .int8 || random != nil {
+            throw ValidationError("--save-calibration-images: this conversion uses no calibration images")
+        }
         if precision != .int8, !calibrate.isEmpty {
             throw ValidationError("--calibrate applies to int8 conversions (--precision \(precision.rawValue) rounds nothing to int8)")
         }
