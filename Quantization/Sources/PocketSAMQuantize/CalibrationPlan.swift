@@ -62,8 +62,9 @@ public struct CalibrationPlan {
 import Glibc
 #endif
 
+/// Creates the folder unless it exists (as `pocketsam segment --out` does).
 func makeDirectory(_ path: String) throws {
-    var st = stat()
-    if stat(path, &st) == 0 { return }
-    guard mkdir(path, 0o755) == 0 else { throw CheckpointError.cannotOpen(path: path, reason: "cannot create the folder") }
+    if mkdir(path, 0o755) != 0 && errno != EEXIST {
+        throw CheckpointError.cannotOpen(path: path, reason: "cannot create the folder: \(String(cString: strerror(errno)))")
+    }
 }
